@@ -1,0 +1,380 @@
+"""Mass-constrained deterministic annealing with splits at phase transitions and merges.
+
+Pure driver logic: it sees the data only through a ``statistics`` callable
+that runs one pass and returns :class:`._kernels.BlockStats`, so the same code
+runs over NumPy arrays in memory or Dask arrays on a cluster.
+
+The procedure (``shared/design/annealing.md``, Rose 1998), in centered
+coordinates:
+
+1. One codevector at the mean; the first critical temperature is
+   ``T_c = 2 lambda_max(Sigma)``.  Above it the solution is known (every
+   center at the mean), so cooling starts just below it.
+2. At each temperature, EM passes (``c_k = S_k / N_k``, ``pi_k = N_k / N``) until
+   the largest squared shift is below ``tol * T``.
+3. Codevectors closer than ``merge_tol * T`` (squared) merge.  Each cluster's
+   own critical temperature ``2 lambda_max(Sigma_k)`` comes from a second-moment
+   statistic folded into the pass: the full ``Q_k`` for small D, one
+   power-iteration product per cluster otherwise.
+4. While fewer than K codevectors exist, the temperature jumps to just below
+   the next critical temperature, and the clusters that are unstable there
+   split along their principal axis, each half taking half the prior.
+5. When K codevectors exist and the average largest responsibility exceeds
+   ``stop_confidence``, Lloyd passes at ``T = 0`` run to a fixed point.
+
+Without randomness (``rng=None``) the procedure is deterministic.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._kernels import BlockStats, MomentMode
+
+StatisticsFn = Callable[..., BlockStats]
+
+#: Below this many features the full (K, D, D) second moments are cheap; above,
+#: one power-iteration product per cluster replaces them.
+FULL_MOMENTS_MAX_FEATURES = 8
+
+
+@dataclass(frozen=True)
+class AnnealConfig:
+    """Parameters of the annealing procedure (see the module docstring)."""
+
+    n_clusters: int
+    tol: float = 1e-4
+    cooling: float = 0.9
+    split_margin: float = 0.85
+    merge_tol: float = 1e-3
+    push: float = 0.5
+    stop_confidence: float = 0.999
+    max_em_iter: int = 100
+    max_lloyd_iter: int = 300
+    start_factor: float = 0.95
+
+
+@dataclass
+class AnnealResult:
+    """What the driver found, in centered coordinates."""
+
+    centers: np.ndarray
+    log_priors: np.ndarray
+    temperature: float  # last positive temperature (where assignments froze)
+    history: list[dict] = field(default_factory=list)
+    phases: list[dict] = field(default_factory=list)
+    converged: bool = True
+
+
+@dataclass
+class _Clusters:
+    """The codevectors at one moment of the annealing."""
+
+    centers: np.ndarray  # (m, D)
+    log_priors: np.ndarray  # (m,)
+    directions: np.ndarray  # (m, D) unit principal axes
+    variances: np.ndarray  # (m,) largest eigenvalue of each cluster's covariance
+    ages: np.ndarray  # (m,) temperatures survived since the cluster appeared
+
+    @property
+    def size(self) -> int:
+        return self.centers.shape[0]
+
+    def take(self, index: np.ndarray) -> _Clusters:
+        return _Clusters(
+            self.centers[index], self.log_priors[index], self.directions[index],
+            self.variances[index], self.ages[index],
+        )
+
+
+def moment_mode(n_features: int) -> MomentMode:
+    """Which second-moment statistic a pass computes for ``n_features``."""
+    return "full" if n_features <= FULL_MOMENTS_MAX_FEATURES else "power"
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(v, axis=-1, keepdims=True)
+    return v / np.where(norm > 0, norm, 1.0)
+
+
+def principal_axes(
+    stats: BlockStats, centers: np.ndarray, directions: np.ndarray, mode: MomentMode
+) -> tuple[np.ndarray, np.ndarray]:
+    """Largest covariance eigenvalue and its axis for each cluster, from one pass.
+
+    The moments are about the centers the pass was given; the covariance is
+    about the clusters' new means ``S_k / N_k``, hence the ``delta`` terms.
+    In "power" mode this is one power-iteration step from ``directions``
+    (the Rayleigh quotient, a lower bound that tightens pass by pass).
+    """
+    counts = np.maximum(stats.counts, np.finfo(float).tiny)
+    delta = stats.sums / counts[:, None] - centers
+    if mode == "full":
+        cov = stats.moments / counts[:, None, None] - delta[:, :, None] * delta[:, None, :]
+        values, vectors = np.linalg.eigh(cov)
+        return np.maximum(values[:, -1], 0.0), vectors[:, :, -1]
+    product = stats.moments / counts[:, None] - delta * np.einsum(
+        "kd,kd->k", delta, directions)[:, None]
+    rayleigh = np.einsum("kd,kd->k", product, directions)
+    norm = np.linalg.norm(product, axis=1)
+    new = np.where(norm[:, None] > 0, product / np.where(norm > 0, norm, 1)[:, None], directions)
+    return np.maximum(rayleigh, 0.0), new
+
+
+def _random_directions(count: int, n_features: int, seed: int) -> np.ndarray:
+    """Deterministic starting vectors for power iteration (never an old eigenvector)."""
+    return _unit(np.random.default_rng(seed).standard_normal((count, n_features)))
+
+
+class Annealer:
+    """Runs the annealing procedure against a ``statistics`` callable.
+
+    ``statistics(centers, temperature, log_priors=..., moments=..., directions=...)``
+    returns the :class:`BlockStats` of one pass over the (centered) data.
+    """
+
+    def __init__(
+        self,
+        statistics: StatisticsFn,
+        config: AnnealConfig,
+        *,
+        n_features: int,
+        total_weight: float,
+        rng: np.random.Generator | None = None,
+        callback: Callable[[dict], None] | None = None,
+    ) -> None:
+        self.statistics = statistics
+        self.config = config
+        self.n_features = n_features
+        self.total_weight = total_weight
+        self.mode = moment_mode(n_features)
+        self.rng = rng
+        self.callback = callback
+        self.history: list[dict] = []
+        self.phases: list[dict] = []
+        self._seed = 0
+
+    # -- one pass, recorded ---------------------------------------------------
+    def _pass(self, clusters: _Clusters, temperature: float, phase: str,
+              moments: MomentMode = "none") -> BlockStats:
+        start = time.perf_counter()
+        stats = self.statistics(
+            clusters.centers, temperature,
+            log_priors=clusters.log_priors if temperature > 0 else None,
+            moments=moments,
+            directions=clusters.directions if moments == "power" else None,
+        )
+        counts = stats.counts
+        means = np.where(
+            counts[:, None] > 0, stats.sums / np.maximum(counts, 1e-300)[:, None],
+            clusters.centers,
+        )
+        shift = float(np.max(np.sum((means - clusters.centers) ** 2, axis=1)))
+        record = {
+            "phase": phase,
+            "temperature": float(temperature),
+            "free_energy": float(stats.free_energy),
+            "inertia": float(stats.inertia),
+            "entropy": float(stats.entropy),
+            "distortion": float(stats.distortion),
+            "shift": shift,
+            "n_clusters": clusters.size,
+            "confidence": float(stats.confidence / max(stats.weight, 1e-300)),
+            "seconds": time.perf_counter() - start,
+        }
+        self.history.append(record)
+        if self.callback is not None:
+            self.callback(record)
+        return stats
+
+    def _update(self, clusters: _Clusters, stats: BlockStats, temperature: float) -> _Clusters:
+        """EM step at ``T > 0``, with each cluster's principal axis; clusters whose mass vanished are dropped."""
+        variances, directions = principal_axes(
+            stats, clusters.centers, clusters.directions, self.mode)
+        alive = stats.counts > 1e-12 * self.total_weight
+        new = clusters.take(alive)
+        counts = stats.counts[alive]
+        new.centers = stats.sums[alive] / counts[:, None]
+        new.log_priors = np.log(counts / counts.sum())
+        new.variances, new.directions = variances[alive], directions[alive]
+        return new
+
+    # -- the procedure ------------------------------------------------------
+    def run(self, mean: np.ndarray, top_variance: float, top_axis: np.ndarray) -> AnnealResult:
+        """Anneal from one codevector at ``mean`` (centered coordinates, normally 0)."""
+        cfg = self.config
+        k = cfg.n_clusters
+        clusters = _Clusters(
+            centers=mean[None, :].astype(np.float64),
+            log_priors=np.zeros(1),
+            directions=_unit(top_axis[None, :].astype(np.float64)),
+            variances=np.array([top_variance], dtype=np.float64),
+            ages=np.ones(1, dtype=int),
+        )
+        t_critical = 2.0 * top_variance
+        self.phases.append({"temperature": t_critical, "n_clusters": 1})
+        temperature = cfg.start_factor * t_critical
+        last_soft = temperature
+        converged = True
+        if k > 1 and top_variance > 0:
+            clusters = self._split(clusters, np.array([0]))
+        while k > 1 and top_variance > 0:
+            clusters, stats = self._equilibrate(clusters, temperature)
+            clusters = self._merge(clusters, temperature)
+            last_soft = temperature
+            self.phases.append({"temperature": temperature, "n_clusters": clusters.size})
+            confidence = float(stats.confidence / stats.weight)
+            if clusters.size >= k and confidence > cfg.stop_confidence:
+                break
+            clusters.ages += 1
+            if clusters.size < k:
+                t_max = 2.0 * float(clusters.variances.max())
+                if t_max <= 1e-12 * t_critical:
+                    break  # nothing left to split: every cluster is a point
+                next_t = min(cfg.cooling * temperature, cfg.split_margin * t_max)
+                unstable = np.flatnonzero(
+                    (cfg.split_margin * 2.0 * clusters.variances >= next_t) & (clusters.ages >= 1)
+                )
+                order = unstable[np.argsort(-clusters.variances[unstable], kind="stable")]
+                clusters = self._split(clusters, order[: k - clusters.size])
+            else:
+                next_t = cfg.cooling * temperature
+            if next_t < 1e-12 * t_critical:
+                break
+            temperature = next_t
+
+        clusters, converged = self._lloyd(clusters)
+        if clusters.size < k:
+            clusters = self._fill(clusters, k)
+            clusters, converged = self._lloyd(clusters)
+        return AnnealResult(
+            centers=clusters.centers,
+            log_priors=clusters.log_priors,
+            temperature=last_soft,
+            history=self.history,
+            phases=self.phases,
+            converged=converged,
+        )
+
+    def _equilibrate(self, clusters: _Clusters, temperature: float) -> tuple[_Clusters, BlockStats]:
+        """EM at one temperature until the largest squared shift is below ``tol * T``."""
+        cfg = self.config
+        for _ in range(cfg.max_em_iter):
+            stats = self._pass(clusters, temperature, "anneal", self.mode)
+            clusters = self._update(clusters, stats, temperature)
+            if self.history[-1]["shift"] < cfg.tol * temperature:
+                break
+        return clusters, stats
+
+    def _merge(self, clusters: _Clusters, temperature: float) -> _Clusters:
+        """Merge codevectors closer than ``merge_tol * T`` (squared distance), mass-weighted."""
+        threshold = self.config.merge_tol * temperature
+        keep = np.ones(clusters.size, dtype=bool)
+        centers = clusters.centers.copy()
+        log_priors = clusters.log_priors.copy()
+        variances = clusters.variances.copy()
+        for a in range(clusters.size):
+            if not keep[a]:
+                continue
+            for b in range(a + 1, clusters.size):
+                if keep[b] and np.sum((centers[a] - centers[b]) ** 2) < threshold:
+                    wa, wb = np.exp(log_priors[a]), np.exp(log_priors[b])
+                    centers[a] = (wa * centers[a] + wb * centers[b]) / (wa + wb)
+                    log_priors[a] = np.log(wa + wb)
+                    variances[a] = max(variances[a], variances[b])
+                    keep[b] = False
+        merged = _Clusters(centers, log_priors, clusters.directions, variances, clusters.ages)
+        return merged.take(keep)
+
+    def _split(self, clusters: _Clusters, index: np.ndarray) -> _Clusters:
+        """Split each listed cluster in two along its principal axis."""
+        if len(index) == 0:
+            return clusters
+        axis = clusters.directions[index]
+        if self.rng is not None:
+            # Restarts (n_init > 1) explore other split directions.
+            axis = _unit(axis + 0.5 * self.rng.standard_normal(axis.shape))
+        step = self.config.push * np.sqrt(clusters.variances[index])[:, None] * axis
+        centers = clusters.centers.copy()
+        log_priors = clusters.log_priors.copy()
+        ages = clusters.ages.copy()
+        centers[index] += step
+        log_priors[index] -= np.log(2.0)
+        ages[index] = 0
+        self._seed += 1
+        directions = clusters.directions.copy()
+        if self.mode == "power":
+            # After a split the old axis is often still an eigenvector of each
+            # half: restart the power iteration from fresh vectors.
+            directions[index] = _random_directions(len(index), self.n_features, self._seed)
+        return _Clusters(
+            centers=np.vstack([centers, clusters.centers[index] - step]),
+            log_priors=np.concatenate([log_priors, log_priors[index]]),
+            directions=np.vstack([directions, directions[index]]),
+            variances=np.concatenate([clusters.variances, clusters.variances[index]]),
+            ages=np.concatenate([ages, ages[index]]),
+        )
+
+    def _lloyd(self, clusters: _Clusters) -> tuple[_Clusters, bool]:
+        """Hard passes until the centers no longer move (a Lloyd fixed point)."""
+        for _ in range(self.config.max_lloyd_iter):
+            stats = self._pass(clusters, 0.0, "lloyd")
+            empty = stats.counts <= 0
+            new = clusters.centers.copy()
+            new[~empty] = stats.sums[~empty] / stats.counts[~empty, None]
+            if empty.any():
+                # An empty cluster is dropped here and refilled by _fill, never
+                # sent to the origin.
+                clusters = clusters.take(~empty)
+                clusters.centers = new[~empty]
+                continue
+            if np.array_equal(new, clusters.centers):
+                return clusters, True
+            clusters.centers = new
+            clusters.log_priors = np.log(np.maximum(stats.counts, 1e-300) / stats.counts.sum())
+        return clusters, False
+
+    def _fill(self, clusters: _Clusters, k: int) -> _Clusters:
+        """Top up to K centers at T = 0 by splitting the clusters with most spread.
+
+        Needed when annealing ends with fewer than K distinct clusters (data
+        with fewer distinct points than K, or empty clusters at T = 0).
+        """
+        while clusters.size < k:
+            stats = self._pass(clusters, 0.0, "fill", self.mode)
+            variances, directions = principal_axes(
+                stats, clusters.centers, clusters.directions, self.mode)
+            spread = stats.counts * variances
+            j = int(np.argmax(spread))
+            if spread[j] <= 0:
+                warnings.warn(
+                    f"Number of distinct clusters ({clusters.size}) found smaller than "
+                    f"n_clusters ({k}): the data has too few distinct points. "
+                    "Some centers are duplicates.", stacklevel=4)
+                extra = clusters.take(np.arange(k - clusters.size) % clusters.size)
+                return _Clusters(
+                    np.vstack([clusters.centers, extra.centers]),
+                    np.concatenate([clusters.log_priors, extra.log_priors]),
+                    np.vstack([clusters.directions, extra.directions]),
+                    np.concatenate([clusters.variances, extra.variances]),
+                    np.concatenate([clusters.ages, extra.ages]),
+                )
+            clusters.variances, clusters.directions = variances, directions
+            # Optimal two-means split of a Gaussian: the halves' means at
+            # +-sqrt(2/pi) standard deviations along the principal axis.
+            step = np.sqrt(2.0 / np.pi) * np.sqrt(variances[j]) * directions[j]
+            centers = clusters.centers.copy()
+            centers[j] += step
+            clusters = _Clusters(
+                np.vstack([centers, clusters.centers[j] - step]),
+                np.concatenate([clusters.log_priors, clusters.log_priors[[j]]]),
+                np.vstack([clusters.directions, clusters.directions[[j]]]),
+                np.concatenate([clusters.variances, clusters.variances[[j]]]),
+                np.concatenate([clusters.ages, [0]]),
+            )
+        return clusters

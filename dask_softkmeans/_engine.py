@@ -1,0 +1,291 @@
+"""Dask orchestration: one pass over the data is a map over row blocks plus a tree reduction.
+
+The per-block mathematics lives in :mod:`._kernels`; here we only decide where
+it runs.  A pass builds a fresh graph on top of the (possibly persisted) data:
+one task per block, one literal key holding the small parameters (centers,
+temperature, ...), and a tree of float64 sums with ``split_every`` inputs per
+node.  Only the packed statistics, ``O(K D)`` numbers, reach the driver, and the
+graph does not grow from pass to pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import dask
+import dask.array as da
+import numpy as np
+
+from . import _kernels
+from ._data import ArrayLike, as_data, as_weights
+from ._kernels import MomentMode, StatsLayout
+from .errors import InputError
+
+#: Above this many features the first pass skips the D x D Gram matrix and the
+#: largest covariance eigenvalue comes from power iteration instead.
+GRAM_MAX_FEATURES = 1024
+
+
+def _sum_vectors(*vectors: np.ndarray) -> np.ndarray:
+    """Associative float64 sum of packed statistics (one tree-reduction node)."""
+    total = vectors[0].copy()
+    for v in vectors[1:]:
+        total += v
+    return total
+
+
+def _statistics_task(x: np.ndarray, w: np.ndarray | None, params: dict[str, Any]) -> np.ndarray:
+    return _kernels.block_statistics(x, weights=w, **params)
+
+
+def _scan_task(x: np.ndarray, w: np.ndarray | None, params: dict[str, Any]) -> np.ndarray:
+    return _kernels.scan_statistics(x, weights=w, **params)
+
+
+class Runner:
+    """Runs passes of a block kernel over one dataset and returns the summed statistics.
+
+    ``X`` is a validated float NumPy or Dask array (see :func:`._data.as_data`).
+    NumPy data run in this process (the kernel sub-blocks it, and BLAS uses
+    every core); Dask data run on the active scheduler: the ``distributed``
+    client when there is one, the threaded scheduler otherwise.
+    """
+
+    def __init__(
+        self,
+        X: np.ndarray | da.Array,
+        sample_weight: np.ndarray | da.Array | None = None,
+        *,
+        split_every: int = 8,
+        persist: bool = False,
+    ) -> None:
+        self.n_samples, self.n_features = X.shape
+        self.dtype = X.dtype
+        self.split_every = split_every
+        self.n_passes = 0
+        self._local = not isinstance(X, da.Array)
+        if self._local:
+            self._x, self._w = X, sample_weight
+            return
+        if persist:
+            X = X.persist()
+            sample_weight = None if sample_weight is None else sample_weight.persist()
+        self._x, self._w = X, sample_weight
+        self._blocks = list(X.to_delayed(optimize_graph=not persist).ravel())
+        self._weight_blocks = (
+            [None] * len(self._blocks)
+            if sample_weight is None
+            else list(sample_weight.to_delayed(optimize_graph=not persist).ravel())
+        )
+
+    @property
+    def n_blocks(self) -> int:
+        """Number of row blocks a pass maps over."""
+        return 1 if self._local else len(self._blocks)
+
+    def _run(self, task: Any, params: dict[str, Any]) -> np.ndarray:
+        self.n_passes += 1
+        if self._local:
+            return task(self._x, self._w, params)
+        # One key holds the parameters: they are not copied into every task.
+        shared = dask.delayed(params, traverse=False)
+        call = dask.delayed(task, pure=True)
+        parts = [call(x, w, shared) for x, w in zip(self._blocks, self._weight_blocks)]
+        combine = dask.delayed(_sum_vectors, pure=True)
+        while len(parts) > 1:
+            parts = [
+                combine(*parts[i : i + self.split_every])
+                for i in range(0, len(parts), self.split_every)
+            ]
+        (result,) = dask.compute(parts[0])
+        return result
+
+    def first_row(self) -> np.ndarray:
+        """The first row as float64 with non-finite values replaced by 0 (an origin for sums)."""
+        row = np.asarray(self._x[:1], dtype=np.float64)
+        if not self._local:
+            row = np.asarray(self._x[:1].compute(), dtype=np.float64)
+        return np.nan_to_num(row[0], nan=0.0, posinf=0.0, neginf=0.0)
+
+    def scan(self, origin: np.ndarray, *, gram: bool) -> np.ndarray:
+        """Packed ``[weight, nonfinite, sum, gram]`` relative to ``origin``."""
+        return self._run(_scan_task, {"origin": origin, "gram": gram})
+
+    def statistics(
+        self,
+        centers: np.ndarray,
+        temperature: float,
+        *,
+        offset: np.ndarray | None = None,
+        log_priors: np.ndarray | None = None,
+        moments: MomentMode = "none",
+        directions: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Packed statistics of one pass (see :func:`._kernels.block_statistics`)."""
+        params = {
+            "centers": np.asarray(centers, np.float64),
+            "temperature": float(temperature),
+            "offset": offset,
+            "log_priors": log_priors,
+            "moments": moments,
+            "directions": directions,
+        }
+        return self._run(_statistics_task, params)
+
+
+def map_rows(
+    X: np.ndarray | da.Array,
+    func: Any,
+    *,
+    n_outputs: int | None,
+    dtype: Any,
+    **kwargs: Any,
+) -> np.ndarray | da.Array:
+    """Apply a per-row function block by block: NumPy in, NumPy out; Dask in, Dask out.
+
+    ``func(block, **kwargs)`` returns ``(n,)`` when ``n_outputs`` is None and
+    ``(n, n_outputs)`` otherwise.
+    """
+    if isinstance(X, da.Array):
+        if n_outputs is None:
+            return X.map_blocks(func, dtype=dtype, drop_axis=1, **kwargs)
+        return X.map_blocks(func, dtype=dtype, chunks=(X.chunks[0], (n_outputs,)), **kwargs)
+    centers = kwargs.get("centers")
+    rows = _kernels.sub_block_rows(0 if centers is None else len(centers), X.shape[1])
+    parts = [func(X[i : i + rows], **kwargs) for i in range(0, X.shape[0], rows)]
+    return np.concatenate(parts).astype(dtype, copy=False)
+
+
+class SoftStatistics(NamedTuple):
+    """Statistics of one soft pass over the data, in the data's coordinates.
+
+    Attributes
+    ----------
+    counts : ndarray of shape (K,)
+        Soft counts ``N_k = sum_i w_i p_ik``.
+    sums : ndarray of shape (K, D)
+        Soft sums ``S_k = sum_i w_i p_ik x_i``.
+    free_energy : float
+        ``F_T = -T sum_i w_i log Z_i`` (the inertia at ``T = 0``).
+    entropy : float
+        ``H = -sum_ik w_i p_ik log p_ik``.
+    distortion : float
+        ``D = sum_ik w_i p_ik d_ik``.
+    inertia : float
+        Hard k-means objective ``J = sum_i w_i min_k d_ik``.
+    hard_counts : ndarray of shape (K,)
+        Weight of the points whose nearest center is ``k``.
+    gradient : ndarray of shape (K, D)
+        ``dF/dc_k = 2 (N_k c_k - S_k)``.
+    n_samples : float
+        Total weight (the number of samples when unweighted).
+    """
+
+    counts: np.ndarray
+    sums: np.ndarray
+    free_energy: float
+    entropy: float
+    distortion: float
+    inertia: float
+    hard_counts: np.ndarray
+    gradient: np.ndarray
+    n_samples: float
+
+
+def _check_centers(centers: ArrayLike, n_features: int) -> np.ndarray:
+    centers = np.asarray(centers, dtype=np.float64)
+    if centers.ndim != 2 or centers.shape[1] != n_features or centers.shape[0] == 0:
+        raise InputError(
+            f"centers must have shape (n_clusters, {n_features}) to match X's "
+            f"{n_features} features; got shape {centers.shape}."
+        )
+    if not np.all(np.isfinite(centers)):
+        raise InputError("centers contain NaN or infinity; every center must be finite.")
+    return centers
+
+
+def check_temperature(temperature: float) -> float:
+    """A temperature is a finite number ``>= 0``."""
+    try:
+        value = float(temperature)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not np.isfinite(value) or value < 0:
+        raise InputError(f"temperature must be a finite number >= 0; got {temperature!r}.")
+    return value
+
+
+def soft_statistics(
+    X: ArrayLike,
+    centers: ArrayLike,
+    temperature: float,
+    *,
+    log_priors: ArrayLike | None = None,
+    sample_weight: ArrayLike | None = None,
+    split_every: int = 8,
+) -> SoftStatistics:
+    """One soft pass: the smooth objective, its gradient and the sufficient statistics.
+
+    This is the pass the annealed fit repeats, made public so that the
+    objective can be used inside a larger model.  For a Dask or Zarr ``X``
+    the kernel is mapped over the row blocks and the statistics are
+    tree-reduced in float64 on the active scheduler; only ``O(K D)`` numbers
+    reach the caller.
+
+    Parameters
+    ----------
+    X : array-like, Dask array, zarr.Array or path of shape (n_samples, n_features)
+    centers : array-like of shape (n_clusters, n_features)
+    temperature : float
+        ``T >= 0``; ``T = 0`` gives the hard k-means statistics.
+    log_priors : array-like of shape (n_clusters,), optional
+        ``log pi_k``; equal priors by default.
+    sample_weight : array-like of shape (n_samples,), optional
+    split_every : int, default=8
+        Inputs per node of the tree reduction.
+
+    Returns
+    -------
+    SoftStatistics
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.array([[0.0, 0.0], [0.0, 1.0], [10.0, 0.0]])
+    >>> stats = soft_statistics(X, [[0.0, 0.5], [10.0, 0.0]], temperature=0.0)
+    >>> stats.counts.tolist(), round(stats.inertia, 3)
+    ([2.0, 1.0], 0.5)
+    """
+    data = as_data(X)
+    weights = as_weights(sample_weight, data)
+    centers = _check_centers(centers, data.shape[1])
+    temperature = check_temperature(temperature)
+    if log_priors is not None:
+        log_priors = np.asarray(log_priors, np.float64)
+        if log_priors.shape != (centers.shape[0],) or np.any(np.isnan(log_priors)):
+            raise InputError(
+                f"log_priors must have shape ({centers.shape[0]},) without NaN; "
+                f"got shape {log_priors.shape}."
+            )
+    runner = Runner(data, weights, split_every=split_every)
+    # Centering on the centers' mean keeps the products away from cancellation.
+    offset = centers.mean(axis=0)
+    vector = runner.statistics(centers, temperature, offset=offset, log_priors=log_priors)
+    stats = StatsLayout(*centers.shape).unpack(vector)
+    if stats.nonfinite > 0:
+        raise InputError(
+            f"X contains NaN or infinity in {int(stats.nonfinite)} rows. Drop or impute "
+            "them first, e.g. X[np.isfinite(X).all(axis=1)]."
+        )
+    sums = stats.sums + stats.counts[:, None] * offset
+    return SoftStatistics(
+        counts=stats.counts.copy(),
+        sums=sums,
+        free_energy=float(stats.free_energy),
+        entropy=float(stats.entropy),
+        distortion=float(stats.distortion),
+        inertia=float(stats.inertia),
+        hard_counts=stats.hard_counts.copy(),
+        gradient=2.0 * (stats.counts[:, None] * centers - sums),
+        n_samples=float(stats.weight),
+    )

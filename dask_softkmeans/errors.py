@@ -1,0 +1,24 @@
+"""Exceptions raised by dask-softkmeans.
+
+Every error subclasses the built-in exception a user would catch anyway
+(``ValueError``, ``FileNotFoundError``, ...), and its message says what was
+found and how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class SoftKMeansError(Exception):
+    """Base class of every error raised by dask-softkmeans."""
+
+
+class InputError(SoftKMeansError, ValueError):
+    """The data given to a function cannot be clustered as it is."""
+
+
+class ChunkingError(InputError):
+    """A Dask array is chunked in a way the passes cannot use."""
+
+
+class StoreNotFoundError(SoftKMeansError, FileNotFoundError):
+    """A Zarr path or URL does not hold an array."""

@@ -1,0 +1,381 @@
+"""The scikit-learn estimator :class:`SoftKMeans`."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from numbers import Integral, Real
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import zarr
+from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin, _fit_context
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from . import _kernels
+from ._annealing import AnnealConfig, Annealer, AnnealResult
+from ._data import ArrayLike, as_data, as_weights
+from ._engine import GRAM_MAX_FEATURES, Runner, check_temperature, map_rows
+from ._kernels import StatsLayout
+from .errors import InputError
+
+#: With ``persist="auto"`` the data are held in memory when they take at most
+#: this share of the cluster's (or, without a cluster, this machine's) memory.
+PERSIST_MEMORY_SHARE = 0.5
+
+
+def _active_client() -> Any:
+    try:
+        from distributed import default_client
+
+        return default_client()
+    except (ImportError, ValueError):
+        return None
+
+
+def _should_persist(X: np.ndarray | da.Array, persist: bool | str) -> bool:
+    if not isinstance(X, da.Array) or persist is False:
+        return False
+    if persist is True:
+        return True
+    client = _active_client()
+    if client is not None:
+        workers = client.scheduler_info().get("workers", {}).values()
+        memory = sum(w.get("memory_limit") or 0 for w in workers)
+    else:
+        from distributed.system import MEMORY_LIMIT
+
+        memory = MEMORY_LIMIT
+    return X.nbytes <= PERSIST_MEMORY_SHARE * memory
+
+
+class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
+    """Annealed soft k-means on NumPy, Dask and Zarr arrays.
+
+    Soft assignments ``p_ik = pi_k exp(-||x_i - c_k||^2 / T) / Z_i`` at a
+    temperature ``T`` smooth the k-means objective into the free energy
+    ``F_T = -T sum_i log Z_i``; hard k-means is its ``T -> 0`` limit.  The fit
+    starts at the first critical temperature ``2 lambda_max(cov X)``, cools
+    through the phase transitions, splitting each cluster when it becomes
+    unstable and merging coincident ones (mass-constrained deterministic
+    annealing), and ends with Lloyd passes at ``T = 0`` until the centers are a
+    Lloyd fixed point.
+
+    Each pass maps a NumPy kernel over the row blocks of the data and
+    tree-reduces ``O(K D)`` statistics in float64; the data never travel to
+    the driver.  The active ``distributed.Client`` is used when there is one,
+    the threaded scheduler otherwise; NumPy input runs in this process.
+
+    With ``n_init=1`` (the default) the fit uses no randomness: the same data
+    give the same centers whatever ``random_state``.
+
+    Parameters
+    ----------
+    n_clusters : int, default=8
+        Number of clusters K.
+    n_init : int, default=1
+        Number of annealing runs; the one with the lowest inertia is kept.
+        The first is deterministic, the others perturb the split directions
+        with ``random_state``.
+    tol : float, default=1e-4
+        At temperature ``T`` the EM passes stop when every center moves less
+        than ``sqrt(tol * T)``: the tolerance follows the scale of the data.
+    cooling : float, default=0.9
+        Geometric cooling factor once all K clusters exist.
+    max_iter : int, default=300
+        Largest number of Lloyd passes at ``T = 0``.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the restarts when ``n_init > 1``.
+    persist : "auto" or bool, default="auto"
+        Hold Dask or Zarr data in (cluster) memory for the passes: "auto"
+        does so when they take at most half of it, otherwise every pass
+        streams them from their source.
+    split_every : int, default=8
+        Inputs per node of the tree reduction.
+    compute_labels : bool, default=True
+        Compute ``labels_`` of the training data after the fit (one more pass;
+        the labels are held in memory: turn it off for very large data and
+        call :meth:`predict`, which returns a Dask array for Dask input).
+    verbose : int, default=0
+        Print one line per temperature when positive.
+
+    Attributes
+    ----------
+    cluster_centers_ : ndarray of shape (n_clusters, n_features)
+    labels_ : ndarray of shape (n_samples,)
+        Nearest center of each training sample (if ``compute_labels``).
+    inertia_ : float
+        Sum of squared distances of the samples to their nearest center.
+    weights_ : ndarray of shape (n_clusters,)
+        Cluster masses (priors ``pi_k``) at the end of the fit.
+    temperature_ : float
+        Last positive temperature of the annealing, where assignments froze;
+        :meth:`predict_proba` uses it by default.
+    n_iter_ : int
+        Number of passes over the data of the kept run (annealing and Lloyd).
+    history_ : list of dict
+        One record per pass: phase, temperature, free_energy, inertia,
+        entropy, distortion, shift, n_clusters, confidence, seconds.
+    phase_diagram_ : ndarray of shape (n_temperatures, 2)
+        Distinct clusters against temperature: ``[T, n_clusters]`` rows,
+        starting with the first critical temperature.
+    n_features_in_ : int
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dask_softkmeans import SoftKMeans
+    >>> X = np.array([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [5.1, 5.0]])
+    >>> model = SoftKMeans(n_clusters=2).fit(X)
+    >>> sorted(model.cluster_centers_[:, 0].round(2).tolist())
+    [0.05, 5.05]
+    """
+
+    _parameter_constraints: dict = {
+        "n_clusters": [Interval(Integral, 1, None, closed="left")],
+        "n_init": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="neither")],
+        "cooling": [Interval(Real, 0, 1, closed="neither")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+        "persist": [StrOptions({"auto"}), "boolean"],
+        "split_every": [Interval(Integral, 2, None, closed="left")],
+        "compute_labels": ["boolean"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        n_clusters: int = 8,
+        *,
+        n_init: int = 1,
+        tol: float = 1e-4,
+        cooling: float = 0.9,
+        max_iter: int = 300,
+        random_state: Any = None,
+        persist: bool | str = "auto",
+        split_every: int = 8,
+        compute_labels: bool = True,
+        verbose: int = 0,
+    ) -> None:
+        self.n_clusters = n_clusters
+        self.n_init = n_init
+        self.tol = tol
+        self.cooling = cooling
+        self.max_iter = max_iter
+        self.random_state = random_state
+        self.persist = persist
+        self.split_every = split_every
+        self.compute_labels = compute_labels
+        self.verbose = verbose
+
+    # -- input ----------------------------------------------------------------
+    def _data(self, X: ArrayLike, *, reset: bool) -> np.ndarray | da.Array:
+        """Validate X; in-memory input goes through scikit-learn's own checks."""
+        if isinstance(X, (da.Array, zarr.Array, str, os.PathLike)):
+            data = as_data(X)
+            if reset:
+                self.n_features_in_ = data.shape[1]
+                if hasattr(self, "feature_names_in_"):
+                    del self.feature_names_in_
+        else:
+            data = as_data(validate_data(
+                self, X, reset=reset, dtype=[np.float64, np.float32],
+                ensure_all_finite=False, accept_sparse=False))
+        if not reset and data.shape[1] != self.n_features_in_:
+            raise InputError(
+                f"X has {data.shape[1]} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input."
+            )
+        return data
+
+    # -- fit ------------------------------------------------------------------
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X: ArrayLike, y: Any = None, sample_weight: ArrayLike | None = None) -> SoftKMeans:
+        """Anneal from the first critical temperature down to a Lloyd fixed point.
+
+        Parameters
+        ----------
+        X : array-like, Dask array, zarr.Array or path of shape (n_samples, n_features)
+        y : ignored
+        sample_weight : array-like of shape (n_samples,), optional
+            A sample of weight ``w`` counts as ``w`` copies of itself.
+
+        Returns
+        -------
+        self
+        """
+        data = self._data(X, reset=True)
+        weights = as_weights(sample_weight, data)
+        n_samples, n_features = data.shape
+        if n_samples < self.n_clusters:
+            raise InputError(f"n_samples={n_samples} should be >= n_clusters={self.n_clusters}.")
+        runner = Runner(
+            data, weights, split_every=self.split_every,
+            persist=_should_persist(data, self.persist),
+        )
+        offset, top_variance, top_axis, total_weight = self._scan(runner)
+
+        def statistics(centers: np.ndarray, temperature: float, **kwargs: Any):
+            vector = runner.statistics(centers + offset, temperature, offset=offset, **kwargs)
+            return StatsLayout(centers.shape[0], n_features, kwargs["moments"]).unpack(vector)
+
+        config = AnnealConfig(
+            n_clusters=self.n_clusters, tol=self.tol, cooling=self.cooling,
+            max_lloyd_iter=self.max_iter,
+        )
+        rng = check_random_state(self.random_state)
+        best: AnnealResult | None = None
+        for run in range(self.n_init):
+            annealer = Annealer(
+                statistics, config, n_features=n_features, total_weight=total_weight,
+                rng=None if run == 0 else np.random.default_rng(rng.randint(2**31)),
+                callback=self._report if self.verbose else None,
+            )
+            result = annealer.run(np.zeros(n_features), top_variance, top_axis)
+            if best is None or result.history[-1]["inertia"] < best.history[-1]["inertia"]:
+                best = result
+        if not best.converged:
+            warnings.warn(
+                f"Lloyd passes did not reach a fixed point in max_iter={self.max_iter} "
+                "passes; increase max_iter.", ConvergenceWarning, stacklevel=2)
+        self.cluster_centers_ = best.centers + offset
+        self.inertia_ = best.history[-1]["inertia"]
+        self.weights_ = np.exp(best.log_priors - np.logaddexp.reduce(best.log_priors))
+        self.temperature_ = float(best.temperature)
+        self.n_iter_ = len(best.history)
+        self.history_ = best.history
+        self.phase_diagram_ = np.array(
+            [[p["temperature"], p["n_clusters"]] for p in best.phases], dtype=np.float64)
+        self._offset = offset
+        if self.compute_labels:
+            labels = self._labels(data)
+            self.labels_ = labels.compute() if isinstance(labels, da.Array) else labels
+        return self
+
+    def _scan(self, runner: Runner) -> tuple[np.ndarray, float, np.ndarray, float]:
+        """First pass: mean, largest covariance eigenvalue and its axis, total weight.
+
+        Non-finite values are found here, inside the pass, not by an extra one.
+        """
+        origin = runner.first_row()
+        n_features = runner.n_features
+        gram = n_features <= GRAM_MAX_FEATURES
+        packed = runner.scan(origin, gram=gram)
+        total_weight, nonfinite = packed[0], int(packed[1])
+        if nonfinite:
+            raise InputError(
+                f"Input X contains NaN or infinity in {nonfinite} rows. Drop or impute them "
+                "first, e.g. X[np.isfinite(X).all(axis=1)]; the data were not changed."
+            )
+        if total_weight <= 0:
+            raise InputError("sample_weight sums to 0: at least one sample needs a positive weight.")
+        mean_rel = packed[2 : 2 + n_features] / total_weight
+        offset = origin + mean_rel
+        if gram:
+            cov = packed[2 + n_features :].reshape(n_features, n_features) / total_weight
+            cov -= np.outer(mean_rel, mean_rel)
+            if not np.all(np.isfinite(cov)):
+                raise InputError(
+                    "The values of X are so large that squared distances overflow. "
+                    "Rescale X, e.g. divide it by its largest absolute value."
+                )
+            values, vectors = np.linalg.eigh(cov)
+            top_variance, top_axis = float(max(values[-1], 0.0)), vectors[:, -1]
+        else:
+            top_variance, top_axis = self._power_iteration(runner, offset)
+        return offset, top_variance, top_axis, float(total_weight)
+
+    @staticmethod
+    def _power_iteration(runner: Runner, offset: np.ndarray, passes: int = 20):
+        """Largest covariance eigenvalue by power iteration, one pass per step (large D)."""
+        n_features = runner.n_features
+        axis = np.random.default_rng(0).standard_normal(n_features)
+        axis /= np.linalg.norm(axis)
+        layout = StatsLayout(1, n_features, "power")
+        value = 0.0
+        for _ in range(passes):
+            stats = layout.unpack(runner.statistics(
+                offset[None, :], 1.0, offset=offset, moments="power", directions=axis[None, :]))
+            product = stats.moments[0] / stats.counts[0]
+            new_value = float(product @ axis)
+            axis = product / max(np.linalg.norm(product), 1e-300)
+            if abs(new_value - value) <= 1e-4 * new_value:
+                break
+            value = new_value
+        return max(new_value, 0.0), axis
+
+    def _report(self, record: dict) -> None:
+        print(
+            f"[SoftKMeans] {record['phase']:6s} T={record['temperature']:.4g} "
+            f"K={record['n_clusters']} F={record['free_energy']:.6g} "
+            f"J={record['inertia']:.6g} shift={record['shift']:.3g} "
+            f"{record['seconds'] * 1e3:.0f} ms"
+        )
+
+    # -- per-sample results --------------------------------------------------
+    def _labels(self, data: np.ndarray | da.Array) -> np.ndarray | da.Array:
+        return map_rows(
+            data, _labels_block, n_outputs=None, dtype=np.int32,
+            centers=self.cluster_centers_, offset=self._offset)
+
+    def predict(self, X: ArrayLike) -> np.ndarray | da.Array:
+        """Index of the nearest center of each sample (Dask array for Dask input)."""
+        check_is_fitted(self)
+        return self._labels(self._data(X, reset=False))
+
+    def fit_predict(
+        self, X: ArrayLike, y: Any = None, sample_weight: ArrayLike | None = None
+    ) -> np.ndarray | da.Array:
+        """Fit, then return the labels of ``X`` (Dask array for Dask input)."""
+        self.fit(X, sample_weight=sample_weight)
+        if self.compute_labels and not isinstance(X, da.Array):
+            return self.labels_
+        return self.predict(X)
+
+    def predict_proba(self, X: ArrayLike, temperature: float | None = None) -> np.ndarray | da.Array:
+        """Responsibilities ``p_ik`` at ``temperature`` (default ``temperature_``), shape (n, K)."""
+        check_is_fitted(self)
+        data = self._data(X, reset=False)
+        temperature = self.temperature_ if temperature is None else check_temperature(temperature)
+        return map_rows(
+            data, _kernels.responsibilities, n_outputs=self.n_clusters, dtype=np.float64,
+            centers=self.cluster_centers_, temperature=temperature, offset=self._offset,
+            log_priors=np.log(np.maximum(self.weights_, 1e-300)))
+
+    def transform(self, X: ArrayLike) -> np.ndarray | da.Array:
+        """Euclidean distances to every center, shape (n, K)."""
+        check_is_fitted(self)
+        data = self._data(X, reset=False)
+        return map_rows(
+            data, _distances_block, n_outputs=self.n_clusters, dtype=np.float64,
+            centers=self.cluster_centers_, offset=self._offset)
+
+    def score(self, X: ArrayLike, y: Any = None, sample_weight: ArrayLike | None = None) -> float:
+        """Opposite of the inertia of ``X`` with the fitted centers (higher is better)."""
+        check_is_fitted(self)
+        data = self._data(X, reset=False)
+        runner = Runner(data, as_weights(sample_weight, data), split_every=self.split_every)
+        layout = StatsLayout(self.n_clusters, data.shape[1])
+        stats = layout.unpack(runner.statistics(self.cluster_centers_, 0.0, offset=self._offset))
+        if stats.nonfinite:
+            raise InputError(f"Input X contains NaN or infinity in {int(stats.nonfinite)} rows.")
+        return -float(stats.inertia)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.transformer_tags.preserves_dtype = ["float64"]
+        return tags
+
+
+def _labels_block(x: np.ndarray, centers: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    return _kernels.nearest(x, centers, offset=offset)[0]
+
+
+def _distances_block(x: np.ndarray, centers: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    return np.sqrt(_kernels.squared_distances(x, centers, offset=offset))
