@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from numbers import Integral, Real
+from collections.abc import Callable
 from typing import Any
 
 import dask.array as da
@@ -16,7 +17,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import _kernels
+from . import _kernels, io
 from ._annealing import AnnealConfig, Annealer, AnnealResult
 from ._data import ArrayLike, as_data, as_weights
 from ._engine import GRAM_MAX_FEATURES, Runner, check_temperature, map_rows
@@ -195,7 +196,14 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
 
     # -- fit ------------------------------------------------------------------
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X: ArrayLike, y: Any = None, sample_weight: ArrayLike | None = None) -> SoftKMeans:
+    def fit(
+        self,
+        X: ArrayLike,
+        y: Any = None,
+        sample_weight: ArrayLike | None = None,
+        *,
+        callback: Callable[[dict], None] | None = None,
+    ) -> SoftKMeans:
         """Anneal from the first critical temperature down to a Lloyd fixed point.
 
         Parameters
@@ -204,6 +212,9 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         y : ignored
         sample_weight : array-like of shape (n_samples,), optional
             A sample of weight ``w`` counts as ``w`` copies of itself.
+        callback : callable, optional
+            Called after every pass with that pass's record of ``history_``
+            (progress displays use it).
 
         Returns
         -------
@@ -234,7 +245,7 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             annealer = Annealer(
                 statistics, config, n_features=n_features, total_weight=total_weight,
                 rng=None if run == 0 else np.random.default_rng(rng.randint(2**31)),
-                callback=self._report if self.verbose else None,
+                callback=callback or (self._report if self.verbose else None),
             )
             result = annealer.run(np.zeros(n_features), top_variance, top_axis)
             if best is None or result.history[-1]["inertia"] < best.history[-1]["inertia"]:
@@ -365,6 +376,53 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         if stats.nonfinite:
             raise InputError(f"Input X contains NaN or infinity in {int(stats.nonfinite)} rows.")
         return -float(stats.inertia)
+
+    # -- model files ---------------------------------------------------------
+    _SAVED_ARRAYS = ("cluster_centers_", "weights_", "phase_diagram_", "_offset")
+
+    def summary(self) -> dict[str, Any]:
+        """Parameters and fitted scalars as a JSON-ready dict."""
+        check_is_fitted(self)
+        return {
+            "params": self.get_params(),
+            "n_features_in": int(self.n_features_in_),
+            "inertia": float(self.inertia_),
+            "temperature": float(self.temperature_),
+            "n_iter": int(self.n_iter_),
+            "cluster_sizes": (self.weights_ / self.weights_.sum()).round(6).tolist(),
+        }
+
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
+        """Write the fitted model to ``path`` (an ``.npz`` file of arrays plus JSON).
+
+        The file holds no pickle and no training data; :meth:`load` reads it
+        back.  Existing files are kept unless ``overwrite=True``.
+        """
+        meta = self.summary()
+        meta["history"] = self.history_
+        arrays = {name.strip("_"): getattr(self, name) for name in self._SAVED_ARRAYS}
+        io.save_arrays(path, meta, arrays, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> SoftKMeans:
+        """Read a model written by :meth:`save` (never unpickles, never runs code)."""
+        meta, arrays = io.load_arrays(path)
+        try:
+            model = cls(**meta["params"])
+            for name in cls._SAVED_ARRAYS:
+                setattr(model, name, arrays[name.strip("_")])
+            model.n_features_in_ = int(meta["n_features_in"])
+            model.inertia_ = float(meta["inertia"])
+            model.temperature_ = float(meta["temperature"])
+            model.n_iter_ = int(meta["n_iter"])
+            model.history_ = list(meta["history"])
+        except (KeyError, TypeError) as exc:
+            raise InputError(
+                f"{str(path)!r} lacks part of a model ({exc}); it may be damaged. "
+                "Fit and save the model again.") from exc
+        if model.cluster_centers_.shape != (model.n_clusters, model.n_features_in_):
+            raise InputError(f"{str(path)!r} holds centers of the wrong shape; it is damaged.")
+        return model
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -113,3 +113,53 @@ def write_blobs(
         x[start:stop] = (centers[y] + noise).astype(dtype)
         labels[start:stop] = y
     return zarr.open_group(path, mode="r")
+
+
+#: Version of the model file format written by :func:`save_arrays`.
+MODEL_FORMAT_VERSION = 1
+
+
+def save_arrays(path: PathLike, meta: dict[str, Any], arrays: dict[str, np.ndarray],
+                *, overwrite: bool = False) -> None:
+    """Write a model file: numeric arrays plus JSON metadata in one ``.npz``, atomically.
+
+    The file holds no pickled objects: :func:`load_arrays` reads it with
+    ``allow_pickle=False``, so loading never runs code.
+    """
+    import json
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{str(path)!r} exists. Choose another path or pass overwrite=True.")
+    payload = {"format": "dask-softkmeans-model", "version": MODEL_FORMAT_VERSION, **meta}
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, __meta__=np.array(json.dumps(payload)), **arrays)
+    os.replace(tmp, path)
+
+
+def load_arrays(path: PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Read a model file written by :func:`save_arrays`; never unpickles."""
+    import json
+    import zipfile
+
+    path = Path(path)
+    if not path.exists():
+        raise StoreNotFoundError(f"No model file at {str(path)!r}.")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            meta = json.loads(str(archive["__meta__"]))
+            arrays = {name: archive[name] for name in archive.files if name != "__meta__"}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+        raise InputError(
+            f"{str(path)!r} is not a readable dask-softkmeans model file ({exc}). "
+            "It may be damaged or truncated: fit and save the model again."
+        ) from exc
+    if meta.get("format") != "dask-softkmeans-model":
+        raise InputError(f"{str(path)!r} is not a dask-softkmeans model file.")
+    if meta.get("version", 0) > MODEL_FORMAT_VERSION:
+        raise InputError(
+            f"{str(path)!r} was written by a newer dask-softkmeans (format version "
+            f"{meta['version']} > {MODEL_FORMAT_VERSION}). Upgrade dask-softkmeans to read it."
+        )
+    return meta, arrays

@@ -1,0 +1,231 @@
+"""The ``dask-softkmeans`` command line: open inputs, call the library, report.
+
+Commands: ``demo``, ``make-data``, ``fit``, ``predict``, ``info``.  Errors the
+user can fix exit with status 2 and a one-line message; ``--help`` works
+everywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import io
+from .errors import SoftKMeansError
+from .estimator import SoftKMeans
+
+
+class _Group(click.Group):
+    """Turns our documented errors into a clean message and exit status 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (SoftKMeansError, FileExistsError) as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="dask-softkmeans")
+def main() -> None:
+    """Annealed soft k-means on Dask, for NumPy, Dask and Zarr data of any size."""
+
+
+@contextlib.contextmanager
+def _client(scheduler: str | None, workers: int, threads: int, memory_limit: str,
+            quiet: bool) -> Iterator[Any]:
+    """A client of an existing scheduler, or of a LocalCluster started here."""
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        with Client(scheduler) as client:
+            yield client
+        return
+    with LocalCluster(n_workers=workers, threads_per_worker=threads,
+                      memory_limit=memory_limit, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        if not quiet:
+            click.echo(f"Local cluster: {workers} workers x {threads} threads, "
+                       f"dashboard {client.dashboard_link}")
+        yield client
+
+
+def _progress(quiet: bool, verbose: bool):
+    """One line per temperature (per pass with --verbose); nothing with --quiet."""
+    if quiet:
+        return None
+    last = {"temperature": None}
+
+    def report(record: dict) -> None:
+        new_temperature = record["temperature"] != last["temperature"]
+        if verbose or new_temperature:
+            click.echo(
+                f"  {record['phase']:6s} T={record['temperature']:<10.4g} "
+                f"clusters={record['n_clusters']:<4d} F={record['free_energy']:<12.6g} "
+                f"inertia={record['inertia']:<12.6g} {record['seconds'] * 1e3:7.1f} ms/pass",
+                err=True)
+        last["temperature"] = record["temperature"]
+
+    return report
+
+
+def _fit(data: Any, k: int, quiet: bool, verbose: bool, **params: Any) -> SoftKMeans:
+    model = SoftKMeans(k, compute_labels=False, **params)
+    return model.fit(data, callback=_progress(quiet, verbose))
+
+
+def _save(model: SoftKMeans, out: str | None, overwrite: bool, quiet: bool) -> None:
+    if out:
+        model.save(out, overwrite=overwrite)
+        if not quiet:
+            click.echo(f"Model written to {out}")
+
+
+cluster_options = [
+    click.option("--scheduler", metavar="ADDRESS",
+                 help="Address of a running scheduler (tcp://host:8786); default: a local cluster."),
+    click.option("--workers", default=2, show_default=True, help="Local cluster: worker processes."),
+    click.option("--threads", default=1, show_default=True, help="Local cluster: threads per worker."),
+    click.option("--memory-limit", default="auto", show_default=True,
+                 help="Local cluster: memory per worker, e.g. 4GiB."),
+    click.option("--quiet", "-q", is_flag=True, help="Print only the result."),
+    click.option("--verbose", "-v", is_flag=True, help="Print every pass."),
+]
+
+
+def _with_cluster_options(func):
+    for option in reversed(cluster_options):
+        func = option(func)
+    return func
+
+
+@main.command("make-data")
+@click.argument("path", type=click.Path())
+@click.option("--n-samples", default=200_000, show_default=True)
+@click.option("--n-features", default=8, show_default=True)
+@click.option("--k", "n_clusters", default=8, show_default=True, help="Number of blobs.")
+@click.option("--cluster-std", default=1.0, show_default=True)
+@click.option("--chunk-rows", default=65_536, show_default=True)
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
+              show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace PATH if it exists.")
+def make_data(path: str, n_samples: int, n_features: int, n_clusters: int, cluster_std: float,
+              chunk_rows: int, dtype: str, seed: int, overwrite: bool) -> None:
+    """Write a Gaussian-blob dataset to the Zarr group PATH, chunk by chunk.
+
+    PATH/X holds the data, PATH/labels the true labels and PATH/centers the
+    generating centers.
+    """
+    start = time.perf_counter()
+    io.write_blobs(path, n_samples, n_features, n_clusters, cluster_std=cluster_std,
+                   chunk_rows=chunk_rows, dtype=dtype, random_state=seed, overwrite=overwrite)
+    click.echo(f"Wrote {n_samples} x {n_features} {dtype} ({n_clusters} blobs) to {path}/X "
+               f"in {time.perf_counter() - start:.1f} s")
+
+
+@main.command()
+@click.argument("data")
+@click.option("--k", "n_clusters", default=8, show_default=True, help="Number of clusters.")
+@click.option("--n-init", default=1, show_default=True)
+@click.option("--out", metavar="MODEL", help="Write the fitted model to this .npz file.")
+@click.option("--overwrite", is_flag=True, help="Replace MODEL if it exists.")
+@_with_cluster_options
+def fit(data: str, n_clusters: int, n_init: int, out: str | None, overwrite: bool,
+        scheduler: str | None, workers: int, threads: int, memory_limit: str, quiet: bool,
+        verbose: bool) -> None:
+    """Fit SoftKMeans to the Zarr array DATA (a path or URL)."""
+    if out and Path(out).exists() and not overwrite:
+        raise click.ClickException(f"{out!r} exists. Choose another path or pass --overwrite.")
+    io.open_array(data)  # fail on a bad path before starting a cluster
+    with _client(scheduler, workers, threads, memory_limit, quiet):
+        start = time.perf_counter()
+        model = _fit(data, n_clusters, quiet, verbose, n_init=n_init)
+        seconds = time.perf_counter() - start
+    click.echo(f"Fitted {n_clusters} clusters in {seconds:.2f} s, {model.n_iter_} passes, "
+               f"inertia {model.inertia_:.6g}")
+    _save(model, out, overwrite, quiet)
+
+
+@main.command()
+@click.argument("model_path", metavar="MODEL")
+@click.argument("data")
+@click.argument("out")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@_with_cluster_options
+def predict(model_path: str, data: str, out: str, overwrite: bool, scheduler: str | None,
+            workers: int, threads: int, memory_limit: str, quiet: bool, verbose: bool) -> None:
+    """Write the nearest-center label of every row of DATA to the Zarr array OUT (int32)."""
+    if Path(out).exists() and not overwrite:
+        raise click.ClickException(f"{out!r} exists. Choose another path or pass --overwrite.")
+    model = SoftKMeans.load(model_path)
+    with _client(scheduler, workers, threads, memory_limit, quiet):
+        labels = model.predict(data)
+        labels.to_zarr(out, overwrite=overwrite)
+    if not quiet:
+        click.echo(f"Labels of {labels.shape[0]} rows written to {out}")
+
+
+@main.command()
+@click.argument("model_path", metavar="MODEL")
+def info(model_path: str) -> None:
+    """Print a summary of a saved model as JSON."""
+    model = SoftKMeans.load(model_path)
+    click.echo(json.dumps(model.summary(), indent=2))
+
+
+@main.command()
+@click.option("--n-samples", default=200_000, show_default=True)
+@click.option("--n-features", default=8, show_default=True)
+@click.option("--k", "n_clusters", default=8, show_default=True)
+@click.option("--workers", default=2, show_default=True)
+@click.option("--dir", "directory", type=click.Path(), default=None,
+              help="Where to write the dataset (default: a temporary directory).")
+@click.option("--quiet", "-q", is_flag=True)
+def demo(n_samples: int, n_features: int, n_clusters: int, workers: int,
+         directory: str | None, quiet: bool) -> None:
+    """End to end: write blobs to Zarr, start a LocalCluster, fit, compare with the truth."""
+    import numpy as np
+    import zarr
+    from sklearn.metrics import adjusted_rand_score
+
+    from .metrics import centroid_index
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(directory or tmp) / "blobs.zarr"
+        start = time.perf_counter()
+        io.write_blobs(path, n_samples, n_features, n_clusters, overwrite=True)
+        click.echo(f"Wrote {n_samples} x {n_features} float32 Gaussian blobs ({n_clusters} "
+                   f"clusters) to {path} in {time.perf_counter() - start:.1f} s")
+        group = zarr.open_group(str(path), mode="r")
+        with _client(None, workers, 1, "auto", quiet):
+            start = time.perf_counter()
+            model = _fit(str(path / "X"), n_clusters, quiet, False)
+            seconds = time.perf_counter() - start
+            labels = model.predict(str(path / "X")).compute()
+        truth = group["labels"][:]
+        true_centers = group["centers"][:]
+        x = group["X"]
+        true_inertia = sum(
+            float(((x[i:i + 65536] - true_centers[truth[i:i + 65536]]) ** 2).sum())
+            for i in range(0, n_samples, 65536))
+        click.echo(f"Fitted in {seconds:.2f} s ({model.n_iter_} passes over the data)")
+        click.echo(f"  centroid index vs generating centers: "
+                   f"{centroid_index(model.cluster_centers_, true_centers)} (0 = all found)")
+        click.echo(f"  adjusted Rand index vs true labels:   "
+                   f"{adjusted_rand_score(truth, labels):.4f}")
+        click.echo(f"  inertia / inertia of the true labels: {model.inertia_ / true_inertia:.6f}")
+        splits = [f"{int(n)} at T={t:.3g}" for (t, n), (_, before) in
+                  zip(model.phase_diagram_[1:], model.phase_diagram_[:-1]) if n > before]
+        click.echo("  distinct clusters as the temperature fell: 1, then " + ", ".join(splits))
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
