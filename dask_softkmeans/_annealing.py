@@ -248,10 +248,16 @@ class Annealer:
                 break
             temperature = next_t
 
-        clusters, converged = self._lloyd(clusters)
-        if clusters.size < k:
-            clusters = self._fill(clusters, k)
-            clusters, converged = self._lloyd(clusters)
+        clusters, converged, counts = self._lloyd(clusters)
+        # Relocate empty clusters and top up to K (rare: data with fewer
+        # distinct points than K, or a cluster emptied at T = 0).
+        for _ in range(k):
+            if clusters.size == k and (counts > 0).all():
+                break
+            clusters, degenerate = self._fill(clusters.take(counts > 0), k)
+            clusters, converged, counts = self._lloyd(clusters)
+            if degenerate:
+                break
         return AnnealResult(
             centers=clusters.centers,
             log_priors=clusters.log_priors,
@@ -320,26 +326,25 @@ class Annealer:
             ages=np.concatenate([ages, ages[index]]),
         )
 
-    def _lloyd(self, clusters: _Clusters) -> tuple[_Clusters, bool]:
-        """Hard passes until the centers no longer move (a Lloyd fixed point)."""
+    def _lloyd(self, clusters: _Clusters) -> tuple[_Clusters, bool, np.ndarray]:
+        """Hard passes until the centers no longer move (a Lloyd fixed point).
+
+        An empty cluster keeps its center (never sent to the origin); the
+        caller relocates it.  Returns the clusters, whether a fixed point was
+        reached, and the hard counts of the last pass.
+        """
         for _ in range(self.config.max_lloyd_iter):
             stats = self._pass(clusters, 0.0, "lloyd")
-            empty = stats.counts <= 0
+            filled = stats.counts > 0
             new = clusters.centers.copy()
-            new[~empty] = stats.sums[~empty] / stats.counts[~empty, None]
-            if empty.any():
-                # An empty cluster is dropped here and refilled by _fill, never
-                # sent to the origin.
-                clusters = clusters.take(~empty)
-                clusters.centers = new[~empty]
-                continue
+            new[filled] = stats.sums[filled] / stats.counts[filled, None]
             if np.array_equal(new, clusters.centers):
-                return clusters, True
+                return clusters, True, stats.counts
             clusters.centers = new
             clusters.log_priors = np.log(np.maximum(stats.counts, 1e-300) / stats.counts.sum())
-        return clusters, False
+        return clusters, False, stats.counts
 
-    def _fill(self, clusters: _Clusters, k: int) -> _Clusters:
+    def _fill(self, clusters: _Clusters, k: int) -> tuple[_Clusters, bool]:
         """Top up to K centers at T = 0 by splitting the clusters with most spread.
 
         Needed when annealing ends with fewer than K distinct clusters (data
@@ -363,7 +368,7 @@ class Annealer:
                     np.vstack([clusters.directions, extra.directions]),
                     np.concatenate([clusters.variances, extra.variances]),
                     np.concatenate([clusters.ages, extra.ages]),
-                )
+                ), True
             clusters.variances, clusters.directions = variances, directions
             # Optimal two-means split of a Gaussian: the halves' means at
             # +-sqrt(2/pi) standard deviations along the principal axis.
@@ -377,4 +382,4 @@ class Annealer:
                 np.concatenate([clusters.variances, clusters.variances[[j]]]),
                 np.concatenate([clusters.ages, [0]]),
             )
-        return clusters
+        return clusters, False

@@ -260,9 +260,11 @@ def scan_statistics(
     xb = x[finite].astype(np.float64) - origin
     w = np.ones(xb.shape[0]) if weights is None else np.asarray(weights, np.float64)[finite]
     out[0] = w.sum()
-    out[2 : 2 + n_features] = w @ xb
-    if gram:
-        out[2 + n_features :] = ((xb * w[:, None]).T @ xb).ravel()
+    # Overflow shows up as infinity in the sums; the caller explains it.
+    with np.errstate(over="ignore", invalid="ignore"):
+        out[2 : 2 + n_features] = w @ xb
+        if gram:
+            out[2 + n_features :] = ((xb * w[:, None]).T @ xb).ravel()
     return out
 
 

@@ -284,7 +284,7 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
                 "first, e.g. X[np.isfinite(X).all(axis=1)]; the data were not changed."
             )
         if total_weight <= 0:
-            raise InputError("sample_weight sums to 0: at least one sample needs a positive weight.")
+            raise InputError("sample_weight sums to zero: at least one sample needs a positive weight.")
         mean_rel = packed[2 : 2 + n_features] / total_weight
         offset = origin + mean_rel
         if gram:
@@ -354,7 +354,7 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         data = self._data(X, reset=False)
         temperature = self.temperature_ if temperature is None else check_temperature(temperature)
         return map_rows(
-            data, _kernels.responsibilities, n_outputs=self.n_clusters, dtype=np.float64,
+            data, _proba_block, n_outputs=self.n_clusters, dtype=np.float64,
             centers=self.cluster_centers_, temperature=temperature, offset=self._offset,
             log_priors=np.log(np.maximum(self.weights_, 1e-300)))
 
@@ -431,9 +431,22 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         return tags
 
 
+def _check_finite(x: np.ndarray) -> np.ndarray:
+    """Per-block value check of per-sample methods (raised when the block is computed)."""
+    if not np.all(np.isfinite(x)):
+        raise InputError(
+            "Input X contains NaN or infinity. Drop or impute those rows first, "
+            "e.g. X[np.isfinite(X).all(axis=1)].")
+    return x
+
+
 def _labels_block(x: np.ndarray, centers: np.ndarray, offset: np.ndarray) -> np.ndarray:
-    return _kernels.nearest(x, centers, offset=offset)[0]
+    return _kernels.nearest(_check_finite(x), centers, offset=offset)[0]
 
 
 def _distances_block(x: np.ndarray, centers: np.ndarray, offset: np.ndarray) -> np.ndarray:
-    return np.sqrt(_kernels.squared_distances(x, centers, offset=offset))
+    return np.sqrt(_kernels.squared_distances(_check_finite(x), centers, offset=offset))
+
+
+def _proba_block(x: np.ndarray, **kwargs: Any) -> np.ndarray:
+    return _kernels.responsibilities(_check_finite(x), **kwargs)
