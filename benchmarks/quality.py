@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     args = parser.parse_args()
-    print(f"| set | system | CI mean | CI=0 rate | inertia / reference | s per fit |")
+    print("| set | system | CI mean | CI=0 rate | inertia / reference | s per fit |")
     print("|---|---|---|---|---|---|")
     totals: dict[str, list[float]] = {}
     for name in args.sets:

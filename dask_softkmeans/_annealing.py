@@ -193,7 +193,7 @@ class Annealer:
         return stats
 
     def _update(self, clusters: _Clusters, stats: BlockStats, temperature: float) -> _Clusters:
-        """EM step at ``T > 0``, with each cluster's principal axis; clusters whose mass vanished are dropped."""
+        """EM step at ``T > 0`` with each cluster's principal axis; clusters without mass are dropped."""
         variances, directions = principal_axes(
             stats, clusters.centers, clusters.directions, self.mode)
         alive = stats.counts > 1e-12 * self.total_weight

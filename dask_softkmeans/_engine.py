@@ -90,7 +90,7 @@ class Runner:
         # One key holds the parameters: they are not copied into every task.
         shared = dask.delayed(params, traverse=False)
         call = dask.delayed(task, pure=True)
-        parts = [call(x, w, shared) for x, w in zip(self._blocks, self._weight_blocks)]
+        parts = [call(x, w, shared) for x, w in zip(self._blocks, self._weight_blocks, strict=True)]
         combine = dask.delayed(_sum_vectors, pure=True)
         while len(parts) > 1:
             parts = [

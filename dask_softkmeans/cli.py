@@ -193,7 +193,6 @@ def info(model_path: str) -> None:
 def demo(n_samples: int, n_features: int, n_clusters: int, workers: int,
          directory: str | None, quiet: bool) -> None:
     """End to end: write blobs to Zarr, start a LocalCluster, fit, compare with the truth."""
-    import numpy as np
     import zarr
     from sklearn.metrics import adjusted_rand_score
 
@@ -224,7 +223,7 @@ def demo(n_samples: int, n_features: int, n_clusters: int, workers: int,
                    f"{adjusted_rand_score(truth, labels):.4f}")
         click.echo(f"  inertia / inertia of the true labels: {model.inertia_ / true_inertia:.6f}")
         splits = [f"{int(n)} at T={t:.3g}" for (t, n), (_, before) in
-                  zip(model.phase_diagram_[1:], model.phase_diagram_[:-1]) if n > before]
+                  zip(model.phase_diagram_[1:], model.phase_diagram_[:-1], strict=True) if n > before]
         click.echo("  distinct clusters as the temperature fell: 1, then " + ", ".join(splits))
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from numbers import Integral, Real
 from collections.abc import Callable
+from numbers import Integral, Real
 from typing import Any
 
 import dask.array as da

@@ -20,17 +20,16 @@ def test_scikit_learn_estimator_checks(estimator, check):
 
 
 def test_fit_recovers_blobs_like_kmeans(blobs):
-    x, y, centers = blobs
+    x, _, _ = blobs
     model = SoftKMeans(4).fit(x)
     reference = KMeans(4, n_init=10, random_state=0).fit(x)
     assert model.inertia_ == pytest.approx(reference.inertia_, rel=1e-6)
-    order = np.argsort(model.cluster_centers_[:, 0])
-    np.testing.assert_allclose(model.cluster_centers_[order],
-                               np.sort(reference.cluster_centers_, axis=0)[
-                                   np.argsort(np.argsort(reference.cluster_centers_[:, 0]))][
-                                   np.argsort(reference.cluster_centers_[:, 0])] if False else
-                               reference.cluster_centers_[np.argsort(
-                                   reference.cluster_centers_[:, 0])], rtol=1e-9)
+
+    def by_first_coordinate(c):
+        return c[np.argsort(c[:, 0])]
+
+    np.testing.assert_allclose(by_first_coordinate(model.cluster_centers_),
+                               by_first_coordinate(reference.cluster_centers_), rtol=1e-9)
     assert model.labels_.shape == (len(x),)
     assert set(model.labels_) == {0, 1, 2, 3}
 
