@@ -56,6 +56,7 @@ class AnnealConfig:
     stop_confidence: float = 0.999
     max_em_iter: int = 100
     max_lloyd_iter: int = 300
+    max_swaps: int = 20
     start_factor: float = 0.95
 
 
@@ -65,6 +66,7 @@ class AnnealResult:
 
     centers: np.ndarray
     log_priors: np.ndarray
+    inertia: float
     temperature: float  # last positive temperature (where assignments froze)
     history: list[dict] = field(default_factory=list)
     phases: list[dict] = field(default_factory=list)
@@ -161,13 +163,14 @@ class Annealer:
 
     # -- one pass, recorded ---------------------------------------------------
     def _pass(self, clusters: _Clusters, temperature: float, phase: str,
-              moments: MomentMode = "none") -> BlockStats:
+              moments: MomentMode = "none", removal: bool = False) -> BlockStats:
         start = time.perf_counter()
         stats = self.statistics(
             clusters.centers, temperature,
             log_priors=clusters.log_priors if temperature > 0 else None,
             moments=moments,
             directions=clusters.directions if moments == "power" else None,
+            removal=removal,
         )
         counts = stats.counts
         means = np.where(
@@ -248,19 +251,23 @@ class Annealer:
                 break
             temperature = next_t
 
-        clusters, converged, counts = self._lloyd(clusters)
+        clusters, converged, stats = self._lloyd(clusters)
         # Relocate empty clusters and top up to K (rare: data with fewer
         # distinct points than K, or a cluster emptied at T = 0).
+        degenerate = False
         for _ in range(k):
-            if clusters.size == k and (counts > 0).all():
+            if clusters.size == k and (stats.counts > 0).all():
                 break
-            clusters, degenerate = self._fill(clusters.take(counts > 0), k)
-            clusters, converged, counts = self._lloyd(clusters)
+            clusters, degenerate = self._fill(clusters.take(stats.counts > 0), k)
+            clusters, converged, stats = self._lloyd(clusters)
             if degenerate:
                 break
+        if not degenerate and k > 1:
+            clusters, converged, stats = self._swap(clusters, converged, stats)
         return AnnealResult(
             centers=clusters.centers,
             log_priors=clusters.log_priors,
+            inertia=float(stats.inertia),
             temperature=last_soft,
             history=self.history,
             phases=self.phases,
@@ -326,23 +333,59 @@ class Annealer:
             ages=np.concatenate([ages, ages[index]]),
         )
 
-    def _lloyd(self, clusters: _Clusters) -> tuple[_Clusters, bool, np.ndarray]:
+    def _lloyd(
+        self, clusters: _Clusters, phase: str = "lloyd"
+    ) -> tuple[_Clusters, bool, BlockStats]:
         """Hard passes until the centers no longer move (a Lloyd fixed point).
 
         An empty cluster keeps its center (never sent to the origin); the
         caller relocates it.  Returns the clusters, whether a fixed point was
-        reached, and the hard counts of the last pass.
+        reached, and the statistics of the last pass.
         """
         for _ in range(self.config.max_lloyd_iter):
-            stats = self._pass(clusters, 0.0, "lloyd")
+            stats = self._pass(clusters, 0.0, phase)
             filled = stats.counts > 0
             new = clusters.centers.copy()
             new[filled] = stats.sums[filled] / stats.counts[filled, None]
             if np.array_equal(new, clusters.centers):
-                return clusters, True, stats.counts
+                return clusters, True, stats
             clusters.centers = new
             clusters.log_priors = np.log(np.maximum(stats.counts, 1e-300) / stats.counts.sum())
-        return clusters, False, stats.counts
+        return clusters, False, stats
+
+    def _swap(
+        self, clusters: _Clusters, converged: bool, stats: BlockStats
+    ) -> tuple[_Clusters, bool, BlockStats]:
+        """Move centers from where they help least to where they help most, at T = 0.
+
+        The center whose removal costs least (the points' second-nearest minus
+        nearest distances) moves into the split of the cluster with the largest
+        expected gain ``(2/pi) N_j lambda_j``; Lloyd passes follow and the move
+        is kept only if the inertia drops.  Stops at the first move that does
+        not pay.
+        """
+        for _ in range(self.config.max_swaps):
+            probe = self._pass(clusters, 0.0, "swap", self.mode, removal=True)
+            variances, directions = principal_axes(
+                probe, clusters.centers, clusters.directions, self.mode)
+            gain = (2.0 / np.pi) * probe.counts * variances
+            a = int(np.argmin(probe.removal))
+            gain[a] = -np.inf
+            j = int(np.argmax(gain))
+            if gain[j] <= probe.removal[a]:
+                break
+            trial = clusters.take(np.arange(clusters.size))
+            trial.variances, trial.directions = variances.copy(), directions.copy()
+            step = np.sqrt(2.0 / np.pi) * np.sqrt(variances[j]) * directions[j]
+            trial.centers = clusters.centers.copy()
+            trial.centers[a] = clusters.centers[j] - step
+            trial.centers[j] = clusters.centers[j] + step
+            trial, trial_converged, trial_stats = self._lloyd(trial, "swap")
+            if (trial_stats.counts > 0).all() and trial_stats.inertia < probe.inertia:
+                clusters, converged, stats = trial, trial_converged, trial_stats
+            else:
+                break
+        return clusters, converged, stats
 
     def _fill(self, clusters: _Clusters, k: int) -> tuple[_Clusters, bool]:
         """Top up to K centers at T = 0 by splitting the clusters with most spread.

@@ -120,6 +120,7 @@ class Runner:
         log_priors: np.ndarray | None = None,
         moments: MomentMode = "none",
         directions: np.ndarray | None = None,
+        removal: bool = False,
     ) -> np.ndarray:
         """Packed statistics of one pass (see :func:`._kernels.block_statistics`)."""
         params = {
@@ -129,6 +130,7 @@ class Runner:
             "log_priors": log_priors,
             "moments": moments,
             "directions": directions,
+            "removal": removal,
         }
         return self._run(_statistics_task, params)
 

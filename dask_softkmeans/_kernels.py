@@ -49,6 +49,7 @@ class BlockStats(NamedTuple):
     hard_counts: np.ndarray  # (K,)
     confidence: np.ndarray  # () sum_i max_k p_ik
     nonfinite: np.ndarray  # () rows holding NaN or infinity (skipped)
+    removal: np.ndarray  # (K,) inertia added if center k were removed (T = 0, on request)
     moments: np.ndarray  # (K, D, D), (K, D) or (0,): see block_statistics
 
 
@@ -63,7 +64,7 @@ class StatsLayout:
     def _shapes(self) -> list[tuple[int, ...]]:
         k, d = self.n_clusters, self.n_features
         moment_shape = {"none": (0,), "full": (k, d, d), "power": (k, d)}[self.moments]
-        return [(), (k,), (k, d), (), (), (), (), (k,), (), (), moment_shape]
+        return [(), (k,), (k, d), (), (), (), (), (k,), (), (), (k,), moment_shape]
 
     @property
     def size(self) -> int:
@@ -117,6 +118,7 @@ def block_statistics(
     weights: np.ndarray | None = None,
     moments: MomentMode = "none",
     directions: np.ndarray | None = None,
+    removal: bool = False,
 ) -> np.ndarray:
     """Soft k-means statistics of one row block, packed for a tree reduction.
 
@@ -143,6 +145,9 @@ def block_statistics(
         one power-iteration product per cluster along ``directions``.
     directions : ndarray of shape (K, D), optional
         Unit vectors ``v_k``; required when ``moments="power"``.
+    removal : bool, default=False
+        At ``T = 0``, also sum for each center the extra inertia its points
+        would cost if it were removed (second-nearest minus nearest distance).
 
     Returns
     -------
@@ -202,6 +207,10 @@ def block_statistics(
             acc.free_energy[...] += w @ dmin
             acc.distortion[...] += w @ dmin
             acc.confidence[...] += w.sum()
+            if removal and n_clusters > 1:
+                second = np.partition(d, 1, axis=0)[1]
+                extra = w * (second - d[labels, np.arange(n)])
+                acc.removal[...] += np.bincount(labels, weights=extra, minlength=n_clusters)
         else:
             # Shifted logits u_ik = log pi_k - (d_ik - min_j d_ij) / T, at most log pi_k.
             u = d - d[labels, np.arange(n)][None, :]

@@ -120,7 +120,10 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         Number of passes over the data of the kept run (annealing and Lloyd).
     history_ : list of dict
         One record per pass: phase, temperature, free_energy, inertia,
-        entropy, distortion, shift, n_clusters, confidence, seconds.
+        entropy, distortion, shift, n_clusters, confidence, seconds.  Phases:
+        "anneal" (EM at T > 0), "lloyd" (T = 0), "fill" (topping up to K
+        clusters) and "swap" (trial moves of a center at T = 0, kept only
+        when they lower the inertia).
     phase_diagram_ : ndarray of shape (n_temperatures, 2)
         Distinct clusters against temperature: ``[T, n_clusters]`` rows,
         starting with the first critical temperature.
@@ -248,14 +251,14 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
                 callback=callback or (self._report if self.verbose else None),
             )
             result = annealer.run(np.zeros(n_features), top_variance, top_axis)
-            if best is None or result.history[-1]["inertia"] < best.history[-1]["inertia"]:
+            if best is None or result.inertia < best.inertia:
                 best = result
         if not best.converged:
             warnings.warn(
                 f"Lloyd passes did not reach a fixed point in max_iter={self.max_iter} "
                 "passes; increase max_iter.", ConvergenceWarning, stacklevel=2)
         self.cluster_centers_ = best.centers + offset
-        self.inertia_ = best.history[-1]["inertia"]
+        self.inertia_ = best.inertia
         self.weights_ = np.exp(best.log_priors - np.logaddexp.reduce(best.log_priors))
         self.temperature_ = float(best.temperature)
         self.n_iter_ = len(best.history)
