@@ -195,7 +195,7 @@ class Annealer:
             self.callback(record)
         return stats
 
-    def _update(self, clusters: _Clusters, stats: BlockStats, temperature: float) -> _Clusters:
+    def _update(self, clusters: _Clusters, stats: BlockStats) -> _Clusters:
         """EM step at ``T > 0`` with each cluster's principal axis; clusters without mass are dropped."""
         variances, directions = principal_axes(
             stats, clusters.centers, clusters.directions, self.mode)
@@ -279,7 +279,7 @@ class Annealer:
         cfg = self.config
         for _ in range(cfg.max_em_iter):
             stats = self._pass(clusters, temperature, "anneal", self.mode)
-            clusters = self._update(clusters, stats, temperature)
+            clusters = self._update(clusters, stats)
             if self.history[-1]["shift"] < cfg.tol * temperature:
                 break
         return clusters, stats

@@ -210,3 +210,22 @@ def test_save_and_load_round_trip(blobs, tmp_path):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(InputError, match="damaged"):
         SoftKMeans.load(path)
+
+
+def test_predict_refuses_a_different_number_of_features(blobs):
+    x, _, _ = blobs
+    model = SoftKMeans(4).fit(da.from_array(x, chunks=500))
+    with pytest.raises(InputError, match="expecting 3 features"):
+        model.predict(da.from_array(x[:, :2], chunks=500))
+    with pytest.raises(ValueError, match="3 features"):
+        model.predict(x[:, :2])
+
+
+def test_nan_at_predict_is_refused_for_dask_input(blobs):
+    x, _, _ = blobs
+    model = SoftKMeans(4).fit(x)
+    bad = x.copy()
+    bad[7, 1] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        model.predict(da.from_array(bad, chunks=500)).compute()
+    assert np.isnan(bad[7, 1])  # the user's array is untouched
