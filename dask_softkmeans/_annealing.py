@@ -342,13 +342,15 @@ class Annealer:
         caller relocates it.  Returns the clusters, whether a fixed point was
         reached, and the statistics of the last pass.
         """
-        for _ in range(self.config.max_lloyd_iter):
+        for iteration in range(self.config.max_lloyd_iter):
             stats = self._pass(clusters, 0.0, phase)
             filled = stats.counts > 0
             new = clusters.centers.copy()
             new[filled] = stats.sums[filled] / stats.counts[filled, None]
             if np.array_equal(new, clusters.centers):
                 return clusters, True, stats
+            if iteration == self.config.max_lloyd_iter - 1:
+                break  # keep centers and statistics of the same pass
             clusters.centers = new
             clusters.log_priors = np.log(np.maximum(stats.counts, 1e-300) / stats.counts.sum())
         return clusters, False, stats

@@ -100,15 +100,16 @@ def as_weights(
             f"sample_weight must have shape ({X.shape[0]},), one weight per sample; "
             f"got shape {tuple(sample_weight.shape)}."
         )
+    if isinstance(sample_weight, np.ndarray):
+        bad = np.count_nonzero(~np.isfinite(sample_weight) | (sample_weight < 0))
+        if bad:
+            raise InputError(
+                f"sample_weight must be finite and non-negative; found {bad} bad values."
+            )
     if isinstance(X, da.Array):
+        # Dask weights are checked inside the first pass (non-finite or negative
+        # weights show up as a non-finite or negative total).
         sample_weight = da.asarray(sample_weight).astype(np.float64).rechunk((X.chunks[0],))
     elif isinstance(sample_weight, da.Array):
-        sample_weight = sample_weight.compute()
-    if isinstance(sample_weight, np.ndarray):
-        if not np.all(np.isfinite(sample_weight)) or np.any(sample_weight < 0):
-            raise InputError(
-                "sample_weight must be finite and non-negative; "
-                f"found {np.count_nonzero(~np.isfinite(sample_weight) | (sample_weight < 0))} "
-                "bad values."
-            )
+        return as_weights(sample_weight.compute(), X)
     return sample_weight

@@ -59,6 +59,8 @@ class Runner:
         split_every: int = 8,
         persist: bool = False,
     ) -> None:
+        if split_every < 2:
+            raise InputError(f"split_every must be an int >= 2; got {split_every!r}.")
         self.n_samples, self.n_features = X.shape
         self.dtype = X.dtype
         self.split_every = split_every
@@ -102,9 +104,8 @@ class Runner:
 
     def first_row(self) -> np.ndarray:
         """The first row as float64 with non-finite values replaced by 0 (an origin for sums)."""
-        row = np.asarray(self._x[:1], dtype=np.float64)
-        if not self._local:
-            row = np.asarray(self._x[:1].compute(), dtype=np.float64)
+        row = self._x[:1] if self._local else self._x[:1].compute()
+        row = np.asarray(row, dtype=np.float64)
         return np.nan_to_num(row[0], nan=0.0, posinf=0.0, neginf=0.0)
 
     def scan(self, origin: np.ndarray, *, gram: bool) -> np.ndarray:

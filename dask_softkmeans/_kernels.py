@@ -174,7 +174,8 @@ def block_statistics(
             raise ValueError("moments='power' needs directions of shape (K, D).")
         directions = np.asarray(directions, np.float64)
         center_proj = np.einsum("kd,kd->k", rel_centers, directions)
-    rows = sub_block_rows(n_clusters, n_features)
+    # The (rows, D*D) outer products of "full" moments count against the budget too.
+    rows = sub_block_rows(n_clusters, n_features * n_features if moments == "full" else n_features)
 
     for start in range(0, x.shape[0], rows):
         xb = x[start : start + rows]
@@ -201,7 +202,7 @@ def block_statistics(
         acc.hard_counts[...] += hard
         acc.inertia[...] += w @ dmin
 
-        if temperature == 0:
+        if temperature == 0 or not np.isfinite(1.0 / temperature):
             resp_w = np.zeros((n_clusters, n), dtype=np.float64)
             resp_w[labels, np.arange(n)] = w
             acc.free_energy[...] += w @ dmin
@@ -258,6 +259,9 @@ def scan_statistics(
 ) -> np.ndarray:
     """First-pass statistics: weight, weighted sums and (optionally) Gram matrix.
 
+    ``nonfinite`` counts rows with a non-finite value or a non-finite or
+    negative weight; those rows are left out of the sums.
+
     Packed as ``[weight, nonfinite, sum (D), gram (D*D or 0)]``, all relative
     to ``origin`` (one data row, so that far-away data does not cancel).
     """
@@ -266,8 +270,12 @@ def scan_statistics(
     out = np.zeros(2 + n_features + (n_features * n_features if gram else 0))
     finite = np.isfinite(x).all(axis=1)
     out[1] = np.count_nonzero(~finite)
+    if weights is not None:
+        weights = np.asarray(weights, np.float64)
+        out[1] += np.count_nonzero(~np.isfinite(weights) | (weights < 0))
+        finite &= np.isfinite(weights) & (weights >= 0)
     xb = x[finite].astype(np.float64) - origin
-    w = np.ones(xb.shape[0]) if weights is None else np.asarray(weights, np.float64)[finite]
+    w = np.ones(xb.shape[0]) if weights is None else weights[finite]
     out[0] = w.sum()
     # Overflow shows up as infinity in the sums; the caller explains it.
     with np.errstate(over="ignore", invalid="ignore"):

@@ -1,8 +1,8 @@
 """The ``dask-softkmeans`` command line: open inputs, call the library, report.
 
 Commands: ``demo``, ``make-data``, ``fit``, ``predict``, ``info``.  Errors the
-user can fix exit with status 2 and a one-line message; ``--help`` works
-everywhere.
+user can fix exit with status 1 and a one-line message (usage errors with 2,
+as click does); ``--help`` works everywhere.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from sklearn.utils._param_validation import InvalidParameterError
 
 from . import io
 from .errors import SoftKMeansError
@@ -24,12 +25,12 @@ from .estimator import SoftKMeans
 
 
 class _Group(click.Group):
-    """Turns our documented errors into a clean message and exit status 2."""
+    """Turns our documented errors and invalid parameters into a one-line message, status 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (SoftKMeansError, FileExistsError) as exc:
+        except (SoftKMeansError, FileExistsError, InvalidParameterError) as exc:
             raise click.ClickException(str(exc)) from exc
 
 
@@ -201,7 +202,7 @@ def demo(n_samples: int, n_features: int, n_clusters: int, workers: int,
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(directory or tmp) / "blobs.zarr"
         start = time.perf_counter()
-        io.write_blobs(path, n_samples, n_features, n_clusters, overwrite=True)
+        io.write_blobs(path, n_samples, n_features, n_clusters, overwrite=directory is None)
         click.echo(f"Wrote {n_samples} x {n_features} float32 Gaussian blobs ({n_clusters} "
                    f"clusters) to {path} in {time.perf_counter() - start:.1f} s")
         group = zarr.open_group(str(path), mode="r")

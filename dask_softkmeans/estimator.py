@@ -88,7 +88,8 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     cooling : float, default=0.9
         Geometric cooling factor once all K clusters exist.
     max_iter : int, default=300
-        Largest number of Lloyd passes at ``T = 0``.
+        Largest number of passes of each Lloyd run at ``T = 0`` (the final
+        one and each trial move of the swap check).
     random_state : int, RandomState instance or None, default=None
         Seeds the restarts when ``n_init > 1``.
     persist : "auto" or bool, default="auto"
@@ -117,7 +118,9 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         Last positive temperature of the annealing, where assignments froze;
         :meth:`predict_proba` uses it by default.
     n_iter_ : int
-        Number of passes over the data of the kept run (annealing and Lloyd).
+        Passes recorded in ``history_`` for the kept run (annealing, Lloyd,
+        fill and swap); the first scan pass and the ``labels_`` pass are not
+        counted.
     history_ : list of dict
         One record per pass: phase, temperature, free_energy, inertia,
         entropy, distortion, shift, n_clusters, confidence, seconds.  Phases:
@@ -283,8 +286,9 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         total_weight, nonfinite = packed[0], int(packed[1])
         if nonfinite:
             raise InputError(
-                f"Input X contains NaN or infinity in {nonfinite} rows. Drop or impute them "
-                "first, e.g. X[np.isfinite(X).all(axis=1)]; the data were not changed."
+                f"Input X contains NaN or infinity (or sample_weight a non-finite or negative "
+                f"weight) in {nonfinite} rows. Drop or impute them first, e.g. "
+                "X[np.isfinite(X).all(axis=1)]; the data were not changed."
             )
         if total_weight <= 0:
             raise InputError("sample_weight sums to zero: at least one sample needs a positive weight.")
@@ -293,7 +297,9 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         if gram:
             cov = packed[2 + n_features :].reshape(n_features, n_features) / total_weight
             cov -= np.outer(mean_rel, mean_rel)
-            if not np.all(np.isfinite(cov)):
+            # Squared distances reach ~4 trace(cov); they must fit the working dtype.
+            limit = np.finfo(_kernels.working_dtype(runner.dtype)).max / 16
+            if not np.all(np.isfinite(cov)) or np.trace(cov) > limit:
                 raise InputError(
                     "The values of X are so large that squared distances overflow. "
                     "Rescale X, e.g. divide it by its largest absolute value."
@@ -386,8 +392,11 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     def summary(self) -> dict[str, Any]:
         """Parameters and fitted scalars as a JSON-ready dict."""
         check_is_fitted(self)
+        params = self.get_params()
+        if not isinstance(params["random_state"], int | None):
+            params["random_state"] = None  # a generator object has no JSON form
         return {
-            "params": self.get_params(),
+            "params": params,
             "n_features_in": int(self.n_features_in_),
             "inertia": float(self.inertia_),
             "temperature": float(self.temperature_),

@@ -132,10 +132,14 @@ def save_arrays(path: PathLike, meta: dict[str, Any], arrays: dict[str, np.ndarr
     if path.exists() and not overwrite:
         raise FileExistsError(f"{str(path)!r} exists. Choose another path or pass overwrite=True.")
     payload = {"format": "dask-softkmeans-model", "version": MODEL_FORMAT_VERSION, **meta}
+    text = json.dumps(payload)  # fails before any file is touched
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, __meta__=np.array(json.dumps(payload)), **arrays)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, __meta__=np.array(text), **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_arrays(path: PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -129,3 +129,9 @@ def test_feature_chunks_are_rechunked_not_refused(data):
 def test_integer_input_is_converted():
     got = soft_statistics(np.array([[0, 0], [2, 0]]), [[1.0, 0.0]], 0.0)
     assert got.inertia == pytest.approx(2.0)
+
+
+def test_split_every_below_two_is_refused(data):
+    x, c = data
+    with pytest.raises(InputError, match="split_every"):
+        soft_statistics(da.from_array(x, chunks=100), c, 1.0, split_every=1)

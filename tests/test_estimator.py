@@ -229,3 +229,35 @@ def test_nan_at_predict_is_refused_for_dask_input(blobs):
     with pytest.raises(InputError, match="NaN"):
         model.predict(da.from_array(bad, chunks=500)).compute()
     assert np.isnan(bad[7, 1])  # the user's array is untouched
+
+
+def test_bad_weights_are_refused_for_dask_input_too(blobs):
+    x, _, _ = blobs
+    w = np.ones(len(x))
+    w[3] = -1.0
+    with pytest.raises(InputError, match="sample_weight"):
+        SoftKMeans(4).fit(da.from_array(x, chunks=500), sample_weight=w)
+    with pytest.raises(InputError, match="sample_weight"):
+        SoftKMeans(4).fit(da.from_array(x, chunks=500),
+                          sample_weight=da.from_array(w, chunks=500))
+
+
+def test_float32_overflow_is_explained():
+    x = (np.random.default_rng(0).normal(size=(300, 2)) * 1e20).astype(np.float32)
+    with pytest.raises(InputError, match="overflow"):
+        SoftKMeans(3).fit(x)
+
+
+def test_max_iter_stop_reports_the_inertia_of_the_returned_centers(blobs):
+    x, _, _ = blobs
+    with pytest.warns(Warning, match="max_iter"):
+        model = SoftKMeans(4, max_iter=1).fit(x)
+    assert model.inertia_ == pytest.approx(-model.score(x), rel=1e-12)
+
+
+def test_save_with_a_random_state_object(blobs, tmp_path):
+    x, _, _ = blobs
+    model = SoftKMeans(4, random_state=np.random.RandomState(0)).fit(x)
+    model.save(tmp_path / "m.npz")
+    assert SoftKMeans.load(tmp_path / "m.npz").random_state is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]
