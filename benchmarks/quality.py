@@ -24,6 +24,7 @@ import numpy as np
 from sklearn.cluster import KMeans
 
 from dask_softkmeans import SoftKMeans
+from dask_softkmeans._kernels import nearest
 from dask_softkmeans.metrics import centroid_index
 
 SETS = ["a1", "a2", "a3", "s1", "s2", "s3", "s4", "birch1", "birch2", "unbalance", "d31", "r15"]
@@ -40,11 +41,8 @@ def load(name: str, root: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def inertia(x: np.ndarray, centers: np.ndarray) -> float:
-    """Sum of squared distances to the nearest center, recomputed here for every system."""
-    d = ((x[:, None, :] - centers[None, :, :]) ** 2).sum(-1) if len(x) * len(centers) < 2e7 else None
-    if d is None:
-        return float(sum(inertia(x[i : i + 20000], centers) for i in range(0, len(x), 20000)))
-    return float(d.min(1).sum())
+    """Sum of squared distances to the nearest center, recomputed the same way for every system."""
+    return float(nearest(x, centers, offset=x.mean(0))[1].sum())
 
 
 def run_set(name: str, root: Path, seeds: int) -> list[dict]:

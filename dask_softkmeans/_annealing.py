@@ -223,7 +223,6 @@ class Annealer:
         self.phases.append({"temperature": t_critical, "n_clusters": 1})
         temperature = cfg.start_factor * t_critical
         last_soft = temperature
-        converged = True
         if k > 1 and top_variance > 0:
             clusters = self._split(clusters, np.array([0]))
         while k > 1 and top_variance > 0:
