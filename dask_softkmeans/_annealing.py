@@ -149,11 +149,16 @@ class Annealer:
         total_weight: float,
         rng: np.random.Generator | None = None,
         callback: Callable[[dict], None] | None = None,
+        sample: tuple[StatisticsFn, float] | None = None,
     ) -> None:
-        self.statistics = statistics
         self.config = config
         self.n_features = n_features
-        self.total_weight = total_weight
+        # The passes at T > 0 run on the sample when there is one: there only
+        # coarse structure exists.  Lloyd, fill and swap run on the full data.
+        self._sources = {"full": (statistics, total_weight)}
+        if sample is not None:
+            self._sources["sample"] = sample
+        self._source = "sample" if sample is not None else "full"
         self.mode = moment_mode(n_features)
         self.rng = rng
         self.callback = callback
@@ -165,7 +170,8 @@ class Annealer:
     def _pass(self, clusters: _Clusters, temperature: float, phase: str,
               moments: MomentMode = "none", removal: bool = False) -> BlockStats:
         start = time.perf_counter()
-        stats = self.statistics(
+        statistics, _ = self._sources[self._source]
+        stats = statistics(
             clusters.centers, temperature,
             log_priors=clusters.log_priors if temperature > 0 else None,
             moments=moments,
@@ -180,6 +186,7 @@ class Annealer:
         shift = float(np.max(np.sum((means - clusters.centers) ** 2, axis=1)))
         record = {
             "phase": phase,
+            "data": self._source,
             "temperature": float(temperature),
             "free_energy": float(stats.free_energy),
             "inertia": float(stats.inertia),
@@ -199,7 +206,7 @@ class Annealer:
         """EM step at ``T > 0`` with each cluster's principal axis; clusters without mass are dropped."""
         variances, directions = principal_axes(
             stats, clusters.centers, clusters.directions, self.mode)
-        alive = stats.counts > 1e-12 * self.total_weight
+        alive = stats.counts > 1e-12 * self._sources[self._source][1]
         new = clusters.take(alive)
         counts = stats.counts[alive]
         new.centers = stats.sums[alive] / counts[:, None]
@@ -250,6 +257,7 @@ class Annealer:
                 break
             temperature = next_t
 
+        self._source = "full"
         clusters, converged, stats = self._lloyd(clusters)
         # Relocate empty clusters and top up to K (rare: data with fewer
         # distinct points than K, or a cluster emptied at T = 0).

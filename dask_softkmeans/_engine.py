@@ -108,6 +108,21 @@ class Runner:
         row = np.asarray(row, dtype=np.float64)
         return np.nan_to_num(row[0], nan=0.0, posinf=0.0, neginf=0.0)
 
+    def sample(self, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+        """``size`` rows drawn uniformly without replacement, in memory, with their weights.
+
+        The rows are chosen by global index, so the sample is the same whatever
+        the chunking; Dask data are read once (one pass) to gather them.
+        """
+        index = np.sort(np.random.default_rng(seed).choice(self.n_samples, size, replace=False))
+        if self._local:
+            x = self._x[index]
+            return x, None if self._w is None else np.asarray(self._w[index], np.float64)
+        parts = [self._x[index]] + ([] if self._w is None else [self._w[index]])
+        self.n_passes += 1
+        out = dask.compute(*parts)
+        return np.asarray(out[0]), None if self._w is None else np.asarray(out[1], np.float64)
+
     def scan(self, origin: np.ndarray, *, gram: bool) -> np.ndarray:
         """Packed ``[weight, nonfinite, sum, gram]`` relative to ``origin``."""
         return self._run(_scan_task, {"origin": origin, "gram": gram})

@@ -24,6 +24,13 @@ from ._engine import GRAM_MAX_FEATURES, Runner, check_temperature, map_rows
 from ._kernels import StatsLayout
 from .errors import InputError
 
+#: ``sample_size="auto"``: the annealing at T > 0 runs on an in-memory sample of
+#: ``max(SAMPLE_MIN_ROWS, SAMPLE_ROWS_PER_CLUSTER * K)`` rows, unless that is
+#: more than ``SAMPLE_MAX_SHARE`` of the data (then on all of it).
+SAMPLE_MIN_ROWS = 10_000
+SAMPLE_ROWS_PER_CLUSTER = 200
+SAMPLE_MAX_SHARE = 0.5
+
 #: With ``persist="auto"`` the data are held in memory when they take at most
 #: this share of the cluster's (or, without a cluster, this machine's) memory.
 PERSIST_MEMORY_SHARE = 0.5
@@ -96,6 +103,15 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         Hold Dask or Zarr data in (cluster) memory for the passes: "auto"
         does so when they take at most half of it, otherwise every pass
         streams them from their source.
+    sample_size : "auto", int or None, default="auto"
+        Rows of an in-memory uniform sample on which the annealing at
+        ``T > 0`` runs; the Lloyd passes and the swap check at ``T = 0`` then
+        run on all the data, so the final centers are a Lloyd fixed point of
+        the full data.  At high temperatures only coarse structure exists and
+        a sample resolves it at a fraction of the cost.  "auto" takes
+        ``max(10000, 200 * n_clusters)`` rows, or all the data when that is
+        more than half of it; None anneals on all the data.  The sample is
+        drawn with a fixed seed, so the fit stays deterministic.
     split_every : int, default=8
         Inputs per node of the tree reduction.
     compute_labels : bool, default=True
@@ -150,6 +166,7 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
         "persist": [StrOptions({"auto"}), "boolean"],
+        "sample_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left"), None],
         "split_every": [Interval(Integral, 2, None, closed="left")],
         "compute_labels": ["boolean"],
         "verbose": ["verbose"],
@@ -165,6 +182,7 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         max_iter: int = 300,
         random_state: Any = None,
         persist: bool | str = "auto",
+        sample_size: int | str | None = "auto",
         split_every: int = 8,
         compute_labels: bool = True,
         verbose: int = 0,
@@ -176,6 +194,7 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         self.max_iter = max_iter
         self.random_state = random_state
         self.persist = persist
+        self.sample_size = sample_size
         self.split_every = split_every
         self.compute_labels = compute_labels
         self.verbose = verbose
@@ -237,9 +256,8 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         )
         offset, top_variance, top_axis, total_weight = self._scan(runner)
 
-        def statistics(centers: np.ndarray, temperature: float, **kwargs: Any):
-            vector = runner.statistics(centers + offset, temperature, offset=offset, **kwargs)
-            return StatsLayout(centers.shape[0], n_features, kwargs["moments"]).unpack(vector)
+        statistics = _centered_statistics(runner, offset)
+        sample = self._sample(runner, n_samples, offset)
 
         config = AnnealConfig(
             n_clusters=self.n_clusters, tol=self.tol, cooling=self.cooling,
@@ -252,6 +270,7 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
                 statistics, config, n_features=n_features, total_weight=total_weight,
                 rng=None if run == 0 else np.random.default_rng(rng.randint(2**31)),
                 callback=callback or (self._report if self.verbose else None),
+                sample=sample,
             )
             result = annealer.run(np.zeros(n_features), top_variance, top_axis)
             if best is None or result.inertia < best.inertia:
@@ -273,6 +292,26 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             labels = self._labels(data)
             self.labels_ = labels.compute() if isinstance(labels, da.Array) else labels
         return self
+
+    def _sample(
+        self, runner: Runner, n_samples: int, offset: np.ndarray
+    ) -> tuple[Callable[..., Any], float] | None:
+        """Statistics over an in-memory sample for the passes at T > 0 (None: no sampling)."""
+        if self.sample_size is None:
+            return None
+        size = self.sample_size
+        if size == "auto":
+            size = max(SAMPLE_MIN_ROWS, SAMPLE_ROWS_PER_CLUSTER * self.n_clusters)
+            if size > SAMPLE_MAX_SHARE * n_samples:
+                return None
+        if size >= n_samples:
+            return None
+        x, w = runner.sample(max(int(size), self.n_clusters))
+        local = Runner(_check_finite(x), w)
+        weight = float(x.shape[0] if w is None else w.sum())
+        if weight <= 0:
+            return None
+        return _centered_statistics(local, offset), weight
 
     def _scan(self, runner: Runner) -> tuple[np.ndarray, float, np.ndarray, float]:
         """First pass: mean, largest covariance eigenvalue and its axis, total weight.
@@ -389,6 +428,24 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     # -- model files ---------------------------------------------------------
     _SAVED_ARRAYS = ("cluster_centers_", "weights_", "phase_diagram_", "_offset")
 
+    def plot_annealing(
+        self, path: str | os.PathLike | None = None, ax: Any = None, X: ArrayLike | None = None
+    ) -> Any:
+        """Plot the annealing path (and, for 2-D ``X``, the points and centers).
+
+        Free energy, inertia, entropy and distinct clusters against the
+        temperature on a log axis, phase transitions marked; needs matplotlib
+        (``pip install "dask-softkmeans[plot]"``).  See
+        :func:`dask_softkmeans.plotting.plot_annealing` for the parameters.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+        """
+        from .plotting import plot_annealing
+
+        return plot_annealing(self, path=path, ax=ax, X=X)
+
     def summary(self) -> dict[str, Any]:
         """Parameters and fitted scalars as a JSON-ready dict."""
         check_is_fitted(self)
@@ -441,6 +498,16 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         tags.input_tags.allow_nan = False
         tags.transformer_tags.preserves_dtype = ["float64"]
         return tags
+
+
+def _centered_statistics(runner: Runner, offset: np.ndarray) -> Callable[..., Any]:
+    """One pass of ``runner`` with centers given relative to ``offset``, unpacked."""
+
+    def statistics(centers: np.ndarray, temperature: float, **kwargs: Any):
+        vector = runner.statistics(centers + offset, temperature, offset=offset, **kwargs)
+        return StatsLayout(centers.shape[0], runner.n_features, kwargs["moments"]).unpack(vector)
+
+    return statistics
 
 
 def _check_finite(x: np.ndarray) -> np.ndarray:
