@@ -25,6 +25,52 @@ from .errors import InputError
 #: largest covariance eigenvalue comes from power iteration instead.
 GRAM_MAX_FEATURES = 1024
 
+#: With ``persist="auto"`` the data are held in memory when they take at most
+#: this share of the cluster's (or, without a cluster, this machine's) memory;
+#: the rest is room for the passes' own work and for other data.
+PERSIST_MEMORY_SHARE = 0.5
+
+
+def active_client() -> Any:
+    """The default ``distributed.Client``, or None without one."""
+    try:
+        from distributed import default_client
+
+        return default_client()
+    except (ImportError, ValueError):
+        return None
+
+
+def cluster_memory() -> int:
+    """Bytes of memory the passes run in.
+
+    With a client: the sum of its workers' memory limits, a worker without a
+    limit counting its host's memory.  Without one: this machine's memory.
+    """
+    from distributed.system import MEMORY_LIMIT
+
+    client = active_client()
+    if client is None:
+        return int(MEMORY_LIMIT)
+    workers = client.scheduler_info(n_workers=-1).get("workers", {}).values()
+    return int(sum(w.get("memory_limit") or MEMORY_LIMIT for w in workers))
+
+
+def should_persist(X: np.ndarray | da.Array, persist: bool | str) -> bool:
+    """Whether to hold ``X`` in (cluster) memory for the passes, decided now.
+
+    ``persist`` is True, False or "auto": hold a Dask array when it takes at
+    most :data:`PERSIST_MEMORY_SHARE` of :func:`cluster_memory`.  NumPy data
+    are in memory already (False).
+    """
+    if not isinstance(X, da.Array) or persist is False:
+        return False
+    if persist is True:
+        return True
+    if persist != "auto":
+        raise InputError(f"persist must be 'auto', True or False; got {persist!r}.")
+    return X.nbytes <= PERSIST_MEMORY_SHARE * cluster_memory()
+
 
 def _sum_vectors(*vectors: np.ndarray) -> np.ndarray:
     """Associative float64 sum of packed statistics (one tree-reduction node)."""
@@ -49,6 +95,12 @@ class Runner:
     NumPy data run in this process (the kernel sub-blocks it, and BLAS uses
     every core); Dask data run on the active scheduler: the ``distributed``
     client when there is one, the threaded scheduler otherwise.
+
+    ``persist`` (True, False or "auto", see :func:`should_persist`) holds
+    Dask data in memory once; otherwise every pass maps over blocks that read
+    their rows from the source (a Zarr chunk is read once per pass) and are
+    dropped when their statistics are computed, so memory stays bounded by
+    the blocks in flight whatever the size of the data.
     """
 
     def __init__(
@@ -57,7 +109,7 @@ class Runner:
         sample_weight: np.ndarray | da.Array | None = None,
         *,
         split_every: int = 8,
-        persist: bool = False,
+        persist: bool | str = False,
     ) -> None:
         if split_every < 2:
             raise InputError(f"split_every must be an int >= 2; got {split_every!r}.")
@@ -66,6 +118,10 @@ class Runner:
         self.split_every = split_every
         self.n_passes = 0
         self._local = not isinstance(X, da.Array)
+        #: True when the data were persisted in (cluster) memory for the passes;
+        #: False when NumPy data run in this process or each pass streams the
+        #: Dask blocks from their source (one read of each block per pass).
+        persist = self.persisted = should_persist(X, persist)
         if self._local:
             self._x, self._w = X, sample_weight
             return

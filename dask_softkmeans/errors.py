@@ -22,3 +22,7 @@ class ChunkingError(InputError):
 
 class StoreNotFoundError(SoftKMeansError, FileNotFoundError):
     """A Zarr path or URL does not hold an array."""
+
+
+class MissingDependencyError(SoftKMeansError, ImportError):
+    """An optional dependency (an extra such as ``plot``) is not installed."""

@@ -31,34 +31,10 @@ SAMPLE_MIN_ROWS = 10_000
 SAMPLE_ROWS_PER_CLUSTER = 200
 SAMPLE_MAX_SHARE = 0.5
 
-#: With ``persist="auto"`` the data are held in memory when they take at most
-#: this share of the cluster's (or, without a cluster, this machine's) memory.
-PERSIST_MEMORY_SHARE = 0.5
-
-
-def _active_client() -> Any:
-    try:
-        from distributed import default_client
-
-        return default_client()
-    except (ImportError, ValueError):
-        return None
-
-
-def _should_persist(X: np.ndarray | da.Array, persist: bool | str) -> bool:
-    if not isinstance(X, da.Array) or persist is False:
-        return False
-    if persist is True:
-        return True
-    client = _active_client()
-    if client is not None:
-        workers = client.scheduler_info().get("workers", {}).values()
-        memory = sum(w.get("memory_limit") or 0 for w in workers)
-    else:
-        from distributed.system import MEMORY_LIMIT
-
-        memory = MEMORY_LIMIT
-    return X.nbytes <= PERSIST_MEMORY_SHARE * memory
+#: Per-sample outputs :meth:`SoftKMeans.write_predictions` can write: dtype and
+#: whether there is one column per cluster.
+PREDICTION_OUTPUTS = {"labels": (np.int32, False), "proba": (np.float32, True),
+                      "distances": (np.float32, True)}
 
 
 class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
@@ -101,8 +77,10 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         Seeds the restarts when ``n_init > 1``.
     persist : "auto" or bool, default="auto"
         Hold Dask or Zarr data in (cluster) memory for the passes: "auto"
-        does so when they take at most half of it, otherwise every pass
-        streams them from their source.
+        does so when they take at most half of it (the sum of the workers'
+        memory limits, or this machine's memory without a client), decided
+        at each fit; otherwise every pass streams them from their source,
+        reading each Zarr chunk once per pass.  ``persisted_`` says which.
     sample_size : "auto", int or None, default="auto"
         Rows of an in-memory uniform sample on which the annealing at
         ``T > 0`` runs; the Lloyd passes and the swap check at ``T = 0`` then
@@ -147,6 +125,9 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         Distinct clusters against temperature: ``[T, n_clusters]`` rows,
         starting with the first critical temperature.
     n_features_in_ : int
+    persisted_ : bool
+        Whether this fit held the data in (cluster) memory (see ``persist``);
+        False for NumPy input and when every pass streamed the data.
 
     Examples
     --------
@@ -252,8 +233,9 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             raise InputError(f"n_samples={n_samples} should be >= n_clusters={self.n_clusters}.")
         runner = Runner(
             data, weights, split_every=self.split_every,
-            persist=_should_persist(data, self.persist),
+            persist=self.persist,
         )
+        self.persisted_ = runner.persisted
         offset, top_variance, top_axis, total_weight = self._scan(runner)
 
         statistics = _centered_statistics(runner, offset)
@@ -414,6 +396,67 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             data, _distances_block, n_outputs=self.n_clusters, dtype=np.float64,
             centers=self.cluster_centers_, offset=self._offset)
 
+    def write_predictions(
+        self,
+        X: ArrayLike,
+        path: str | os.PathLike,
+        *,
+        what: tuple[str, ...] | list[str] = ("labels",),
+        temperature: float | None = None,
+        overwrite: bool = False,
+        storage_options: dict[str, Any] | None = None,
+    ) -> zarr.Group:
+        """Write per-sample results of ``X`` to a new Zarr group, out of core.
+
+        One task per row block of ``X`` reads the block once, computes every
+        requested output and writes it to Zarr arrays whose chunks are the
+        blocks (for a Zarr input, whole Zarr chunks of ``X``); nothing is
+        gathered on the driver, so ``X`` may be larger than any memory.
+
+        Parameters
+        ----------
+        X : array-like, Dask array, zarr.Array or path of shape (n_samples, n_features)
+        path : str or os.PathLike
+            Local path or fsspec URL of the group to create.
+        what : sequence of {"labels", "proba", "distances"}, default=("labels",)
+            ``labels``: int32 (n_samples,), as :meth:`predict`; ``proba``:
+            float32 (n_samples, n_clusters), as :meth:`predict_proba`;
+            ``distances``: float32 (n_samples, n_clusters), as :meth:`transform`.
+        temperature : float, optional
+            Temperature of ``proba``; ``temperature_`` by default.
+        overwrite : bool, default=False
+            Replace an existing group at ``path``.
+        storage_options : dict, optional
+            fsspec options for a URL ``path``.
+
+        Returns
+        -------
+        zarr.Group
+            The group, opened read-only; its arrays are named as in ``what``.
+        """
+        check_is_fitted(self)
+        what = tuple(dict.fromkeys([what] if isinstance(what, str) else what))
+        unknown = [name for name in what if name not in PREDICTION_OUTPUTS]
+        if unknown or not what:
+            raise InputError(
+                f"what must name outputs among {', '.join(PREDICTION_OUTPUTS)}; got {what!r}.")
+        temperature = self.temperature_ if temperature is None else check_temperature(temperature)
+        data = self._data(X, reset=False)
+        if not isinstance(data, da.Array):
+            rows = _kernels.sub_block_rows(self.n_clusters, data.shape[1])
+            data = da.from_array(data, chunks=(rows * 8, data.shape[1]))
+        params = {
+            "what": what, "centers": self.cluster_centers_, "offset": self._offset,
+            "temperature": temperature, "log_priors": np.log(np.maximum(self.weights_, 1e-300)),
+        }
+        outputs = {name: (PREDICTION_OUTPUTS[name][0],
+                          self.n_clusters if PREDICTION_OUTPUTS[name][1] else None)
+                   for name in what}
+        attrs = {"written_by": "dask_softkmeans.SoftKMeans.write_predictions",
+                 "temperature": float(temperature)}
+        return io.write_row_blocks(data, _predictions_block, params, path, outputs, attrs=attrs,
+                                   overwrite=overwrite, storage_options=storage_options)
+
     def score(self, X: ArrayLike, y: Any = None, sample_weight: ArrayLike | None = None) -> float:
         """Opposite of the inertia of ``X`` with the fitted centers (higher is better)."""
         check_is_fitted(self)
@@ -458,6 +501,7 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             "inertia": float(self.inertia_),
             "temperature": float(self.temperature_),
             "n_iter": int(self.n_iter_),
+            "persisted": getattr(self, "persisted_", None),
             "cluster_sizes": (self.weights_ / self.weights_.sum()).round(6).tolist(),
         }
 
@@ -485,6 +529,7 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             model.temperature_ = float(meta["temperature"])
             model.n_iter_ = int(meta["n_iter"])
             model.history_ = list(meta["history"])
+            model.persisted_ = meta.get("persisted")
         except (KeyError, TypeError) as exc:
             raise InputError(
                 f"{str(path)!r} lacks part of a model ({exc}); it may be damaged. "
@@ -529,3 +574,29 @@ def _distances_block(x: np.ndarray, centers: np.ndarray, offset: np.ndarray) -> 
 
 def _proba_block(x: np.ndarray, **kwargs: Any) -> np.ndarray:
     return _kernels.responsibilities(_check_finite(x), **kwargs)
+
+
+def _predictions_block(
+    x: np.ndarray, what: tuple[str, ...], centers: np.ndarray, offset: np.ndarray,
+    temperature: float, log_priors: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """The outputs of :meth:`SoftKMeans.write_predictions` for one block, sub-block by sub-block.
+
+    The same functions as ``predict``, ``predict_proba`` and ``transform``
+    compute them, on sub-blocks so that temporaries stay small.
+    """
+    n_clusters = centers.shape[0]
+    out = {name: np.empty((x.shape[0],) + ((n_clusters,) if PREDICTION_OUTPUTS[name][1] else ()),
+                          dtype=PREDICTION_OUTPUTS[name][0]) for name in what}
+    step = _kernels.sub_block_rows(n_clusters, x.shape[1])
+    for start in range(0, x.shape[0], step):
+        part = x[start : start + step]
+        if "labels" in out:
+            out["labels"][start : start + step] = _labels_block(part, centers, offset)
+        if "proba" in out:
+            out["proba"][start : start + step] = _proba_block(
+                part, centers=centers, temperature=temperature, offset=offset,
+                log_priors=log_priors)
+        if "distances" in out:
+            out["distances"][start : start + step] = _distances_block(part, centers, offset)
+    return out

@@ -1,21 +1,80 @@
-"""Zarr input and output: open arrays, write generated data.
+"""Zarr input and output: open arrays, write generated data and per-row results; model files.
 
-This module knows Zarr and Dask arrays; it knows nothing of the clustering.
+This module knows Zarr and Dask arrays; it knows nothing of the clustering
+(the per-row results it writes are computed by a function it is given).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 import zarr
+import zarr.codecs
 
-from .errors import InputError, StoreNotFoundError
+from .errors import InputError, MissingDependencyError, StoreNotFoundError
 
 PathLike = str | os.PathLike
+
+#: Compressors :func:`write_blobs` and :func:`write_row_blocks` can use, by name.
+#: ``blosc-lz4`` (byte shuffle) is the default: ``benchmarks/out_of_core.py``
+#: measures it decoding several times faster than ``zstd`` on float data, which
+#: keeps a streamed pass close to a pass over data held in memory.
+COMPRESSORS: dict[str, Callable[[], Any]] = {
+    "blosc-lz4": lambda: zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
+    "zstd": lambda: zarr.codecs.ZstdCodec(level=1),
+    "none": lambda: None,
+}
+DEFAULT_COMPRESSOR = "blosc-lz4"
+
+#: A Dask block joins whole Zarr chunks (or shards) up to about this many bytes,
+#: so that small chunks do not make a pass thousands of tasks ...
+BLOCK_BYTES = 32 * 2**20
+#: ... but it joins no more of them than leaves this many blocks, for parallelism.
+MIN_BLOCKS = 16
+
+
+def _is_url(path: str) -> bool:
+    return "://" in path
+
+
+def _compressors(name: str) -> Any:
+    try:
+        codec = COMPRESSORS[name]()
+    except KeyError:
+        raise InputError(
+            f"Unknown compressor {name!r}; choose one of {', '.join(COMPRESSORS)}."
+        ) from None
+    return None if codec is None else [codec]
+
+
+def _store_path(path: PathLike, storage_options: dict[str, Any] | None) -> str:
+    """``path`` as zarr wants it, refusing ``storage_options`` on a local path (zarr ignores them)."""
+    path = str(path)
+    if storage_options and not _is_url(path):
+        raise InputError(
+            f"storage_options apply to fsspec URLs (s3://, gs://, file://, memory://, ...), "
+            f"but {path!r} is a local path. Drop storage_options, or write the path as a URL, "
+            f"e.g. file://{os.path.abspath(path)}."
+        )
+    return path
+
+
+def _open(path: str, mode: str, storage_options: dict[str, Any] | None, opener: Callable) -> Any:
+    """Call a zarr opener, turning a missing fsspec backend into an error that names it."""
+    try:
+        return opener(store=path, mode=mode, storage_options=storage_options or None)
+    except ImportError as exc:
+        protocol = path.split("://", 1)[0]
+        raise MissingDependencyError(
+            f"Opening {path!r} needs the fsspec backend of {protocol}:// ({exc}). Install it, "
+            "e.g. `pip install s3fs` for s3://, `pip install gcsfs` for gs://."
+        ) from exc
 
 
 def open_array(
@@ -23,39 +82,85 @@ def open_array(
 ) -> zarr.Array:
     """Open a 2-D numeric Zarr array (v2 or v3) read-only, from a path or fsspec URL.
 
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A local path, or an fsspec URL such as ``s3://bucket/data.zarr/X``,
+        ``gs://...``, ``file:///...`` or ``memory://...``.
+    storage_options : dict, optional
+        Passed to the fsspec filesystem of a URL (credentials, endpoint,
+        ``anon=True``, ...); an error for a local path, where they would be ignored.
+
     Raises
     ------
     StoreNotFoundError
         Nothing is stored at ``path``.
     InputError
         ``path`` holds a group, or an array that is not 2-D and numeric.
+    MissingDependencyError
+        The fsspec backend of the URL's protocol (``s3fs``, ``gcsfs``) is not installed.
     """
+    path = _store_path(path, storage_options)
     try:
-        node = zarr.open(store=str(path), mode="r", storage_options=storage_options)
+        node = _open(path, "r", storage_options, zarr.open)
     except FileNotFoundError as exc:
         raise StoreNotFoundError(
-            f"No Zarr array at {str(path)!r}. Check the path, or write one with "
+            f"No Zarr array at {path!r}. Check the path, or write one with "
             "`dask-softkmeans make-data PATH` or dask_softkmeans.io.write_blobs."
         ) from exc
     if isinstance(node, zarr.Group):
         arrays = sorted(name for name, _ in node.arrays())
         raise InputError(
-            f"{str(path)!r} is a Zarr group, not an array. Point at one of its arrays"
-            + (f", e.g. {str(path).rstrip('/')}/{arrays[0]} (arrays: {', '.join(arrays)})."
+            f"{path!r} is a Zarr group, not an array. Point at one of its arrays"
+            + (f", e.g. {path.rstrip('/')}/{arrays[0]} (arrays: {', '.join(arrays)})."
                if arrays else "; it holds none.")
         )
+    from ._data import _check_shape_dtype  # imported here: _data imports this module
+
+    _check_shape_dtype(node.shape, node.dtype, f"The Zarr array at {path!r}")
     return node
 
 
-def to_dask(array: zarr.Array) -> da.Array:
-    """A Dask array over a Zarr array: row chunks aligned to the Zarr chunks, all features in one."""
-    rows = array.chunks[0]
+def block_rows(array: zarr.Array, *, block_bytes: int = BLOCK_BYTES) -> int:
+    """Rows of a Dask block over ``array``: a whole number of its chunks (or shards).
+
+    A chunk inside a shard is not an independent object, so a sharded array
+    is read shard by shard.  Small chunks are joined, up to ``block_bytes``
+    and down to :data:`MIN_BLOCKS` blocks; a chunk is never split, so a pass
+    reads each chunk exactly once.
+    """
     shards = getattr(array, "shards", None)
-    if shards:
-        # Read whole shards: a chunk inside a shard is not an independent object.
-        rows = shards[0]
-    x = da.from_zarr(array, chunks=(rows, array.shape[1]) if array.ndim == 2 else None)
-    return x
+    unit = (shards or array.chunks)[0]
+    n_rows = array.shape[0]
+    row_bytes = max(1, int(np.prod(array.shape[1:], dtype=np.int64)) * array.dtype.itemsize)
+    n_units = -(-n_rows // unit)
+    join = max(1, min(block_bytes // max(1, unit * row_bytes), n_units // MIN_BLOCKS))
+    return min(unit * join, max(n_rows, 1))
+
+
+def to_dask(array: zarr.Array, *, block_bytes: int = BLOCK_BYTES) -> da.Array:
+    """A Dask array over a 2-D Zarr array: row blocks of whole Zarr chunks, all features in one.
+
+    See :func:`block_rows`.  Reading a block reads each of its Zarr chunks
+    once, whatever the chunking of the feature axis.
+    """
+    if array.ndim != 2:
+        raise InputError(f"Expected a 2-D Zarr array; got shape {array.shape}.")
+    return da.from_zarr(array, chunks=(block_rows(array, block_bytes=block_bytes), array.shape[1]))
+
+
+def _create_group(path: PathLike, storage_options: dict[str, Any] | None, overwrite: bool,
+                  attrs: Mapping[str, Any]) -> zarr.Group:
+    path = _store_path(path, storage_options)
+    if not overwrite and not _is_url(path) and Path(path).exists():
+        raise FileExistsError(f"{path!r} exists. Choose another path or pass overwrite=True.")
+    try:
+        group = _open(path, "w" if overwrite else "w-", storage_options, zarr.open_group)
+    except FileExistsError as exc:
+        raise FileExistsError(
+            f"{path!r} exists. Choose another path or pass overwrite=True.") from exc
+    group.attrs.update(dict(attrs))
+    return group
 
 
 def write_blobs(
@@ -68,51 +173,131 @@ def write_blobs(
     center_box: float = 10.0,
     chunk_rows: int = 65_536,
     dtype: str = "float32",
+    compressor: str = DEFAULT_COMPRESSOR,
     random_state: int = 0,
     overwrite: bool = False,
+    storage_options: dict[str, Any] | None = None,
 ) -> zarr.Group:
-    """Write a Gaussian-blob dataset to a Zarr group, one chunk at a time.
+    """Write a Gaussian-blob dataset of any size to a Zarr group, one chunk at a time.
 
     The group holds ``X`` (n_samples, n_features), ``labels`` (n_samples,)
-    and ``centers`` (n_clusters, n_features), the generating centers.  Memory
-    use is one chunk, whatever ``n_samples``; each chunk has its own seed, so
-    the data do not depend on the order chunks are written in.
+    int32 and ``centers`` (n_clusters, n_features), the generating centers.
+    Memory use is about two chunks, whatever ``n_samples``; each chunk has its
+    own seed, so the data do not depend on the order chunks are written in.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Local path or fsspec URL of the group to create.
+    chunk_rows : int, default=65536
+        Rows per Zarr chunk of ``X`` and ``labels`` (every chunk holds all features).
+    dtype : {"float32", "float64"}, default="float32"
+    compressor : {"blosc-lz4", "zstd", "none"}, default="blosc-lz4"
+        See :data:`COMPRESSORS`.
+    storage_options : dict, optional
+        fsspec options for a URL.
 
     Returns
     -------
     zarr.Group
         The group, opened read-only.
     """
-    if n_samples < 1 or n_features < 1 or n_clusters < 1:
+    if n_samples < 1 or n_features < 1 or n_clusters < 1 or chunk_rows < 1:
         raise InputError(
-            "n_samples, n_features and n_clusters must be positive; got "
-            f"{n_samples}, {n_features}, {n_clusters}."
+            "n_samples, n_features, n_clusters and chunk_rows must be positive; got "
+            f"{n_samples}, {n_features}, {n_clusters}, {chunk_rows}."
         )
-    path = str(path)
-    if not overwrite and Path(path).exists():
-        raise FileExistsError(f"{path!r} exists. Choose another path or pass overwrite=True.")
+    if np.dtype(dtype) not in (np.float32, np.float64):
+        raise InputError(f"dtype must be 'float32' or 'float64'; got {dtype!r}.")
+    compressors = _compressors(compressor)
     rng = np.random.default_rng(random_state)
     centers = rng.uniform(-center_box, center_box, size=(n_clusters, n_features))
-    group = zarr.open_group(path, mode="w")
-    group.attrs.update(
-        {"generator": "dask_softkmeans.io.write_blobs", "cluster_std": cluster_std,
-         "random_state": random_state}
-    )
+    group = _create_group(path, storage_options, overwrite, {
+        "generator": "dask_softkmeans.io.write_blobs", "cluster_std": cluster_std,
+        "random_state": random_state, "compressor": compressor})
     group.create_array("centers", data=centers)
     x = group.create_array(
-        "X", shape=(n_samples, n_features), chunks=(chunk_rows, n_features), dtype=dtype
-    )
+        "X", shape=(n_samples, n_features), chunks=(chunk_rows, n_features), dtype=dtype,
+        compressors=compressors)
     labels = group.create_array(
-        "labels", shape=(n_samples,), chunks=(chunk_rows,), dtype="int32"
-    )
+        "labels", shape=(n_samples,), chunks=(chunk_rows,), dtype="int32", compressors=compressors)
+    typed_centers = centers.astype(dtype)
     for index, start in enumerate(range(0, n_samples, chunk_rows)):
         stop = min(start + chunk_rows, n_samples)
         block_rng = np.random.default_rng([random_state, index])
         y = block_rng.integers(0, n_clusters, size=stop - start).astype(np.int32)
-        noise = block_rng.standard_normal((stop - start, n_features)) * cluster_std
-        x[start:stop] = (centers[y] + noise).astype(dtype)
+        # Noise drawn in the target dtype: no float64 temporary for float32 data.
+        block = block_rng.standard_normal((stop - start, n_features), dtype=dtype)
+        block *= cluster_std
+        block += typed_centers[y]
+        x[start:stop] = block
         labels[start:stop] = y
-    return zarr.open_group(path, mode="r")
+        del block
+    return zarr.open_group(group.store, mode="r")
+
+
+def _row_starts(chunks: tuple[int, ...]) -> Iterator[tuple[int, int]]:
+    start = 0
+    for size in chunks:
+        yield start, start + size
+        start += size
+
+
+def _write_block(x: np.ndarray, start: int, stop: int, shared: dict[str, Any]) -> int:
+    """Compute one block's per-row results and write them straight to their Zarr arrays."""
+    results = shared["func"](x, **shared["params"])
+    for name, target in shared["targets"].items():
+        target[start:stop] = results[name]
+    return stop - start
+
+
+def write_row_blocks(
+    X: da.Array,
+    func: Callable[..., dict[str, np.ndarray]],
+    params: dict[str, Any],
+    path: PathLike,
+    outputs: Mapping[str, tuple[Any, int | None]],
+    *,
+    attrs: Mapping[str, Any] | None = None,
+    compressor: str = DEFAULT_COMPRESSOR,
+    overwrite: bool = False,
+    storage_options: dict[str, Any] | None = None,
+) -> zarr.Group:
+    """Write per-row results of ``X`` to Zarr arrays in a new group, block by block, out of core.
+
+    ``func(block, **params)`` returns a dict of arrays with one row per row of
+    the block; ``outputs`` names them, with their dtype and width (None for
+    a 1-D output).  One task per block reads the block once, computes every
+    output and writes each into its array at the block's rows: the Zarr chunks
+    equal the blocks, so no two tasks write one chunk, and nothing but a row
+    count per block returns to the caller.
+
+    Returns
+    -------
+    zarr.Group
+        The group, opened read-only.
+    """
+    rows = X.chunks[0]
+    if len(rows) > 1 and (len(set(rows[:-1])) > 1 or rows[-1] > rows[0]):
+        # Zarr chunks are regular: make the blocks so (a user's irregular Dask array).
+        X = X.rechunk({0: max(rows)})
+        rows = X.chunks[0]
+    compressors = _compressors(compressor)
+    group = _create_group(path, storage_options, overwrite, attrs or {})
+    targets = {}
+    for name, (dtype, width) in outputs.items():
+        shape = (X.shape[0],) if width is None else (X.shape[0], width)
+        chunks = (rows[0],) if width is None else (rows[0], width)
+        targets[name] = group.create_array(
+            name, shape=shape, chunks=chunks, dtype=dtype, compressors=compressors)
+    # One key for what every task shares, so it is not copied into each task.
+    shared = dask.delayed({"targets": targets, "func": func, "params": params}, traverse=False)
+    write = dask.delayed(_write_block, pure=False)
+    blocks = X.to_delayed(optimize_graph=True).ravel()
+    tasks = [write(block, start, stop, shared)
+             for block, (start, stop) in zip(blocks, _row_starts(rows), strict=True)]
+    dask.compute(*tasks)
+    return zarr.open_group(group.store, mode="r")
 
 
 #: Version of the model file format written by :func:`save_arrays`.
