@@ -40,14 +40,76 @@ def main() -> None:
     """Annealed soft k-means on Dask, for NumPy, Dask and Zarr data of any size."""
 
 
+_TLS_OPTIONS = ("tls_ca_file", "tls_cert", "tls_key")
+
+
+def _remember_tls_option(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    # The TLS options reach _client through the context, so that every command that talks
+    # to a scheduler takes them without threading three more parameters through its signature.
+    ctx.meta.setdefault("dask_softkmeans.tls", {})[param.name] = value
+
+
+def _security(scheduler: str | None, tls_ca_file: str | None = None, tls_cert: str | None = None,
+              tls_key: str | None = None) -> Any:
+    """The ``distributed.Security`` for ``scheduler``, checked before any connection is tried.
+
+    Certificates given as options win; otherwise Dask's configuration
+    (``distributed.comm.tls.ca-file``, ``distributed.comm.tls.client.cert`` and ``.key``,
+    e.g. from ``DASK_DISTRIBUTED__COMM__TLS__CA_FILE``) is used, as ``Client`` does.
+
+    Raises
+    ------
+    click.UsageError
+        A ``tls://`` address without a CA file and a client certificate, or TLS options
+        without a ``tls://`` address.
+    """
+    from distributed import Security
+
+    given = [f"--{name.replace('_', '-')}" for name, value in
+             zip(_TLS_OPTIONS, (tls_ca_file, tls_cert, tls_key), strict=True) if value]
+    tls = bool(scheduler) and scheduler.startswith("tls://")
+    if given and not tls:
+        raise click.UsageError(
+            f"{', '.join(given)} apply to a TLS scheduler, but the scheduler is "
+            f"{scheduler or 'a local cluster (no --scheduler)'}. "
+            "Pass --scheduler tls://HOST:PORT, or drop the TLS options.")
+    if given:
+        security = Security(tls_ca_file=tls_ca_file, tls_client_cert=tls_cert,
+                            tls_client_key=tls_key, require_encryption=True)
+    else:
+        security = Security()  # Dask's configuration, as a plain Client(address) would read it
+    if tls and not (security.tls_ca_file and security.tls_client_cert):
+        raise click.UsageError(
+            f"The scheduler {scheduler} uses TLS, but no "
+            + ("client certificate" if security.tls_ca_file else "CA file")
+            + " was given. Pass --tls-ca-file CA.pem --tls-cert CERT.pem [--tls-key KEY.pem] "
+            "(the certificates the scheduler was started with trust), or set "
+            "distributed.comm.tls.ca-file and distributed.comm.tls.client.cert/.key in Dask's "
+            "configuration (DASK_DISTRIBUTED__COMM__TLS__CA_FILE, ...__CLIENT__CERT, "
+            "...__CLIENT__KEY).")
+    return security
+
+
 @contextlib.contextmanager
 def _client(scheduler: str | None, workers: int, threads: int, memory_limit: str,
             quiet: bool) -> Iterator[Any]:
     """A client of an existing scheduler, or of a LocalCluster started here."""
     from distributed import Client, LocalCluster
 
+    context = click.get_current_context(silent=True)
+    tls_options = context.meta.get("dask_softkmeans.tls", {}) if context else {}
+    security = _security(scheduler, **tls_options)
     if scheduler:
-        with Client(scheduler) as client:
+        try:
+            client = Client(scheduler, security=security)
+        except OSError as exc:  # timeouts included: the scheduler never answered
+            hint = ("" if scheduler.startswith("tls://") else
+                    " If the scheduler was started with TLS, use tls://HOST:PORT with "
+                    "--tls-ca-file, --tls-cert and --tls-key.")
+            raise click.ClickException(
+                f"Could not connect to the scheduler at {scheduler}: {exc}. Check the address "
+                f"and that the scheduler is running and reachable.{hint}") from exc
+        with client:
             yield client
         return
     with LocalCluster(n_workers=workers, threads_per_worker=threads,
@@ -92,7 +154,17 @@ def _save(model: SoftKMeans, out: str | None, overwrite: bool, quiet: bool) -> N
 
 cluster_options = [
     click.option("--scheduler", metavar="ADDRESS",
-                 help="Address of a running scheduler (tcp://host:8786); default: a local cluster."),
+                 help="Address of a running scheduler (tcp://host:8786 or tls://host:8786); "
+                      "default: a local cluster."),
+    click.option("--tls-ca-file", type=click.Path(exists=True, dir_okay=False), expose_value=False,
+                 callback=_remember_tls_option,
+                 help="tls:// scheduler: CA certificate (PEM) that signed the cluster's certificates."),
+    click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), expose_value=False,
+                 callback=_remember_tls_option,
+                 help="tls:// scheduler: this client's certificate (PEM), signed by that CA."),
+    click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), expose_value=False,
+                 callback=_remember_tls_option,
+                 help="tls:// scheduler: the private key of --tls-cert (omit if in the cert file)."),
     click.option("--workers", default=2, show_default=True, help="Local cluster: worker processes."),
     click.option("--threads", default=1, show_default=True, help="Local cluster: threads per worker."),
     click.option("--memory-limit", default="auto", show_default=True,
