@@ -1,6 +1,6 @@
 """The ``dask-softkmeans`` command line: open inputs, call the library, report.
 
-Commands: ``demo``, ``make-data``, ``fit``, ``predict``, ``info``.  Errors the
+Commands: ``demo``, ``make-data``, ``fit``, ``predict``, ``info``, ``plot``.  Errors the
 user can fix exit with status 1 and a one-line message (usage errors with 2,
 as click does); ``--help`` works everywhere.
 """
@@ -20,6 +20,7 @@ import click
 from sklearn.utils._param_validation import InvalidParameterError
 
 from . import io
+from ._progress import FitProgress
 from .errors import SoftKMeansError
 from .estimator import SoftKMeans
 
@@ -110,6 +111,8 @@ def _client(scheduler: str | None, workers: int, threads: int, memory_limit: str
                 f"Could not connect to the scheduler at {scheduler}: {exc}. Check the address "
                 f"and that the scheduler is running and reachable.{hint}") from exc
         with client:
+            if not quiet:
+                click.echo(f"Connected to {scheduler}, dashboard {client.dashboard_link}")
             yield client
         return
     with LocalCluster(n_workers=workers, threads_per_worker=threads,
@@ -121,28 +124,13 @@ def _client(scheduler: str | None, workers: int, threads: int, memory_limit: str
         yield client
 
 
-def _progress(quiet: bool, verbose: bool):
-    """One line per temperature (per pass with --verbose); nothing with --quiet."""
-    if quiet:
-        return None
-    last = {"temperature": None}
-
-    def report(record: dict) -> None:
-        new_temperature = record["temperature"] != last["temperature"]
-        if verbose or new_temperature:
-            click.echo(
-                f"  {record['phase']:6s} T={record['temperature']:<10.4g} "
-                f"clusters={record['n_clusters']:<4d} F={record['free_energy']:<12.6g} "
-                f"inertia={record['inertia']:<12.6g} {record['seconds'] * 1e3:7.1f} ms/pass",
-                err=True)
-        last["temperature"] = record["temperature"]
-
-    return report
-
-
 def _fit(data: Any, k: int, quiet: bool, verbose: bool, **params: Any) -> SoftKMeans:
+    """Fit with progress on standard error: a live display on a terminal, log lines otherwise."""
     model = SoftKMeans(k, compute_labels=False, **params)
-    return model.fit(data, callback=_progress(quiet, verbose))
+    if quiet:
+        return model.fit(data)
+    with FitProgress(k, verbose=verbose) as progress:
+        return model.fit(data, callback=progress)
 
 
 def _save(model: SoftKMeans, out: str | None, overwrite: bool, quiet: bool) -> None:
@@ -169,8 +157,10 @@ cluster_options = [
     click.option("--threads", default=1, show_default=True, help="Local cluster: threads per worker."),
     click.option("--memory-limit", default="auto", show_default=True,
                  help="Local cluster: memory per worker, e.g. 4GiB."),
-    click.option("--quiet", "-q", is_flag=True, help="Print only the result."),
-    click.option("--verbose", "-v", is_flag=True, help="Print every pass."),
+    click.option("--quiet", "-q", is_flag=True, help="Print only the result, no progress."),
+    click.option("--verbose", "-v", is_flag=True,
+                 help="Progress of every pass (default: one line per temperature, or a live "
+                      "display on a terminal)."),
 ]
 
 
@@ -256,15 +246,43 @@ def info(model_path: str) -> None:
 
 
 @main.command()
+@click.argument("model_path", metavar="MODEL")
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--data", metavar="X",
+              help="The 2-D Zarr array the model was fitted on (a path or URL): adds a panel "
+                   "with a uniform sample of its points and the centers.")
+@click.option("--max-points", default=5_000, show_default=True, type=click.IntRange(min=1),
+              help="Largest number of points drawn from --data.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+def plot(model_path: str, out: str, data: str | None, max_points: int, overwrite: bool) -> None:
+    """Draw the annealing path of MODEL to the image OUT (PNG, or .pdf/.svg by suffix).
+
+    Free energy, inertia, entropy and distinct clusters against temperature,
+    phase transitions marked.  Needs matplotlib: pip install "dask-softkmeans[plot]".
+    """
+    from . import plotting
+
+    plotting.require_matplotlib()  # before reading anything
+    if Path(out).exists() and not overwrite:
+        raise click.ClickException(f"{out!r} exists. Choose another path or pass --overwrite.")
+    model = SoftKMeans.load(model_path)
+    if data is not None:
+        io.open_array(data)  # a bad path fails here, with the store's own message
+    plotting.plot_annealing(model, out, X=data, max_points=max_points)
+    click.echo(f"Plot written to {out}")
+
+
+@main.command()
 @click.option("--n-samples", default=200_000, show_default=True)
 @click.option("--n-features", default=8, show_default=True)
 @click.option("--k", "n_clusters", default=8, show_default=True)
 @click.option("--workers", default=2, show_default=True)
 @click.option("--dir", "directory", type=click.Path(), default=None,
               help="Where to write the dataset (default: a temporary directory).")
-@click.option("--quiet", "-q", is_flag=True)
+@click.option("--quiet", "-q", is_flag=True, help="Print only the results, no progress.")
+@click.option("--verbose", "-v", is_flag=True, help="Progress of every pass.")
 def demo(n_samples: int, n_features: int, n_clusters: int, workers: int,
-         directory: str | None, quiet: bool) -> None:
+         directory: str | None, quiet: bool, verbose: bool) -> None:
     """End to end: write blobs to Zarr, start a LocalCluster, fit, compare with the truth."""
     import zarr
     from sklearn.metrics import adjusted_rand_score
@@ -280,7 +298,7 @@ def demo(n_samples: int, n_features: int, n_clusters: int, workers: int,
         group = zarr.open_group(str(path), mode="r")
         with _client(None, workers, 1, "auto", quiet):
             start = time.perf_counter()
-            model = _fit(str(path / "X"), n_clusters, quiet, False)
+            model = _fit(str(path / "X"), n_clusters, quiet, verbose)
             seconds = time.perf_counter() - start
             labels = model.predict(str(path / "X")).compute()
         truth = group["labels"][:]

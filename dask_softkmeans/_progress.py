@@ -1,0 +1,136 @@
+"""Progress of a fit, for the command line: a live display on a terminal, log lines elsewhere.
+
+:class:`FitProgress` is the ``callback`` of :meth:`SoftKMeans.fit`: it gets
+one record of ``history_`` per pass.  On a terminal it shows a live bar of
+the distinct clusters found so far (of ``n_clusters``) with the current
+phase, temperature, free energy, inertia and seconds per pass, and prints a
+line above it at each phase transition.  When the output is not a terminal
+(a log file, a pipe, CI) it prints plain lines instead: one per temperature
+(the last pass there, i.e. the equilibrium), or one per pass when verbose.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+
+def format_record(record: dict, index: int | None = None) -> str:
+    """One pass as a plain, grep-friendly line."""
+    where = " on a sample" if record.get("data") == "sample" else ""
+    number = f"pass {index:<5d} " if index is not None else ""
+    return (
+        f"{number}{record['phase']:6s} T={record['temperature']:<10.4g} "
+        f"clusters={record['n_clusters']:<4d} F={record['free_energy']:<12.6g} "
+        f"inertia={record['inertia']:<12.6g} {record['seconds'] * 1e3:8.1f} ms/pass{where}"
+    )
+
+
+class FitProgress:
+    """A fit's progress on ``console`` (standard error by default).
+
+    Use it as a context manager around the fit and pass it as ``callback``::
+
+        with FitProgress(n_clusters=8) as progress:
+            model.fit(X, callback=progress)
+
+    Parameters
+    ----------
+    n_clusters : int
+        The K of the fit: the bar counts distinct clusters up to it.
+    verbose : bool, default=False
+        Every pass, not only one line per temperature (plain) or per
+        transition (terminal).
+    console : rich.console.Console, optional
+        Where to write; its ``is_terminal`` chooses the live display or plain
+        lines.  Default: standard error.
+    """
+
+    def __init__(self, n_clusters: int, *, verbose: bool = False,
+                 console: Console | None = None) -> None:
+        self.n_clusters = n_clusters
+        self.verbose = verbose
+        self.console = console if console is not None else Console(stderr=True)
+        self.live = self.console.is_terminal
+        self.passes = 0
+        self._pending: dict | None = None  # plain mode: last pass of the current temperature
+        self._last: dict | None = None
+        self._progress: Progress | None = None
+        self._task: Any = None
+
+    # -- context ----------------------------------------------------------
+    def __enter__(self) -> FitProgress:
+        if self.live:
+            self._progress = Progress(
+                SpinnerColumn(),
+                TextColumn("[bold]{task.description:6s}"),
+                BarColumn(bar_width=24),
+                MofNCompleteColumn(),
+                TextColumn("clusters  {task.fields[status]}"),
+                TimeElapsedColumn(),
+                console=self.console,
+                redirect_stdout=False,
+                redirect_stderr=False,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task("scan", total=self.n_clusters, status="")
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+        elif self._pending is not None:
+            self._emit(self._pending)
+        self._pending = None
+
+    # -- one pass ---------------------------------------------------------
+    def __call__(self, record: dict) -> None:
+        self.passes += 1
+        if self._progress is not None:
+            self._live_update(record)
+        else:
+            self._plain_update(record)
+        self._last = record
+
+    def _emit(self, record: dict, index: int | None = None) -> None:
+        line = format_record(record, index if index is not None else self.passes)
+        if self._progress is not None:
+            self._progress.console.print(line, markup=False, highlight=False)
+        else:
+            print(line, file=self.console.file, flush=True)
+
+    def _plain_update(self, record: dict) -> None:
+        if self.verbose:
+            self._emit(record)
+            return
+        pending = self._pending
+        if pending is not None and (pending["temperature"] != record["temperature"]
+                                    or pending["phase"] != record["phase"]):
+            self._emit(pending, self.passes - 1)
+        self._pending = record
+
+    def _live_update(self, record: dict) -> None:
+        last = self._last
+        changed = last is None or (record["n_clusters"] != last["n_clusters"]
+                                   or record["phase"] != last["phase"])
+        if self.verbose or changed:
+            self._emit(record)
+        where = " (sample)" if record.get("data") == "sample" else ""
+        status = (f"T={record['temperature']:.4g}  F={record['free_energy']:.6g}  "
+                  f"inertia={record['inertia']:.6g}{where}  pass {self.passes}  "
+                  f"{record['seconds'] * 1e3:.1f} ms/pass")
+        self._progress.update(self._task, description=record["phase"],
+                              completed=min(record["n_clusters"], self.n_clusters), status=status)
+

@@ -1,0 +1,108 @@
+"""Fit progress: a live display on a terminal, plain log lines elsewhere, and the CLI's switches."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import re
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from rich.console import Console
+from sklearn.datasets import make_blobs
+
+from dask_softkmeans import SoftKMeans
+from dask_softkmeans._progress import FitProgress, format_record
+from dask_softkmeans.cli import main
+
+LINE = re.compile(r"^pass \d+ +\w+ +T=\S+ +clusters=\d+ +F=\S+ +inertia=\S+ +[\d.]+ ms/pass")
+
+
+@pytest.fixture(scope="module")
+def data() -> np.ndarray:
+    """Five separated 3-D blobs: several phase transitions, a fit in well under a second."""
+    return make_blobs(4000, n_features=3, centers=5, cluster_std=0.6, random_state=3)[0]
+
+
+def _fit(data: np.ndarray, console: Console, verbose: bool = False) -> tuple[SoftKMeans, str]:
+    with FitProgress(5, verbose=verbose, console=console) as progress:
+        model = SoftKMeans(5).fit(data, callback=progress)
+    assert progress.passes == model.n_iter_
+    return model, console.file.getvalue()
+
+
+def test_plain_lines_one_per_temperature(data):
+    """Not a terminal: one line per (phase, temperature) run, showing its last pass."""
+    model, out = _fit(data, Console(file=io.StringIO()))
+    lines = out.splitlines()
+    runs = [list(g) for _, g in itertools.groupby(
+        model.history_, key=lambda r: (r["phase"], r["temperature"]))]
+    assert len(lines) == len(runs) > 3
+    assert all(LINE.match(line) for line in lines), lines[:3]
+    assert "\x1b[" not in out  # no terminal control codes in a log
+    for line, run in zip(lines, runs, strict=True):
+        assert line == format_record(run[-1], model.history_.index(run[-1]) + 1)
+
+
+def test_plain_lines_every_pass_when_verbose(data):
+    model, out = _fit(data, Console(file=io.StringIO()), verbose=True)
+    assert len(out.splitlines()) == model.n_iter_
+    assert out.splitlines()[-1].startswith(f"pass {model.n_iter_} ")
+
+
+def test_live_display_on_a_terminal(data):
+    """A terminal gets the live bar (control codes, K of K clusters) and a line per transition."""
+    console = Console(file=io.StringIO(), force_terminal=True, width=160)
+    model, out = _fit(data, console)
+    assert "\x1b[" in out
+    assert "5/5" in out and "clusters" in out
+    assert "lloyd" in out and f"pass {model.n_iter_}" in out
+    printed = [line for line in re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "\n", out).splitlines()
+               if LINE.match(line)]
+    changes = sum(1 for a, b in itertools.pairwise([None, *model.history_])
+                  if a is None or (a["n_clusters"], a["phase"]) != (b["n_clusters"], b["phase"]))
+    assert len(printed) == changes
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    runner = CliRunner()
+    path = tmp_path / "blobs.zarr"
+    result = runner.invoke(main, ["make-data", str(path), "--n-samples", "3000",
+                                  "--n-features", "3", "--k", "4", "--chunk-rows", "1000"])
+    assert result.exit_code == 0, result.output
+    return path / "X"
+
+
+@pytest.fixture(scope="module")
+def scheduler():
+    """A real scheduler with a dashboard, in this process (threads): the CLI connects to it."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                      dashboard_address=":0") as cluster:
+        yield cluster.scheduler_address
+
+
+def test_cli_progress_quiet_and_verbose(dataset, scheduler):
+    """Progress goes to standard error as log lines under a runner (not a terminal)."""
+    runner = CliRunner()
+    common = ["fit", str(dataset), "--k", "4", "--scheduler", scheduler]
+    result = runner.invoke(main, common)
+    assert result.exit_code == 0, result.output
+    progress = result.stderr.splitlines()
+    assert progress and all(LINE.match(line) for line in progress)
+    assert "Fitted 4 clusters" in result.stdout
+    assert f"Connected to {scheduler}, dashboard http" in result.stdout
+    passes = int(re.search(r"(\d+) passes", result.stdout).group(1))
+    assert len(progress) < passes
+
+    result = runner.invoke(main, [*common, "--verbose"])
+    assert result.exit_code == 0, result.output
+    assert len(result.stderr.splitlines()) == passes  # deterministic fit: same passes
+
+    result = runner.invoke(main, [*common, "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == "" and "dashboard" not in result.stdout
+    assert result.stdout.startswith("Fitted 4 clusters")
