@@ -81,7 +81,7 @@ def test_demo_runs_end_to_end(runner, tmp_path):
     assert "adjusted Rand index" in result.output
 
 
-@pytest.mark.parametrize("command", ["demo", "make-data", "fit", "predict", "info"])
+@pytest.mark.parametrize("command", ["demo", "make-data", "fit", "predict", "info", "plot"])
 def test_help_everywhere(runner, command):
     result = runner.invoke(main, [command, "--help"])
     assert result.exit_code == 0 and "Usage" in result.output
