@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import zarr
 from click.testing import CliRunner
+from sklearn.metrics import adjusted_rand_score
 
 from dask_softkmeans import SoftKMeans, io
 from dask_softkmeans.cli import main
@@ -194,6 +195,15 @@ def test_fit_over_tls_finds_the_generating_centers(tls_cluster, certificates, da
     # each generating center has a fitted center within a few standard errors (std 1, 1500 rows)
     gaps = np.linalg.norm(true_centers[:, None, :] - model.cluster_centers_[None], axis=2).min(axis=1)
     assert gaps.max() < 0.25, gaps
+    # predict takes the same options (in-process: the code path is the same as the command's)
+    labels = tmp_path / "labels.zarr"
+    result = CliRunner().invoke(main, [
+        "predict", str(out), str(dataset / "X"), str(labels), "--scheduler", tls_cluster,
+        "--tls-ca-file", certificates["ca"], "--tls-cert", certificates["cert"],
+        "--tls-key", certificates["key"], "--quiet"])
+    assert result.exit_code == 0, result.output
+    truth = zarr.open_group(str(dataset), mode="r")["labels"][:]
+    assert adjusted_rand_score(truth, zarr.open_array(str(labels), mode="r")[:]) > 0.99
 
 
 # The tests below run the command in-process (CliRunner): the code path is the same, and
