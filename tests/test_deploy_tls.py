@@ -130,10 +130,11 @@ def tls_cluster(tmp_path_factory, certificates) -> Iterator[str]:
     commands = {
         "scheduler": [str(BIN / "dask"), "scheduler", "--protocol", "tls", "--host", "127.0.0.1",
                       "--port", "0", "--no-dashboard", "--scheduler-file", str(scheduler_file),
-                      *tls],
+                      # a safety net should pytest itself be killed: orphans exit on their own
+                      "--idle-timeout", "300s", *tls],
         **{f"worker-{i}": [str(BIN / "dask"), "worker", "--scheduler-file", str(scheduler_file),
                            "--host", "127.0.0.1", "--nthreads", "1", "--memory-limit", "1GiB",
-                           "--no-dashboard", "--name", f"worker-{i}",
+                           "--no-dashboard", "--name", f"worker-{i}", "--death-timeout", "60",
                            "--local-directory", str(directory / f"worker-{i}"), *tls]
            for i in range(2)},
     }
