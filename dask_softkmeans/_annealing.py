@@ -48,8 +48,10 @@ class AnnealConfig:
     """Parameters of the annealing procedure (see the module docstring)."""
 
     n_clusters: int
-    tol: float = 1e-4
+    tol: float = 1e-2
     cooling: float = 0.9
+    final_cooling: float = 0.3
+    relax: float = 1.8
     split_margin: float = 0.85
     merge_tol: float = 1e-3
     push: float = 0.5
@@ -209,7 +211,8 @@ class Annealer:
         alive = stats.counts > 1e-12 * self._sources[self._source][1]
         new = clusters.take(alive)
         counts = stats.counts[alive]
-        new.centers = stats.sums[alive] / counts[:, None]
+        means = stats.sums[alive] / counts[:, None]
+        new.centers = new.centers + self.config.relax * (means - new.centers)
         new.log_priors = np.log(counts / counts.sum())
         new.variances, new.directions = variances[alive], directions[alive]
         return new
@@ -252,12 +255,30 @@ class Annealer:
                 order = unstable[np.argsort(-clusters.variances[unstable], kind="stable")]
                 clusters = self._split(clusters, order[: k - clusters.size])
             else:
-                next_t = cfg.cooling * temperature
+                next_t = cfg.final_cooling * temperature
             if next_t < 1e-12 * t_critical:
                 break
             temperature = next_t
 
-        self._source = "full"
+        if self._source == "sample":
+            # Lloyd and swaps on the sample first: their passes are cheap there,
+            # and the full data then start close to their own fixed point.
+            clusters = self._finish(clusters)[0]
+            self._source = "full"
+        clusters, converged, stats = self._finish(clusters)
+        return AnnealResult(
+            centers=clusters.centers,
+            log_priors=clusters.log_priors,
+            inertia=float(stats.inertia),
+            temperature=last_soft,
+            history=self.history,
+            phases=self.phases,
+            converged=converged,
+        )
+
+    def _finish(self, clusters: _Clusters) -> tuple[_Clusters, bool, BlockStats]:
+        """Lloyd to a fixed point, K non-empty clusters, then the swap check (all at T = 0)."""
+        k = self.config.n_clusters
         clusters, converged, stats = self._lloyd(clusters)
         # Relocate empty clusters and top up to K (rare: data with fewer
         # distinct points than K, or a cluster emptied at T = 0).
@@ -271,15 +292,7 @@ class Annealer:
                 break
         if not degenerate and k > 1:
             clusters, converged, stats = self._swap(clusters, converged, stats)
-        return AnnealResult(
-            centers=clusters.centers,
-            log_priors=clusters.log_priors,
-            inertia=float(stats.inertia),
-            temperature=last_soft,
-            history=self.history,
-            phases=self.phases,
-            converged=converged,
-        )
+        return clusters, converged, stats
 
     def _equilibrate(self, clusters: _Clusters, temperature: float) -> tuple[_Clusters, BlockStats]:
         """EM at one temperature until the largest squared shift is below ``tol * T``."""
