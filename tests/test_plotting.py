@@ -163,6 +163,20 @@ def test_missing_matplotlib_names_the_extra():
     assert issubclass(MissingDependencyError, ImportError)
 
 
+def test_cli_plot_without_matplotlib_exits_1_before_writing(model, tmp_path):
+    model_path = tmp_path / "model.npz"
+    model.save(model_path)
+    out = tmp_path / "never.png"
+    code = ("import sys; sys.modules['matplotlib'] = None\n"
+            "from dask_softkmeans.cli import main\n"
+            f"main(['plot', {str(model_path)!r}, {str(out)!r}])\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 1
+    assert 'pip install "dask-softkmeans[plot]"' in result.stderr
+    assert not out.exists()
+
+
 def test_cli_plot_writes_a_png(model, blobs2d, tmp_path):
     runner = CliRunner()
     model_path = tmp_path / "model.npz"
@@ -189,3 +203,5 @@ def test_cli_plot_writes_a_png(model, blobs2d, tmp_path):
     assert not (tmp_path / "b.png").exists()
     result = runner.invoke(main, ["plot", str(tmp_path / "none.npz"), str(tmp_path / "c.png")])
     assert result.exit_code == 1 and "No model file" in result.output
+    result = runner.invoke(main, ["plot", str(model_path)])  # OUT missing: a usage error
+    assert result.exit_code == 2 and "Missing argument 'OUT'" in result.output

@@ -106,3 +106,14 @@ def test_cli_progress_quiet_and_verbose(dataset, scheduler):
     assert result.exit_code == 0, result.output
     assert result.stderr == "" and "dashboard" not in result.stdout
     assert result.stdout.startswith("Fitted 4 clusters")
+
+
+def test_passes_on_a_sample_are_marked(data):
+    """Sums over the in-memory sample are not comparable with the full data's: say so."""
+    console = Console(file=io.StringIO())
+    with FitProgress(5, verbose=True, console=console) as progress:
+        model = SoftKMeans(5, sample_size=1000).fit(data, callback=progress)
+    lines = console.file.getvalue().splitlines()
+    sampled = [r.get("data") == "sample" for r in model.history_]
+    assert any(sampled) and not all(sampled)
+    assert [line.endswith(" on a sample") for line in lines] == sampled
