@@ -15,34 +15,86 @@ import numpy as np
 import zarr
 
 from . import io
-from .errors import ChunkingError, InputError
+from .errors import ChunkingError, InputError, NonNumericError
 
 ArrayLike = Any  # NumPy array, Dask array, zarr.Array, path or URL, or nested lists
 
 
 def _check_shape_dtype(shape: tuple[int, ...], dtype: np.dtype, what: str) -> None:
+    """Refuse what no pass can cluster, from metadata alone.
+
+    Some phrases ("Reshape your data", "Complex data not supported",
+    "0 feature(s) (shape=...) while a minimum of 1 is required") are the ones
+    scikit-learn's estimator checks look for.
+    """
     if len(shape) != 2:
         hint = (
-            " Reshape it with X.reshape(-1, 1) if it holds one feature, or "
+            " Reshape your data with X.reshape(-1, 1) if it holds one feature, or "
             "X.reshape(1, -1) if it holds one sample."
             if len(shape) == 1
-            else " Flatten the trailing axes into one feature axis first."
+            else " Reshape your data: flatten the trailing axes into one feature axis, "
+            "e.g. X.reshape(len(X), -1)."
         )
         raise InputError(
             f"{what} must be a 2-D array (n_samples, n_features); got {len(shape)}-D "
             f"with shape {tuple(shape)}.{hint}"
         )
-    if not (np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.bool_)) or np.issubdtype(
-        dtype, np.complexfloating
-    ):
-        raise InputError(
-            f"{what} has dtype {dtype}; clustering needs real numbers. Convert it, "
-            "e.g. with X.astype('float32')."
+    if np.issubdtype(dtype, np.complexfloating):
+        raise NonNumericError(
+            f"Complex data not supported: {what} has dtype {dtype}. Cluster the real and "
+            f"imaginary parts as separate features, e.g. np.hstack([{what}.real, {what}.imag])."
+        )
+    if not (np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.bool_)):
+        raise NonNumericError(
+            f"{what} has dtype {dtype}; clustering needs real numbers. Encode or drop the "
+            f"non-numeric columns, then convert, e.g. {what}.astype('float32')."
         )
     if shape[0] == 0 or shape[1] == 0:
         raise InputError(
-            f"{what} is empty: shape {tuple(shape)}. It needs at least one sample and one feature."
+            f"{what} is empty: {shape[0]} sample(s) and {shape[1]} feature(s) "
+            f"(shape={tuple(shape)}) while a minimum of 1 is required. Pass at least one "
+            "sample and one feature."
         )
+
+
+def check_in_memory(X: ArrayLike, *, what: str = "X") -> tuple[int, ...]:
+    """Refuse in-memory input (NumPy, lists, pandas) that cannot be clustered; return its shape.
+
+    Runs before scikit-learn's own conversion so that every refusal is one of
+    our errors with the fix in its message.  Numbers stored with dtype
+    ``object`` are accepted (they are converted later); anything else that is
+    not a real number is refused.
+    """
+    if hasattr(X, "tocsr") or type(X).__module__.startswith("scipy.sparse"):
+        raise InputError(
+            f"{what} is a sparse matrix; SoftKMeans needs dense data. Convert it with "
+            f"{what}.toarray() if it fits in memory, or pass a Dask array."
+        )
+    try:
+        array = np.asarray(X)
+    except (ValueError, TypeError) as exc:
+        raise InputError(
+            f"{what} is not a rectangular array of numbers ({exc}). Give every row the same "
+            "number of features."
+        ) from exc
+    if array.dtype == object:
+        try:
+            array = array.astype(np.float64)
+        except (ValueError, TypeError) as exc:
+            raise NonNumericError(
+                f"{what} holds values that are not numbers ({exc}). Encode or drop the "
+                f"non-numeric columns, then convert, e.g. {what}.astype('float64')."
+            ) from exc
+    _check_shape_dtype(array.shape, array.dtype, what)
+    return array.shape
+
+
+def feature_count_error(n_features: int, expected: int, owner: str, what: str = "X") -> InputError:
+    """The error for data whose number of features differs from the fitted model's."""
+    return InputError(
+        f"{what} has {n_features} features, but {owner} is expecting {expected} features as "
+        f"input. Pass data with the same {expected} columns, in the same order, as at fit time."
+    )
 
 
 def _float_dtype(dtype: np.dtype) -> np.dtype:
@@ -77,8 +129,8 @@ def as_data(
             X = X.rechunk({1: X.shape[1]})
         dtype = _float_dtype(X.dtype)
         return X if X.dtype == dtype else X.astype(dtype)
+    check_in_memory(X, what=what)
     X = np.asarray(X)
-    _check_shape_dtype(X.shape, X.dtype, what)
     dtype = _float_dtype(X.dtype)
     return X if X.dtype == dtype else X.astype(dtype)
 

@@ -16,6 +16,17 @@ class InputError(SoftKMeansError, ValueError):
     """The data given to a function cannot be clustered as it is."""
 
 
+class NonNumericError(InputError, TypeError):
+    """The data are not real numbers (strings, objects, dates, complex numbers).
+
+    Also a ``TypeError``, the exception NumPy raises for the same problem.
+    """
+
+
+class ModelFileError(InputError):
+    """A model file cannot be read: not a model, damaged, truncated or from a newer version."""
+
+
 class ChunkingError(InputError):
     """A Dask array is chunked in a way the passes cannot use."""
 

@@ -19,10 +19,10 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _kernels, io
 from ._annealing import AnnealConfig, Annealer, AnnealResult
-from ._data import ArrayLike, as_data, as_weights
+from ._data import ArrayLike, as_data, as_weights, check_in_memory, feature_count_error
 from ._engine import GRAM_MAX_FEATURES, Runner, check_temperature, map_rows
 from ._kernels import StatsLayout
-from .errors import InputError
+from .errors import InputError, ModelFileError
 
 #: ``sample_size="auto"``: the annealing at T > 0 runs on an in-memory sample of
 #: ``max(SAMPLE_MIN_ROWS, SAMPLE_ROWS_PER_CLUSTER * K)`` rows, unless that is
@@ -190,13 +190,19 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
                 if hasattr(self, "feature_names_in_"):
                     del self.feature_names_in_
         else:
+            # Our checks first, so that every refusal says how to fix it.
+            shape = check_in_memory(X)
+            if not reset and shape[1] != self.n_features_in_:
+                raise feature_count_error(shape[1], self.n_features_in_, type(self).__name__)
             data = as_data(validate_data(
                 self, X, reset=reset, dtype=[np.float64, np.float32],
                 ensure_all_finite=False, accept_sparse=False))
         if not reset and data.shape[1] != self.n_features_in_:
+            raise feature_count_error(data.shape[1], self.n_features_in_, type(self).__name__)
+        if reset and data.shape[0] < self.n_clusters:
             raise InputError(
-                f"X has {data.shape[1]} features, but {type(self).__name__} is expecting "
-                f"{self.n_features_in_} features as input."
+                f"n_samples={data.shape[0]} should be >= n_clusters={self.n_clusters}: each "
+                f"cluster needs a sample. Use n_clusters <= {data.shape[0]}, or pass more samples."
             )
         return data
 
@@ -316,8 +322,9 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         mean_rel = packed[2 : 2 + n_features] / total_weight
         offset = origin + mean_rel
         if gram:
-            cov = packed[2 + n_features :].reshape(n_features, n_features) / total_weight
-            cov -= np.outer(mean_rel, mean_rel)
+            with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below
+                cov = packed[2 + n_features :].reshape(n_features, n_features) / total_weight
+                cov -= np.outer(mean_rel, mean_rel)
             # Squared distances reach ~4 trace(cov); they must fit the working dtype.
             limit = np.finfo(_kernels.working_dtype(runner.dtype)).max / 16
             if not np.all(np.isfinite(cov)) or np.trace(cov) > limit:
@@ -329,6 +336,14 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             top_variance, top_axis = float(max(values[-1], 0.0)), vectors[:, -1]
         else:
             top_variance, top_axis = self._power_iteration(runner, offset)
+        if top_variance == 0.0 and self.n_clusters > 1:
+            # Every row equals the first: no temperature splits the one cluster.
+            raise InputError(
+                f"Every sample of X (with positive weight) is the same point: constant data or "
+                f"all-duplicate rows cannot be split into n_clusters={self.n_clusters} clusters. "
+                "Check the data (constant columns are fine, identical rows are not), or use "
+                "n_clusters=1."
+            )
         return offset, top_variance, top_axis, float(total_weight)
 
     @staticmethod
@@ -465,7 +480,9 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         layout = StatsLayout(self.n_clusters, data.shape[1])
         stats = layout.unpack(runner.statistics(self.cluster_centers_, 0.0, offset=self._offset))
         if stats.nonfinite:
-            raise InputError(f"Input X contains NaN or infinity in {int(stats.nonfinite)} rows.")
+            raise InputError(
+                f"Input X contains NaN or infinity in {int(stats.nonfinite)} rows. Drop or impute "
+                "them first, e.g. X[np.isfinite(X).all(axis=1)].")
         return -float(stats.inertia)
 
     # -- model files ---------------------------------------------------------
@@ -522,20 +539,28 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         meta, arrays = io.load_arrays(path)
         try:
             model = cls(**meta["params"])
+            model._validate_params()  # JSON values, never code: refuse what fit would
             for name in cls._SAVED_ARRAYS:
-                setattr(model, name, arrays[name.strip("_")])
+                setattr(model, name, _loaded_array(arrays[name.strip("_")], name))
             model.n_features_in_ = int(meta["n_features_in"])
             model.inertia_ = float(meta["inertia"])
             model.temperature_ = float(meta["temperature"])
             model.n_iter_ = int(meta["n_iter"])
             model.history_ = list(meta["history"])
             model.persisted_ = meta.get("persisted")
-        except (KeyError, TypeError) as exc:
-            raise InputError(
-                f"{str(path)!r} lacks part of a model ({exc}); it may be damaged. "
-                "Fit and save the model again.") from exc
-        if model.cluster_centers_.shape != (model.n_clusters, model.n_features_in_):
-            raise InputError(f"{str(path)!r} holds centers of the wrong shape; it is damaged.")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(
+                f"{str(path)!r} lacks part of a model or holds an invalid value ({exc}); it "
+                "is damaged. Fit and save the model again.") from exc
+        k, d = model.n_clusters, model.n_features_in_
+        shapes = {"cluster_centers_": (k, d), "weights_": (k,), "_offset": (d,)}
+        wrong = [name for name, shape in shapes.items() if getattr(model, name).shape != shape]
+        if model.phase_diagram_.ndim != 2 or model.phase_diagram_.shape[1:] != (2,):
+            wrong.append("phase_diagram_")
+        if wrong:
+            raise ModelFileError(
+                f"{str(path)!r} holds arrays of the wrong shape ({', '.join(wrong)}) for "
+                f"n_clusters={k}, n_features={d}; it is damaged. Fit and save the model again.")
         return model
 
     def __sklearn_tags__(self):
@@ -553,6 +578,16 @@ def _centered_statistics(runner: Runner, offset: np.ndarray) -> Callable[..., An
         return StatsLayout(centers.shape[0], runner.n_features, kwargs["moments"]).unpack(vector)
 
     return statistics
+
+
+def _loaded_array(array: np.ndarray, name: str) -> np.ndarray:
+    """A saved array as float64, refused unless it holds finite real numbers."""
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise ValueError(f"{name} has dtype {array.dtype}, not real numbers")
+    array = array.astype(np.float64)
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} holds NaN or infinity")
+    return array
 
 
 def _check_finite(x: np.ndarray) -> np.ndarray:

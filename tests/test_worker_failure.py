@@ -1,0 +1,156 @@
+"""Worker failure (issue 6): a worker process killed during a fit costs time, not the result.
+
+Real worker processes (a ``LocalCluster`` with nannies) read real Zarr data
+from ``tmp_path``; a worker is killed with SIGKILL, as the kernel's OOM killer
+or a pre-empted node would, and the nanny starts a fresh one.  The scheduler
+reruns the lost tasks, and recomputes lost persisted blocks from their
+lineage (the Zarr reads that made them).  Every statistic is a float64 sum
+over a fixed reduction tree, so the rerun gives the same numbers: the fit
+must equal an undisturbed one to 1e-12.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+import zarr
+
+from dask_softkmeans import SoftKMeans
+
+distributed = pytest.importorskip("distributed")
+
+N_CLUSTERS = 2
+KILL_AFTER_PASS = 4
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    """Two blobs, 4000 x 3, in 8 Zarr chunks."""
+    rng = np.random.default_rng(3)
+    centers = np.array([[0, 0, 0], [10, 0, 0]], dtype=float)
+    x = centers[rng.integers(0, 2, 4000)] + rng.normal(size=(4000, 3))
+    path = str(tmp_path_factory.mktemp("data") / "x.zarr")
+    array = zarr.create_array(path, shape=x.shape, chunks=(500, 3), dtype="float64")
+    array[:] = x
+    return path
+
+
+@pytest.fixture(scope="module")
+def client():
+    """Two worker processes, each under a nanny that restarts it when it dies."""
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None, memory_limit="1GiB") as cluster, \
+            distributed.Client(cluster) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def reference(store) -> SoftKMeans:
+    """The undisturbed fit: same blocks and reduction tree, on the threaded scheduler."""
+    with dask.config.set(scheduler="threads"):
+        return _fit(da.from_zarr(store))
+
+
+def _slow_when_flagged(block: np.ndarray, flag: str) -> np.ndarray:
+    """A read that takes 0.2 s while ``flag`` exists (a slow disk), so a kill lands mid-task."""
+    if os.path.exists(flag):
+        time.sleep(0.2)
+    return block
+
+
+def _fit(data, callback=None, **params) -> SoftKMeans:
+    # tol=1e-2: a short fit (18 passes) is as good a target as a long one.
+    model = SoftKMeans(N_CLUSTERS, tol=1e-2, compute_labels=False, **params)
+    return model.fit(data, callback=callback)
+
+
+def _assert_same_fit(model: SoftKMeans, reference: SoftKMeans) -> None:
+    np.testing.assert_allclose(model.cluster_centers_, reference.cluster_centers_, rtol=1e-12,
+                               atol=0)
+    assert model.inertia_ == pytest.approx(reference.inertia_, rel=1e-12)
+    assert [h["phase"] for h in model.history_] == [h["phase"] for h in reference.history_]
+
+
+def _worker_pids(client) -> dict[str, int]:
+    client.wait_for_workers(2, timeout=60)
+    return client.run(os.getpid)
+
+
+def _wait_until_gone(client, address: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while address in client.scheduler_info()["workers"]:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the scheduler still lists {address}")
+        time.sleep(0.05)
+
+
+def test_a_worker_killed_in_the_middle_of_a_pass(client, store, reference, tmp_path):
+    flag = tmp_path / "slow"
+    data = da.from_zarr(store).map_blocks(_slow_when_flagged, flag=str(flag), dtype=np.float64)
+
+    pids = _worker_pids(client)
+    victim = sorted(pids)[0]
+    passes: list[dict] = []
+    seen: dict = {}
+
+    def kill_during_the_next_pass() -> None:
+        # The next pass has started once the victim is working on one of its reads.
+        deadline = time.monotonic() + 30
+        while not client.processing(workers=[victim]).get(victim):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.01)
+        seen["passes_done_at_kill"] = len(passes)
+        os.kill(pids[victim], signal.SIGKILL)
+        seen["killed"] = True
+        flag.unlink()
+
+    def callback(record: dict) -> None:
+        passes.append(record)
+        if len(passes) == KILL_AFTER_PASS:
+            flag.touch()
+            seen["thread"] = threading.Thread(target=kill_during_the_next_pass, daemon=True)
+            seen["thread"].start()
+
+    model = _fit(data, persist=False, callback=callback)
+    seen["thread"].join(timeout=30)
+    assert seen.get("killed"), "the worker was not killed"
+    # Killed after pass KILL_AFTER_PASS + 1 had started and before it had finished.
+    assert seen["passes_done_at_kill"] == KILL_AFTER_PASS
+    assert pids[victim] not in _worker_pids(client).values()  # a new process took its place
+    _assert_same_fit(model, reference)
+
+
+def test_persisted_blocks_lost_with_their_worker_are_recomputed_from_the_source(
+        client, store, reference):
+    data = da.from_zarr(store).persist()
+    distributed.wait(data)
+
+    pids = _worker_pids(client)
+    holdings = client.has_what()
+    keys = {f.key for f in distributed.futures_of(data)}
+    victim = max(pids, key=lambda a: len(keys & set(holdings.get(a, ()))))
+    lost = keys & set(holdings[victim])
+    assert lost and lost != keys  # the victim holds some blocks, and only a copy of none
+    seen: dict = {}
+
+    def callback(record: dict) -> None:
+        seen["passes"] = seen.get("passes", 0) + 1
+        if seen["passes"] == KILL_AFTER_PASS:
+            os.kill(pids[victim], signal.SIGKILL)
+            _wait_until_gone(client, victim)
+            seen["killed"] = True
+
+    model = _fit(data, callback=callback)
+    assert seen.get("killed")
+    who_has = client.who_has(data)
+    assert all(who_has[k] and victim not in who_has[k] for k in lost)  # rebuilt elsewhere
+    _assert_same_fit(model, reference)
+    np.testing.assert_array_equal(data.compute(), zarr.open_array(store, mode="r")[:])
