@@ -124,13 +124,14 @@ def _client(scheduler: str | None, workers: int, threads: int, memory_limit: str
         yield client
 
 
-def _fit(data: Any, k: int, quiet: bool, verbose: bool, **params: Any) -> SoftKMeans:
+def _fit(data: Any, k: int, quiet: bool, verbose: bool, resume: bool = False,
+         **params: Any) -> SoftKMeans:
     """Fit with progress on standard error: a live display on a terminal, log lines otherwise."""
     model = SoftKMeans(k, compute_labels=False, **params)
     if quiet:
-        return model.fit(data)
+        return model.fit(data, resume=resume)
     with FitProgress(k, verbose=verbose) as progress:
-        return model.fit(data, callback=progress)
+        return model.fit(data, callback=progress, resume=resume)
 
 
 def _save(model: SoftKMeans, out: str | None, overwrite: bool, quiet: bool) -> None:
@@ -201,17 +202,29 @@ def make_data(path: str, n_samples: int, n_features: int, n_clusters: int, clust
 @click.option("--n-init", default=1, show_default=True)
 @click.option("--out", metavar="MODEL", help="Write the fitted model to this .npz file.")
 @click.option("--overwrite", is_flag=True, help="Replace MODEL if it exists.")
+@click.option("--checkpoint", metavar="DIR",
+              help="Write the driver's state to DIR at each temperature (atomically).")
+@click.option("--resume", is_flag=True,
+              help="Continue the fit checkpointed in --checkpoint DIR (start afresh if none).")
 @_with_cluster_options
 def fit(data: str, n_clusters: int, n_init: int, out: str | None, overwrite: bool,
-        scheduler: str | None, workers: int, threads: int, memory_limit: str, quiet: bool,
-        verbose: bool) -> None:
-    """Fit SoftKMeans to the Zarr array DATA (a path or URL)."""
+        checkpoint: str | None, resume: bool, scheduler: str | None, workers: int, threads: int,
+        memory_limit: str, quiet: bool, verbose: bool) -> None:
+    """Fit SoftKMeans to the Zarr array DATA (a path or URL).
+
+    With --checkpoint DIR an interrupted fit (driver killed, machine
+    pre-empted) continues with the same command plus --resume, and ends with
+    the result an uninterrupted fit would have given.
+    """
+    if resume and not checkpoint:
+        raise click.UsageError("--resume needs --checkpoint DIR (the directory of the interrupted fit).")
     if out and Path(out).exists() and not overwrite:
         raise click.ClickException(f"{out!r} exists. Choose another path or pass --overwrite.")
     io.open_array(data)  # fail on a bad path before starting a cluster
     with _client(scheduler, workers, threads, memory_limit, quiet):
         start = time.perf_counter()
-        model = _fit(data, n_clusters, quiet, verbose, n_init=n_init)
+        model = _fit(data, n_clusters, quiet, verbose, resume=resume, n_init=n_init,
+                     checkpoint=checkpoint)
         seconds = time.perf_counter() - start
     click.echo(f"Fitted {n_clusters} clusters in {seconds:.2f} s, {model.n_iter_} passes, "
                f"inertia {model.inertia_:.6g}")
