@@ -23,6 +23,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.text import Text
 
 
 def format_record(record: dict, index: int | None = None) -> str:
@@ -34,6 +35,26 @@ def format_record(record: dict, index: int | None = None) -> str:
         f"clusters={record['n_clusters']:<4d} F={record['free_energy']:<12.6g} "
         f"inertia={record['inertia']:<12.6g} {record['seconds'] * 1e3:8.1f} ms/pass{where}"
     )
+
+
+def compact_record(record: dict, index: int) -> str:
+    """One pass without padding, to fit an 80-column terminal above the live display."""
+    where = " (sample)" if record.get("data") == "sample" else ""
+    return (
+        f"pass {index}: {record['phase']} T={record['temperature']:.4g} "
+        f"clusters={record['n_clusters']} F={record['free_energy']:.6g} "
+        f"inertia={record['inertia']:.6g}{where} {record['seconds'] * 1e3:.1f} ms/pass"
+    )
+
+
+class _TwoLines(Progress):
+    """The bar on one line, the current pass's numbers on the next (fits 80 columns)."""
+
+    status = ""
+
+    def get_renderables(self) -> Any:
+        yield self.make_tasks_table(self.tasks)
+        yield Text(self.status, no_wrap=True, overflow="ellipsis")
 
 
 class FitProgress:
@@ -71,19 +92,19 @@ class FitProgress:
     # -- context ----------------------------------------------------------
     def __enter__(self) -> FitProgress:
         if self.live:
-            self._progress = Progress(
+            self._progress = _TwoLines(
                 SpinnerColumn(),
                 TextColumn("[bold]{task.description:6s}"),
-                BarColumn(bar_width=24),
+                BarColumn(bar_width=30),
                 MofNCompleteColumn(),
-                TextColumn("clusters  {task.fields[status]}"),
+                TextColumn("clusters  pass {task.fields[passes]}"),
                 TimeElapsedColumn(),
                 console=self.console,
                 redirect_stdout=False,
                 redirect_stderr=False,
             )
             self._progress.start()
-            self._task = self._progress.add_task("scan", total=self.n_clusters, status="")
+            self._task = self._progress.add_task("start", total=self.n_clusters, passes=0)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -105,11 +126,12 @@ class FitProgress:
         self._last = record
 
     def _emit(self, record: dict, index: int | None = None) -> None:
-        line = format_record(record, index if index is not None else self.passes)
+        index = index if index is not None else self.passes
         if self._progress is not None:
-            self._progress.console.print(line, markup=False, highlight=False)
+            self._progress.console.print(compact_record(record, index), markup=False,
+                                         highlight=False)
         else:
-            print(line, file=self.console.file, flush=True)
+            print(format_record(record, index), file=self.console.file, flush=True)
 
     def _plain_update(self, record: dict) -> None:
         if self.verbose:
@@ -127,10 +149,9 @@ class FitProgress:
                                    or record["phase"] != last["phase"])
         if self.verbose or changed:
             self._emit(record)
-        where = " (sample)" if record.get("data") == "sample" else ""
-        status = (f"T={record['temperature']:.4g}  F={record['free_energy']:.6g}  "
-                  f"inertia={record['inertia']:.6g}{where}  pass {self.passes}  "
-                  f"{record['seconds'] * 1e3:.1f} ms/pass")
-        self._progress.update(self._task, description=record["phase"],
-                              completed=min(record["n_clusters"], self.n_clusters), status=status)
-
+        where = "  (on a sample)" if record.get("data") == "sample" else ""
+        self._progress.status = (
+            f"  T={record['temperature']:.4g}  F={record['free_energy']:.6g}  "
+            f"inertia={record['inertia']:.6g}  {record['seconds'] * 1e3:.1f} ms/pass{where}")
+        self._progress.update(self._task, description=record["phase"], passes=self.passes,
+                              completed=min(record["n_clusters"], self.n_clusters))
