@@ -96,6 +96,48 @@ class _Clusters:
         )
 
 
+_CLUSTER_FIELDS = ("centers", "log_priors", "directions", "variances", "ages")
+
+
+@dataclass
+class AnnealState:
+    """Everything a run needs to continue where it stopped (a checkpoint's content).
+
+    ``stage`` is "anneal" (about to equilibrate at ``temperature``), "finish"
+    (annealing done; Lloyd and swaps on the full data remain) or "done".
+    """
+
+    stage: str
+    clusters: _Clusters
+    temperature: float
+    last_soft: float
+    source: str
+    seed: int
+    history: list[dict]
+    phases: list[dict]
+    rng_state: dict | None = None
+
+    def to_arrays(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """JSON-able metadata and arrays (exact float64: a resumed run is bit-identical)."""
+        meta = {
+            "stage": self.stage, "temperature": self.temperature, "last_soft": self.last_soft,
+            "source": self.source, "seed": self.seed, "history": self.history,
+            "phases": self.phases, "rng_state": self.rng_state,
+        }
+        return meta, {name: getattr(self.clusters, name) for name in _CLUSTER_FIELDS}
+
+    @classmethod
+    def from_arrays(cls, meta: dict, arrays: dict[str, np.ndarray]) -> AnnealState:
+        """Inverse of :meth:`to_arrays`."""
+        clusters = _Clusters(*(np.asarray(arrays[name]) for name in _CLUSTER_FIELDS))
+        return cls(
+            stage=meta["stage"], clusters=clusters, temperature=float(meta["temperature"]),
+            last_soft=float(meta["last_soft"]), source=meta["source"], seed=int(meta["seed"]),
+            history=list(meta["history"]), phases=list(meta["phases"]),
+            rng_state=meta["rng_state"],
+        )
+
+
 def moment_mode(n_features: int) -> MomentMode:
     """Which second-moment statistic a pass computes for ``n_features``."""
     return "full" if n_features <= FULL_MOMENTS_MAX_FEATURES else "power"
@@ -152,6 +194,7 @@ class Annealer:
         rng: np.random.Generator | None = None,
         callback: Callable[[dict], None] | None = None,
         sample: tuple[StatisticsFn, float] | None = None,
+        checkpoint: Callable[[AnnealState], None] | None = None,
     ) -> None:
         self.config = config
         self.n_features = n_features
@@ -164,6 +207,7 @@ class Annealer:
         self.mode = moment_mode(n_features)
         self.rng = rng
         self.callback = callback
+        self.checkpoint = checkpoint
         self.history: list[dict] = []
         self.phases: list[dict] = []
         self._seed = 0
@@ -218,24 +262,80 @@ class Annealer:
         return new
 
     # -- the procedure ------------------------------------------------------
-    def run(self, mean: np.ndarray, top_variance: float, top_axis: np.ndarray) -> AnnealResult:
-        """Anneal from one codevector at ``mean`` (centered coordinates, normally 0)."""
+    def _save(self, stage: str, clusters: _Clusters, temperature: float, last_soft: float) -> None:
+        if self.checkpoint is None:
+            return
+        self.checkpoint(AnnealState(
+            stage=stage, clusters=clusters, temperature=temperature, last_soft=last_soft,
+            source=self._source, seed=self._seed, history=self.history, phases=self.phases,
+            rng_state=None if self.rng is None else self.rng.bit_generator.state,
+        ))
+
+    def _restore(self, state: AnnealState) -> None:
+        self._source, self._seed = state.source, state.seed
+        self.history, self.phases = list(state.history), list(state.phases)
+        if self.rng is not None and state.rng_state is not None:
+            self.rng.bit_generator.state = state.rng_state
+
+    def run(
+        self,
+        mean: np.ndarray,
+        top_variance: float,
+        top_axis: np.ndarray,
+        state: AnnealState | None = None,
+    ) -> AnnealResult:
+        """Anneal from one codevector at ``mean`` (centered coordinates, normally 0).
+
+        With ``state`` (a checkpoint), continue from there instead: the passes
+        that follow are the ones an uninterrupted run would have made.
+        """
         cfg = self.config
         k = cfg.n_clusters
-        clusters = _Clusters(
-            centers=mean[None, :].astype(np.float64),
-            log_priors=np.zeros(1),
-            directions=_unit(top_axis[None, :].astype(np.float64)),
-            variances=np.array([top_variance], dtype=np.float64),
-            ages=np.ones(1, dtype=int),
-        )
         t_critical = 2.0 * top_variance
-        self.phases.append({"temperature": t_critical, "n_clusters": 1})
-        temperature = cfg.start_factor * t_critical
-        last_soft = temperature
-        if k > 1 and top_variance > 0:
-            clusters = self._split(clusters, np.array([0]))
-        while k > 1 and top_variance > 0:
+        if state is None:
+            clusters = _Clusters(
+                centers=mean[None, :].astype(np.float64),
+                log_priors=np.zeros(1),
+                directions=_unit(top_axis[None, :].astype(np.float64)),
+                variances=np.array([top_variance], dtype=np.float64),
+                ages=np.ones(1, dtype=int),
+            )
+            self.phases.append({"temperature": t_critical, "n_clusters": 1})
+            temperature = cfg.start_factor * t_critical
+            last_soft = temperature
+            stage = "anneal"
+            if k > 1 and top_variance > 0:
+                clusters = self._split(clusters, np.array([0]))
+        else:
+            self._restore(state)
+            clusters, stage = state.clusters, state.stage
+            temperature, last_soft = state.temperature, state.last_soft
+        if stage == "anneal":
+            clusters, last_soft = self._anneal(clusters, temperature, last_soft, t_critical)
+            self._save("finish", clusters, 0.0, last_soft)
+        clusters, converged, stats = self._finish(clusters)
+        return AnnealResult(
+            centers=clusters.centers,
+            log_priors=clusters.log_priors,
+            inertia=float(stats.inertia),
+            temperature=last_soft,
+            history=self.history,
+            phases=self.phases,
+            converged=converged,
+        )
+
+    def _anneal(
+        self, clusters: _Clusters, temperature: float, last_soft: float, t_critical: float
+    ) -> tuple[_Clusters, float]:
+        """Cool through the phase transitions until K clusters exist and assignments are hard.
+
+        Ends on the full data: with a sample, its Lloyd passes and swaps come
+        last, and the caller's :meth:`_finish` then runs on the full data.
+        """
+        cfg = self.config
+        k = cfg.n_clusters
+        while k > 1 and t_critical > 0:
+            self._save("anneal", clusters, temperature, last_soft)
             clusters, stats = self._equilibrate(clusters, temperature)
             clusters = self._merge(clusters, temperature)
             last_soft = temperature
@@ -265,16 +365,7 @@ class Annealer:
             # and the full data then start close to their own fixed point.
             clusters = self._finish(clusters)[0]
             self._source = "full"
-        clusters, converged, stats = self._finish(clusters)
-        return AnnealResult(
-            centers=clusters.centers,
-            log_priors=clusters.log_priors,
-            inertia=float(stats.inertia),
-            temperature=last_soft,
-            history=self.history,
-            phases=self.phases,
-            converged=converged,
-        )
+        return clusters, last_soft
 
     def _finish(self, clusters: _Clusters) -> tuple[_Clusters, bool, BlockStats]:
         """Lloyd to a fixed point, K non-empty clusters, then the swap check (all at T = 0)."""

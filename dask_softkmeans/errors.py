@@ -37,3 +37,7 @@ class StoreNotFoundError(SoftKMeansError, FileNotFoundError):
 
 class MissingDependencyError(SoftKMeansError, ImportError):
     """An optional dependency (an extra such as ``plot``) is not installed."""
+
+
+class CheckpointError(InputError):
+    """A checkpoint cannot be used: it exists and resuming was not asked, or it is for other data."""
