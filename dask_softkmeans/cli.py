@@ -189,6 +189,8 @@ def make_data(path: str, n_samples: int, n_features: int, n_clusters: int, clust
     PATH/X holds the data, PATH/labels the true labels and PATH/centers the
     generating centers.
     """
+    if Path(path).exists() and not overwrite:
+        raise click.ClickException(f"{path!r} exists. Choose another path or pass --overwrite.")
     start = time.perf_counter()
     io.write_blobs(path, n_samples, n_features, n_clusters, cluster_std=cluster_std,
                    chunk_rows=chunk_rows, dtype=dtype, random_state=seed, overwrite=overwrite)
@@ -220,6 +222,10 @@ def fit(data: str, n_clusters: int, n_init: int, out: str | None, overwrite: boo
         raise click.UsageError("--resume needs --checkpoint DIR (the directory of the interrupted fit).")
     if out and Path(out).exists() and not overwrite:
         raise click.ClickException(f"{out!r} exists. Choose another path or pass --overwrite.")
+    if out and not Path(out).absolute().parent.is_dir():
+        # Found now, not after a fit of hours.
+        raise click.ClickException(
+            f"The directory of {out!r} does not exist. Create it first, or choose another path.")
     io.open_array(data)  # fail on a bad path before starting a cluster
     with _client(scheduler, workers, threads, memory_limit, quiet):
         start = time.perf_counter()
@@ -304,6 +310,9 @@ def demo(n_samples: int, n_features: int, n_clusters: int, workers: int,
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(directory or tmp) / "blobs.zarr"
+        if directory is not None and path.exists():
+            raise click.ClickException(
+                f"{str(path)!r} exists. Choose another --dir, or remove it first.")
         start = time.perf_counter()
         io.write_blobs(path, n_samples, n_features, n_clusters, overwrite=directory is None)
         click.echo(f"Wrote {n_samples} x {n_features} float32 Gaussian blobs ({n_clusters} "

@@ -9,6 +9,7 @@ random small arrays and asserts a correct fit or one of our documented errors.
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 
@@ -307,7 +308,11 @@ def inputs(draw):
     return x, k, chunks
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+#: 60 examples keep the suite fast; SOFTKMEANS_FUZZ_EXAMPLES=1000 runs a long campaign.
+FUZZ_EXAMPLES = int(os.environ.get("SOFTKMEANS_FUZZ_EXAMPLES", "60"))
+
+
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(inputs())
 def test_random_small_arrays_fit_or_get_a_documented_error(case):
     x, k, chunks = case
