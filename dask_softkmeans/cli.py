@@ -282,6 +282,7 @@ def plot(model_path: str, out: str, data: str | None, max_points: int, overwrite
     from . import plotting
 
     plotting.require_matplotlib()  # before reading anything
+    plotting.check_image_path(out)
     if Path(out).exists() and not overwrite:
         raise click.ClickException(f"{out!r} exists. Choose another path or pass --overwrite.")
     model = SoftKMeans.load(model_path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dask.array as da
@@ -38,6 +39,22 @@ def require_matplotlib() -> Any:
             'pip install "dask-softkmeans[plot]"'
         ) from exc
     return matplotlib
+
+
+def check_image_path(path: str | os.PathLike) -> None:
+    """Fail before any drawing on a path matplotlib cannot write: no or unknown suffix, no folder."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    path = Path(path)
+    formats = FigureCanvasBase.get_supported_filetypes()
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix not in formats:
+        raise InputError(
+            f"Cannot tell the image format of {str(path)!r}"
+            + (f" (unknown suffix '.{suffix}')" if suffix else " (no suffix)")
+            + f". End the name with one of: {', '.join('.' + f for f in sorted(formats))}.")
+    if not path.parent.is_dir():
+        raise InputError(f"The folder {str(path.parent)!r} does not exist. Create it first.")
 
 
 def annealing_path(history: Sequence[dict]) -> dict[str, np.ndarray]:
@@ -241,8 +258,9 @@ def plot_annealing(
     MissingDependencyError
         matplotlib is not installed.
     InputError
-        ``X`` is not 2-D data of the model's number of features, or ``ax``
-        holds the wrong number of Axes.
+        ``X`` is not 2-D data of the model's number of features, ``ax``
+        holds the wrong number of Axes, or ``path`` has no known image
+        suffix or its folder does not exist (checked before drawing).
     """
     from sklearn.utils.validation import check_is_fitted
 
@@ -250,6 +268,9 @@ def plot_annealing(
     require_matplotlib()
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+
+    if path is not None:
+        check_image_path(path)
 
     if ax is None:
         figure = Figure(figsize=(13 if X is not None else 8, 9), layout="constrained")

@@ -203,5 +203,10 @@ def test_cli_plot_writes_a_png(model, blobs2d, tmp_path):
     assert not (tmp_path / "b.png").exists()
     result = runner.invoke(main, ["plot", str(tmp_path / "none.npz"), str(tmp_path / "c.png")])
     assert result.exit_code == 1 and "No model file" in result.output
+    for bad, message in [("plot.xyz", "unknown suffix '.xyz'"), ("plot", "(no suffix)"),
+                         ("missing/plot.png", "does not exist")]:
+        result = runner.invoke(main, ["plot", str(model_path), str(tmp_path / bad)])
+        assert result.exit_code == 1 and message in result.output, result.output
+        assert ".png" in result.output or "Create it" in result.output
     result = runner.invoke(main, ["plot", str(model_path)])  # OUT missing: a usage error
     assert result.exit_code == 2 and "Missing argument 'OUT'" in result.output
