@@ -1,0 +1,89 @@
+"""The annealing schedule: sampled high-temperature phases, quality beyond the benchmark sets."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+from sklearn.cluster import KMeans
+from sklearn.datasets import load_iris, load_wine, make_blobs
+from sklearn.preprocessing import StandardScaler
+
+from dask_softkmeans import SoftKMeans
+from dask_softkmeans.metrics import centroid_index
+
+
+def by_rows(centers: np.ndarray) -> np.ndarray:
+    return centers[np.lexsort(centers.T[::-1])]
+
+
+@pytest.fixture(scope="module")
+def many_blobs() -> tuple[np.ndarray, np.ndarray]:
+    """30,000 points in 12 blobs: large enough that the annealing runs on a sample."""
+    x, _, centers = make_blobs(30_000, n_features=4, centers=12, cluster_std=1.0,
+                               center_box=(-30, 30), random_state=7, return_centers=True)
+    return x, centers
+
+
+def test_sampled_anneal_reaches_the_fit_on_all_data(many_blobs):
+    x, centers = many_blobs
+    sampled = SoftKMeans(12).fit(x)
+    full = SoftKMeans(12, sample_size=None).fit(x)
+    data = {r["data"] for r in sampled.history_}
+    assert data == {"sample", "full"}
+    assert {r["data"] for r in full.history_} == {"full"}
+    # T > 0 passes run only on the sample; the full data see Lloyd and the swap check.
+    assert all(r["temperature"] == 0 for r in sampled.history_ if r["data"] == "full")
+    n_full = sum(r["data"] == "full" for r in sampled.history_)
+    assert n_full < len(full.history_) / 2
+    assert centroid_index(sampled.cluster_centers_, centers) == 0
+    np.testing.assert_allclose(by_rows(sampled.cluster_centers_), by_rows(full.cluster_centers_),
+                               rtol=1e-9)
+    assert sampled.inertia_ == pytest.approx(full.inertia_, rel=1e-9)
+
+
+def test_sample_does_not_depend_on_the_chunking(many_blobs):
+    x, _ = many_blobs
+    fits = [SoftKMeans(12, compute_labels=False).fit(da.from_array(x, chunks=(rows, 4)))
+            for rows in (3000, 7000)]
+    np.testing.assert_allclose(fits[0].cluster_centers_, fits[1].cluster_centers_, rtol=1e-9)
+    assert [r["phase"] for r in fits[0].history_] == [r["phase"] for r in fits[1].history_]
+
+
+def test_sample_size_is_honoured(many_blobs):
+    x, _ = many_blobs
+    model = SoftKMeans(12, sample_size=2000).fit(x)
+    assert any(r["data"] == "sample" for r in model.history_)
+    # A sample as large as the data is no sample.
+    whole = SoftKMeans(12, sample_size=len(x)).fit(x)
+    assert {r["data"] for r in whole.history_} == {"full"}
+
+
+def test_small_far_clusters_survive_sampling():
+    """Six dense blobs hold 97% of the points; five small ones far away hold 0.6% each."""
+    rng = np.random.default_rng(0)
+    dense = rng.normal(size=(6, 2)) * 4
+    far = np.array([[60, 0], [60, 15], [75, 0], [75, 15], [67, 30]], dtype=float)
+    x = np.vstack([c + rng.normal(size=(4850, 2)) for c in dense]
+                  + [c + rng.normal(size=(180, 2)) for c in far])
+    model = SoftKMeans(11, compute_labels=False).fit(x)
+    assert any(r["data"] == "sample" for r in model.history_)
+    for c in far:
+        assert np.min(np.linalg.norm(model.cluster_centers_ - c, axis=1)) < 0.5
+
+
+def test_high_dimension_uses_the_power_statistic():
+    """D = 60 > 8 features: critical temperatures come from one power-iteration product per cluster."""
+    x, _, centers = make_blobs(4000, n_features=60, centers=10, cluster_std=2.0,
+                               center_box=(-10, 10), random_state=3, return_centers=True)
+    model = SoftKMeans(10).fit(x)
+    assert centroid_index(model.cluster_centers_, centers) == 0
+
+
+@pytest.mark.parametrize("loader", [load_iris, load_wine])
+def test_standardised_real_data_no_worse_than_kmeans(loader):
+    x = StandardScaler().fit_transform(loader().data)
+    k = 3
+    model = SoftKMeans(k).fit(x)
+    reference = KMeans(k, n_init=10, random_state=0).fit(x)
+    assert model.inertia_ <= reference.inertia_ * 1.001
