@@ -18,7 +18,7 @@ import numpy as np
 
 from . import _kernels
 from ._data import ArrayLike, as_data, as_weights
-from ._kernels import MomentMode, StatsLayout
+from ._kernels import NORMALIZATIONS, MomentMode, Normalization, StatsLayout
 from .errors import InputError
 
 #: Above this many features the first pass skips the D x D Gram matrix and the
@@ -179,6 +179,14 @@ class Runner:
         out = dask.compute(*parts)
         return np.asarray(out[0]), None if self._w is None else np.asarray(out[1], np.float64)
 
+    def reduce(self, task: Any, params: dict[str, Any]) -> np.ndarray:
+        """One pass of any block task ``task(x, w, params) -> float64 vector``, summed over blocks.
+
+        ``w`` is the block of the per-row array given as ``sample_weight``
+        (it may be 2-D: the RBF network passes ``[weight, targets]`` rows).
+        """
+        return self._run(task, params)
+
     def scan(self, origin: np.ndarray, *, gram: bool) -> np.ndarray:
         """Packed ``[weight, nonfinite, sum, gram]`` relative to ``origin``."""
         return self._run(_scan_task, {"origin": origin, "gram": gram})
@@ -193,9 +201,11 @@ class Runner:
         moments: MomentMode = "none",
         directions: np.ndarray | None = None,
         removal: bool = False,
+        normalization: Normalization = "softmax",
     ) -> np.ndarray:
         """Packed statistics of one pass (see :func:`._kernels.block_statistics`)."""
         params = {
+            "normalization": normalization,
             "centers": np.asarray(centers, np.float64),
             "temperature": float(temperature),
             "offset": offset,
@@ -289,6 +299,15 @@ def check_temperature(temperature: float) -> float:
     return value
 
 
+def check_normalization(normalization: str) -> Normalization:
+    """A normalisation is one of :data:`._kernels.NORMALIZATIONS`."""
+    if normalization not in NORMALIZATIONS:
+        raise InputError(
+            f"normalization must be one of {', '.join(map(repr, NORMALIZATIONS))}; "
+            f"got {normalization!r}.")
+    return normalization
+
+
 def soft_statistics(
     X: ArrayLike,
     centers: ArrayLike,
@@ -297,6 +316,7 @@ def soft_statistics(
     log_priors: ArrayLike | None = None,
     sample_weight: ArrayLike | None = None,
     split_every: int = 8,
+    normalization: Normalization = "softmax",
 ) -> SoftStatistics:
     """One soft pass: the smooth objective, its gradient and the sufficient statistics.
 
@@ -317,6 +337,12 @@ def soft_statistics(
     sample_weight : array-like of shape (n_samples,), optional
     split_every : int, default=8
         Inputs per node of the tree reduction.
+    normalization : {"softmax", "entmax15", "sparsemax"}, default="softmax"
+        "softmax" is the Gaussian RBF layer; the sparse ones give exact zeros
+        at low temperatures.  For those, ``free_energy`` is
+        ``sum_i [sum_k p_ik (d_ik - T log pi_k) - T Omega(p_i)]`` and ``entropy``
+        the sum of the regulariser ``Omega`` (see :func:`._kernels.normalize`);
+        ``gradient`` is still its exact derivative ``2 (N_k c_k - S_k)``.
 
     Returns
     -------
@@ -334,6 +360,7 @@ def soft_statistics(
     weights = as_weights(sample_weight, data)
     centers = _check_centers(centers, data.shape[1])
     temperature = check_temperature(temperature)
+    normalization = check_normalization(normalization)
     if log_priors is not None:
         log_priors = np.asarray(log_priors, np.float64)
         if log_priors.shape != (centers.shape[0],) or np.any(np.isnan(log_priors)):
@@ -344,7 +371,8 @@ def soft_statistics(
     runner = Runner(data, weights, split_every=split_every)
     # Centering on the centers' mean keeps the products away from cancellation.
     offset = centers.mean(axis=0)
-    vector = runner.statistics(centers, temperature, offset=offset, log_priors=log_priors)
+    vector = runner.statistics(centers, temperature, offset=offset, log_priors=log_priors,
+                               normalization=normalization)
     stats = StatsLayout(*centers.shape).unpack(vector)
     if stats.nonfinite > 0:
         raise InputError(

@@ -20,6 +20,15 @@ from typing import Literal, NamedTuple
 import numpy as np
 
 MomentMode = Literal["none", "full", "power"]
+Normalization = Literal["softmax", "entmax15", "sparsemax"]
+
+#: The normalisations of the logits ``u_ik = log pi_k - d_ik / T`` a pass knows.
+NORMALIZATIONS: tuple[str, ...] = ("softmax", "entmax15", "sparsemax")
+
+#: The sparse normalisations give exactly zero weight to a logit this far
+#: (or further) below the row's largest one: sparsemax below 1, entmax-1.5
+#: below 2.  Clipping there changes nothing and keeps huge logits (T -> 0) finite.
+SPARSE_LOGIT_FLOOR = -3.0
 
 #: Shifted logits below this are clipped before ``exp``: ``exp(-60)`` is
 #: ~1e-26, negligible against the row's largest term (which is 1), and the
@@ -108,6 +117,95 @@ def _squared_distances(
     return d
 
 
+def normalize(u: np.ndarray, normalization: Normalization = "softmax") -> tuple[np.ndarray, np.ndarray]:
+    """Normalise ``(K, n)`` logits column by column; return ``p`` and its regulariser ``Omega(p)``.
+
+    Each normalisation is the maximiser of ``p . u + Omega(p)`` over the
+    probability simplex (Blondel, Martins & Niculae 2020):
+
+    - "softmax": Shannon entropy ``Omega = -sum p log p``; ``p = exp(u) / Z``.
+    - "entmax15": Tsallis entropy with ``alpha = 1.5``,
+      ``Omega = (4/3)(1 - sum p^1.5)``; ``p = [u/2 - tau]_+^2`` (Peters et al. 2019).
+    - "sparsemax": Gini entropy ``Omega = (1 - sum p^2) / 2``; ``p = [u - tau]_+``
+      (Martins & Astudillo 2016).
+
+    The sparse ones give exact zeros to logits well below the row maximum.
+    With ``u = log pi - d / T`` the free energy of a row is
+    ``f = sum_k p_k (d_k - T log pi_k) - T Omega(p)``; for softmax it is ``-T log Z``.
+
+    Parameters
+    ----------
+    u : ndarray of shape (K, n)
+        Logits, one column per row of data; any per-column constant may be
+        added (it cancels).  Not modified.
+    normalization : {"softmax", "entmax15", "sparsemax"}
+
+    Returns
+    -------
+    p : ndarray of shape (K, n), float64
+        Non-negative, every column sums to 1.
+    omega : ndarray of shape (n,), float64
+        ``Omega(p)`` of each column.
+    """
+    u = np.asarray(u, dtype=np.float64)
+    u = u - u.max(axis=0, keepdims=True)
+    n_clusters = u.shape[0]
+    if normalization == "softmax":
+        np.maximum(u, LOGIT_FLOOR, out=u)
+        p = np.exp(u)
+        z = p.sum(axis=0)
+        p /= z
+        # -sum p log p with log p = u - log z: never 0 * log 0.
+        return p, np.log(z) - np.einsum("kn,kn->n", p, u)
+    if normalization not in ("entmax15", "sparsemax"):
+        raise KeyError(
+            f"Unknown normalization {normalization!r}; valid names: {', '.join(NORMALIZATIONS)}.")
+    np.maximum(u, SPARSE_LOGIT_FLOOR, out=u)
+    columns = np.arange(u.shape[1])
+    rank = np.arange(1, n_clusters + 1, dtype=np.float64)[:, None]
+    if normalization == "sparsemax":
+        top = -np.sort(-u, axis=0)
+        cumulative = np.cumsum(top, axis=0)
+        support = (1.0 + rank * top > cumulative).sum(axis=0)
+        tau = (cumulative[support - 1, columns] - 1.0) / support
+        p = np.maximum(u - tau, 0.0)
+    else:
+        half = u / 2.0
+        top = -np.sort(-half, axis=0)
+        mean = np.cumsum(top, axis=0) / rank
+        mean_sq = np.cumsum(top * top, axis=0) / rank
+        delta = (1.0 - rank * (mean_sq - mean * mean)) / rank
+        tau = mean - np.sqrt(np.maximum(delta, 0.0))
+        support = (tau <= top).sum(axis=0)
+        p = np.maximum(half - tau[support - 1, columns], 0.0) ** 2
+    # Rounding leaves the sum a few ulps off 1; rescaling keeps the zeros exact.
+    p /= p.sum(axis=0)
+    if normalization == "sparsemax":
+        return p, 0.5 * (1.0 - np.einsum("kn,kn->n", p, p))
+    return p, (4.0 / 3.0) * (1.0 - np.sum(p * np.sqrt(p), axis=0))
+
+
+def normalize_vjp(p: np.ndarray, g: np.ndarray, normalization: Normalization = "softmax") -> np.ndarray:
+    """Vector-Jacobian product of :func:`normalize`: ``(dp/du)^T g`` for ``(K, n)`` arrays.
+
+    The Jacobians are symmetric: softmax ``diag(p) - p p^T``; sparsemax
+    ``diag(s) - s s^T / |S|`` (``s`` the support indicator); entmax-1.5
+    ``diag(r) - r r^T / sum r`` with ``r = sqrt(p)``.
+    """
+    if normalization == "softmax":
+        return p * (g - np.einsum("kn,kn->n", p, g)[None, :])
+    if normalization == "sparsemax":
+        s = (p > 0).astype(np.float64)
+        mean = np.einsum("kn,kn->n", s, g) / s.sum(axis=0)
+        return s * (g - mean[None, :])
+    if normalization == "entmax15":
+        r = np.sqrt(p)
+        q = np.einsum("kn,kn->n", r, g) / r.sum(axis=0)
+        return r * (g - q[None, :])
+    raise KeyError(
+        f"Unknown normalization {normalization!r}; valid names: {', '.join(NORMALIZATIONS)}.")
+
+
 def block_statistics(
     x: np.ndarray,
     centers: np.ndarray,
@@ -119,6 +217,7 @@ def block_statistics(
     moments: MomentMode = "none",
     directions: np.ndarray | None = None,
     removal: bool = False,
+    normalization: Normalization = "softmax",
 ) -> np.ndarray:
     """Soft k-means statistics of one row block, packed for a tree reduction.
 
@@ -148,6 +247,11 @@ def block_statistics(
     removal : bool, default=False
         At ``T = 0``, also sum for each center the extra inertia its points
         would cost if it were removed (second-nearest minus nearest distance).
+    normalization : {"softmax", "entmax15", "sparsemax"}, default="softmax"
+        How logits become responsibilities (see :func:`normalize`).  With a
+        sparse one, ``entropy`` holds the sum of its regulariser ``Omega`` and
+        ``free_energy`` the sum of ``sum_k p_k (d_k - T log pi_k) - T Omega``;
+        the gradient is ``2 (N_k c_k - S_k)`` for every normalisation.
 
     Returns
     -------
@@ -212,6 +316,22 @@ def block_statistics(
                 second = np.partition(d, 1, axis=0)[1]
                 extra = w * (second - d[labels, np.arange(n)])
                 acc.removal[...] += np.bincount(labels, weights=extra, minlength=n_clusters)
+        elif normalization != "softmax":
+            u = d - d[labels, np.arange(n)][None, :]
+            with np.errstate(over="ignore"):
+                u = u.astype(np.float64) * (-1.0 / temperature)
+            if priors_work is not None:
+                u += np.asarray(log_priors, np.float64)[:, None]
+            resp, omega = normalize(u, normalization)
+            resp_w = resp * w[None, :]
+            row_distortion = np.einsum("kn,kn->n", resp, d, dtype=np.float64)
+            row_free = row_distortion - temperature * omega
+            if priors_work is not None:
+                row_free -= temperature * (np.asarray(log_priors, np.float64) @ resp)
+            acc.entropy[...] += w @ omega
+            acc.free_energy[...] += w @ row_free
+            acc.distortion[...] += w @ row_distortion
+            acc.confidence[...] += w @ resp.max(axis=0)
         else:
             # Shifted logits u_ik = log pi_k - (d_ik - min_j d_ij) / T, at most log pi_k.
             u = d - d[labels, np.arange(n)][None, :]
@@ -292,8 +412,13 @@ def responsibilities(
     *,
     offset: np.ndarray | None = None,
     log_priors: np.ndarray | None = None,
+    normalization: Normalization = "softmax",
 ) -> np.ndarray:
-    """``(n, K)`` float64 responsibilities ``p_ik``; one-hot at ``T = 0``."""
+    """``(n, K)`` float64 responsibilities ``p_ik``; one-hot at ``T = 0``.
+
+    ``normalization`` is "softmax" (the Gaussian RBF layer), "entmax15" or
+    "sparsemax" (sparse: exact zeros, see :func:`normalize`).
+    """
     x = np.asarray(x)
     centers = np.asarray(centers, np.float64)
     n_clusters, n_features = centers.shape
@@ -307,9 +432,15 @@ def responsibilities(
         out = np.zeros((x.shape[0], n_clusters))
         out[np.arange(x.shape[0]), d.argmin(axis=0)] = 1.0
         return out
-    u = (d - d.min(axis=0)[None, :]) * (-1.0 / temperature)
+    with np.errstate(over="ignore", invalid="ignore"):
+        u = (d - d.min(axis=0)[None, :]) * (-1.0 / temperature)
     if log_priors is not None:
         u += np.asarray(log_priors, work)[:, None]
+    if normalization != "softmax" or not np.isfinite(1.0 / temperature):
+        # Tiny T: 1/T overflows; the nearest center's logit is 0 and the rest
+        # -inf, which the sparse normalisations clip exactly.
+        u = np.nan_to_num(np.asarray(u, np.float64), nan=0.0)
+        return np.ascontiguousarray(normalize(u, normalization)[0].T)
     u -= u.max(axis=0)[None, :]
     e = np.exp(np.maximum(u, LOGIT_FLOOR)).astype(np.float64)
     e /= e.sum(axis=0)[None, :]
@@ -345,3 +476,194 @@ def squared_distances(
     c = centers - offset
     d = _squared_distances(x64, c, np.einsum("ij,ij->i", c, c))
     return np.ascontiguousarray(d.T)
+
+
+# -- the normalised RBF network ---------------------------------------------
+#
+# Hidden layer h_ik = p_ik (the responsibilities at temperature T, equal priors),
+# output o_i = h_i W + b.  Per row, the objective adds a supervised loss l_i(o_i)
+# and the free energy in units of T plus the Gaussian normalisation,
+# u_i = f_i / T + (D/2) log T with f_i = sum_k p_ik d_ik - T Omega(p_i)
+# (for softmax u_i = -log sum_k exp(-d_ik / T) + (D/2) log T: the negative
+# log-likelihood, up to constants, of an equal-weight Gaussian mixture of
+# variance T/2).  Its gradient in the centers is 2 (N_k c_k - S_k) / T, the
+# clustering gradient; the (D/2) log T term only keeps a learned T finite.
+
+RBFTask = Literal["regression", "classification"]
+
+
+class RBFBlock(NamedTuple):
+    """Named views into the packed vector of :func:`rbf_gradient_block` (float64 sums)."""
+
+    weight: np.ndarray  # () total weight W
+    loss: np.ndarray  # () sum_i w_i l_i
+    unsupervised: np.ndarray  # () sum_i w_i u_i
+    correct: np.ndarray  # () weight of rows whose largest output is the label (classification)
+    centers_loss: np.ndarray  # (K, D) d(sum w l)/dC
+    centers_unsupervised: np.ndarray  # (K, D) d(sum w u)/dC = 2 (N c - S) / T
+    readout: np.ndarray  # (K, M) d(sum w l)/dW
+    bias: np.ndarray  # (M,) d(sum w l)/db
+    log_temperature_loss: np.ndarray  # () d(sum w l)/d log T
+    log_temperature_unsupervised: np.ndarray  # () d(sum w u)/d log T
+
+
+@dataclass(frozen=True)
+class RBFLayout:
+    """Where each part of :class:`RBFBlock` lives in the packed vector."""
+
+    n_centers: int
+    n_features: int
+    n_outputs: int
+
+    def _shapes(self) -> list[tuple[int, ...]]:
+        k, d, m = self.n_centers, self.n_features, self.n_outputs
+        return [(), (), (), (), (k, d), (k, d), (k, m), (m,), (), ()]
+
+    @property
+    def size(self) -> int:
+        """Length of the packed vector."""
+        return int(sum(np.prod(s, dtype=int) for s in self._shapes()))
+
+    def unpack(self, vector: np.ndarray) -> RBFBlock:
+        """Named views (not copies) into ``vector``."""
+        views, start = [], 0
+        for shape in self._shapes():
+            stop = start + int(np.prod(shape, dtype=int))
+            views.append(vector[start:stop].reshape(shape))
+            start = stop
+        return RBFBlock(*views)
+
+
+def _rbf_hidden(
+    x64: np.ndarray, centers: np.ndarray, temperature: float, normalization: Normalization
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Shifted distances ``d - min_k d`` (K, n), ``min_k d`` (n,), activations ``p`` and ``Omega(p)``."""
+    d = _squared_distances(x64, centers, np.einsum("ij,ij->i", centers, centers))
+    labels = d.argmin(axis=0)
+    columns = np.arange(d.shape[1])
+    # The nearest distance directly: the expanded product cancels far from the origin.
+    diff = x64 - centers[labels]
+    dmin = np.einsum("ij,ij->i", diff, diff)
+    d -= d[labels, columns][None, :]
+    p, omega = normalize(d * (-1.0 / temperature), normalization)
+    return d, dmin, p, omega
+
+
+def rbf_normal_block(
+    x: np.ndarray,
+    side: np.ndarray,
+    centers: np.ndarray,
+    temperature: float,
+    *,
+    offset: np.ndarray,
+    normalization: Normalization = "softmax",
+    n_classes: int = 0,
+) -> np.ndarray:
+    """Weighted normal equations of the linear read-out on one row block.
+
+    ``side`` holds ``[w_i, y_i1 .. y_iM]`` rows, or ``[w_i, class_i]`` when
+    ``n_classes > 0`` (the targets are then the one-hot rows, ``M = n_classes``).
+    With ``H1 = [H, 1]`` (the hidden layer and a bias column) returns the
+    packed float64 ``[W, H1^T diag(w) H1 (K+1)^2, H1^T diag(w) Y ((K+1) M)]``.
+    """
+    centers = np.asarray(centers, np.float64) - offset
+    n_centers = centers.shape[0]
+    n_outputs = n_classes if n_classes else side.shape[1] - 1
+    gram = np.zeros((n_centers + 1, n_centers + 1))
+    cross = np.zeros((n_centers + 1, n_outputs))
+    rows = sub_block_rows(n_centers, x.shape[1])
+    for start in range(0, x.shape[0], rows):
+        x64 = np.asarray(x[start : start + rows], np.float64) - offset
+        s = np.asarray(side[start : start + rows], np.float64)
+        p = _rbf_hidden(x64, centers, temperature, normalization)[2]
+        h1 = np.vstack([p, np.ones((1, p.shape[1]))])  # (K + 1, n)
+        hw = h1 * s[:, 0][None, :]
+        gram += hw @ h1.T
+        if n_classes:
+            cross += np.stack([
+                np.bincount(s[:, 1].astype(np.intp), weights=row, minlength=n_classes)
+                for row in hw])
+        else:
+            cross += hw @ s[:, 1:]
+    return np.concatenate([[side[:, 0].sum()], gram.ravel(), cross.ravel()])
+
+
+def rbf_gradient_block(
+    x: np.ndarray,
+    side: np.ndarray,
+    centers: np.ndarray,
+    readout: np.ndarray,
+    bias: np.ndarray,
+    temperature: float,
+    *,
+    offset: np.ndarray,
+    task: RBFTask,
+    normalization: Normalization = "softmax",
+) -> np.ndarray:
+    """Loss, unsupervised term and their gradients on one row block, packed (see :class:`RBFLayout`).
+
+    ``side`` holds ``[w_i, y_i...]`` rows: targets for "regression" (loss
+    ``||o - y||^2 / 2``), the class index for "classification" (cross-entropy
+    of ``softmax(o)``).  All gradients are sums over the rows, in float64.
+    """
+    centers = np.asarray(centers, np.float64) - offset
+    readout = np.asarray(readout, np.float64)
+    bias = np.asarray(bias, np.float64)
+    n_centers, n_features = centers.shape
+    layout = RBFLayout(n_centers, n_features, readout.shape[1])
+    out = np.zeros(layout.size)
+    acc = layout.unpack(out)
+    rows = sub_block_rows(max(n_centers, readout.shape[1]), n_features)
+    half_log_t = 0.5 * n_features * np.log(temperature)
+    for start in range(0, x.shape[0], rows):
+        x64 = np.asarray(x[start : start + rows], np.float64) - offset
+        s = np.asarray(side[start : start + rows], np.float64)
+        w = s[:, 0]
+        n = x64.shape[0]
+        d, dmin, p, omega = _rbf_hidden(x64, centers, temperature, normalization)
+        output = p.T @ readout + bias  # (n, M)
+        if task == "regression":
+            grad_out = output - s[:, 1:]
+            loss = 0.5 * np.einsum("nm,nm->n", grad_out, grad_out)
+        else:
+            labels = s[:, 1].astype(np.intp)
+            shifted = output - output.max(axis=1, keepdims=True)
+            log_proba = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+            loss = -log_proba[np.arange(n), labels]
+            grad_out = np.exp(log_proba)
+            grad_out[np.arange(n), labels] -= 1.0
+            acc.correct[...] += w @ (output.argmax(axis=1) == labels)
+        grad_out *= w[:, None]
+        grad_logits = normalize_vjp(p, readout @ grad_out.T, normalization)  # (K, n)
+        # u_ik = -d_ik / T: du/dc_k = 2 (x_i - c_k) / T, du/dlog T = d_ik / T.
+        acc.centers_loss[...] += (2.0 / temperature) * (
+            grad_logits @ x64 - grad_logits.sum(axis=1)[:, None] * centers)
+        acc.log_temperature_loss[...] += np.einsum("kn,kn->", grad_logits, d) / temperature
+        acc.readout[...] += p @ grad_out
+        acc.bias[...] += grad_out.sum(axis=0)
+        acc.loss[...] += w @ loss
+        # The unsupervised term, with the nearest distance put back into d.
+        row_distortion = np.einsum("kn,kn->n", p, d) + dmin
+        acc.unsupervised[...] += w @ (row_distortion / temperature - omega) + w.sum() * half_log_t
+        pw = p * w[None, :]
+        counts = pw.sum(axis=1)
+        acc.centers_unsupervised[...] += (2.0 / temperature) * (
+            counts[:, None] * centers - pw @ x64)
+        acc.log_temperature_unsupervised[...] += w @ (0.5 * n_features - row_distortion / temperature)
+        acc.weight[...] += w.sum()
+    return out
+
+
+def rbf_outputs(
+    x: np.ndarray,
+    centers: np.ndarray,
+    temperature: float,
+    *,
+    offset: np.ndarray,
+    normalization: Normalization,
+    readout: np.ndarray,
+    bias: np.ndarray,
+) -> np.ndarray:
+    """``(n, M)`` network outputs ``o = h W + b`` of the rows of ``x``."""
+    hidden = responsibilities(x, centers, temperature, offset=offset, normalization=normalization)
+    return hidden @ readout + bias

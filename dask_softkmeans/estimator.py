@@ -20,7 +20,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from . import _kernels, io
 from ._annealing import AnnealConfig, Annealer, AnnealResult
 from ._data import ArrayLike, as_data, as_weights, check_in_memory, feature_count_error
-from ._engine import GRAM_MAX_FEATURES, Runner, check_temperature, map_rows
+from ._engine import GRAM_MAX_FEATURES, Runner, check_normalization, check_temperature, map_rows
 from ._kernels import StatsLayout
 from .errors import InputError, ModelFileError
 
@@ -393,15 +393,113 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             return self.labels_
         return self.predict(X)
 
-    def predict_proba(self, X: ArrayLike, temperature: float | None = None) -> np.ndarray | da.Array:
-        """Responsibilities ``p_ik`` at ``temperature`` (default ``temperature_``), shape (n, K)."""
+    def partial_fit(
+        self,
+        X: ArrayLike,
+        y: Any = None,
+        sample_weight: ArrayLike | None = None,
+        *,
+        temperature: float = 0.0,
+    ) -> SoftKMeans:
+        """Update the centers with one more batch (streaming, e.g. blocks of a Zarr array).
+
+        The first call on an unfitted model runs :meth:`fit` on the batch.
+        Each later batch costs one pass at ``temperature`` (hard assignments at
+        the default 0) that gives the batch's soft counts ``N_k^b`` and sums
+        ``S_k^b``; then, with the running counts ``n_k <- n_k + N_k^b``,
+
+            c_k <- c_k + (N_k^b / n_k) (S_k^b / N_k^b - c_k) = c_k - g_k^b / (2 n_k),
+
+        a gradient step on the batch's free energy (``g^b = 2 (N^b c - S^b)``)
+        with the per-center step size ``1 / (2 n_k)``: each center is the
+        running mean of the points assigned to it (MacQueen's rule, the
+        per-center rate of scikit-learn's ``MiniBatchKMeans``).  The steps
+        shrink like ``1 / n_k`` (a Robbins-Monro schedule), so on stationary
+        data the centers settle at a fixed point of the objective over the
+        whole stream.  A model fitted with :meth:`fit` starts with the counts
+        of the first batch, i.e. it weighs as much as one batch.
+
+        Parameters
+        ----------
+        X : array-like, Dask array, zarr.Array or path of shape (n_samples, n_features)
+            One batch.
+        y : ignored
+        sample_weight : array-like of shape (n_samples,), optional
+        temperature : float, default=0.0
+            Temperature of the batch pass (0: hard k-means assignments).
+
+        Returns
+        -------
+        self
+
+        Attributes set
+        --------------
+        counts_ : ndarray of shape (n_clusters,)
+            Running (soft) counts ``n_k``.
+        n_steps_ : int
+            Batches seen by :meth:`partial_fit` (the first, fitted, included).
+        ``inertia_`` becomes the last batch's inertia with the centers it was
+        assigned to; ``labels_`` is removed (it no longer describes one data set).
+        """
+        temperature = check_temperature(temperature)
+        if not hasattr(self, "cluster_centers_"):
+            self.fit(X, sample_weight=sample_weight)
+            data = self._data(X, reset=False)
+            weight = float(data.shape[0]) if sample_weight is None else float(
+                np.sum(as_weights(sample_weight, data)))
+            self.counts_ = self.weights_ * weight
+            self._counts_centers = self.cluster_centers_
+            self.n_steps_ = 1
+            return self
+        data = self._data(X, reset=False)
+        runner = Runner(data, as_weights(sample_weight, data), split_every=self.split_every)
+        log_priors = np.log(np.maximum(self.weights_, 1e-300)) if temperature > 0 else None
+        stats = StatsLayout(self.n_clusters, data.shape[1]).unpack(runner.statistics(
+            self.cluster_centers_, temperature, offset=self._offset, log_priors=log_priors))
+        if stats.nonfinite:
+            raise InputError(
+                f"Input X contains NaN or infinity in {int(stats.nonfinite)} rows. Drop or impute "
+                "them first, e.g. X[np.isfinite(X).all(axis=1)].")
+        counts = stats.counts
+        sums = stats.sums + counts[:, None] * self._offset
+        if getattr(self, "_counts_centers", None) is not self.cluster_centers_:
+            # Fitted by fit() (or refitted since the last batch): start the running counts.
+            self.counts_ = np.zeros(self.n_clusters)
+            self.n_steps_ = 1
+        self.counts_ = self.counts_ + counts
+        seen = self.counts_ > 0
+        step = np.zeros(self.n_clusters)
+        step[seen] = counts[seen] / self.counts_[seen]
+        fresh = counts > 0
+        centers = self.cluster_centers_.copy()
+        centers[fresh] += step[fresh, None] * (
+            sums[fresh] / counts[fresh, None] - centers[fresh])
+        self.cluster_centers_ = centers
+        self._counts_centers = centers
+        self.weights_ = self.counts_ / self.counts_.sum()
+        self.inertia_ = float(stats.inertia)
+        self.n_steps_ += 1
+        if hasattr(self, "labels_"):
+            del self.labels_
+        return self
+
+    def predict_proba(
+        self, X: ArrayLike, temperature: float | None = None, *, normalization: str = "softmax"
+    ) -> np.ndarray | da.Array:
+        """Responsibilities ``p_ik`` at ``temperature`` (default ``temperature_``), shape (n, K).
+
+        ``normalization`` is "softmax" (the Gaussian RBF layer), or "entmax15"
+        or "sparsemax": sparse responsibilities with exact zeros, stable as
+        ``T -> 0`` (see :func:`dask_softkmeans._kernels.normalize`).
+        """
         check_is_fitted(self)
+        normalization = check_normalization(normalization)
         data = self._data(X, reset=False)
         temperature = self.temperature_ if temperature is None else check_temperature(temperature)
         return map_rows(
             data, _proba_block, n_outputs=self.n_clusters, dtype=np.float64,
             centers=self.cluster_centers_, temperature=temperature, offset=self._offset,
-            log_priors=np.log(np.maximum(self.weights_, 1e-300)))
+            log_priors=np.log(np.maximum(self.weights_, 1e-300)), normalization=normalization)
 
     def transform(self, X: ArrayLike) -> np.ndarray | da.Array:
         """Euclidean distances to every center, shape (n, K)."""
