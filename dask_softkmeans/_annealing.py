@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._kernels import BlockStats, MomentMode
+from .optim import Optimizer
 
 StatisticsFn = Callable[..., BlockStats]
 
@@ -195,8 +196,14 @@ class Annealer:
         callback: Callable[[dict], None] | None = None,
         sample: tuple[StatisticsFn, float] | None = None,
         checkpoint: Callable[[AnnealState], None] | None = None,
+        optimizer: Optimizer | None = None,
     ) -> None:
         self.config = config
+        # None: the (over-relaxed) EM step.  A gradient optimiser keeps a state
+        # per center; it is rebuilt whenever the set of centers changes.
+        self.optimizer = optimizer
+        self._opt_state: object = None
+        self._opt_centers: np.ndarray | None = None
         self.n_features = n_features
         # The passes at T > 0 run on the sample when there is one: there only
         # coarse structure exists.  Lloyd, fill and swap run on the full data.
@@ -256,7 +263,19 @@ class Annealer:
         new = clusters.take(alive)
         counts = stats.counts[alive]
         means = stats.sums[alive] / counts[:, None]
-        new.centers = new.centers + self.config.relax * (means - new.centers)
+        if self.optimizer is None:
+            new.centers = new.centers + self.config.relax * (means - new.centers)
+        else:
+            # The gradient of the mean free energy, 2 (n_k c_k - s_k) with n = N / W.
+            weight = self._sources[self._source][1]
+            fractions = counts / weight
+            gradient = 2.0 * fractions[:, None] * (new.centers - means)
+            if self._opt_centers is not clusters.centers or not alive.all():
+                self._opt_state = self.optimizer.init(new.centers)  # split, merge or drop
+            step, self._opt_state = self.optimizer.update(
+                gradient, self._opt_state, counts=fractions)
+            new.centers = new.centers + step
+            self._opt_centers = new.centers
         new.log_priors = np.log(counts / counts.sum())
         new.variances, new.directions = variances[alive], directions[alive]
         return new

@@ -23,6 +23,7 @@ from ._data import ArrayLike, as_data, as_weights, check_in_memory, feature_coun
 from ._engine import GRAM_MAX_FEATURES, Runner, check_normalization, check_temperature, map_rows
 from ._kernels import StatsLayout
 from .errors import InputError, ModelFileError
+from .optim import OPTIMIZERS, get_optimizer
 
 #: ``sample_size="auto"``: the annealing at T > 0 runs on an in-memory sample of
 #: ``max(SAMPLE_MIN_ROWS, SAMPLE_ROWS_PER_CLUSTER * K)`` rows, unless that is
@@ -98,6 +99,14 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         call :meth:`predict`, which returns a Dask array for Dask input).
     verbose : int, default=0
         Print one line per temperature when positive.
+    optimizer : {"em", "gd", "momentum", "adam"}, default="em"
+        The center update of the passes at ``T > 0``: "em" is the closed-form
+        step ``S_k / N_k`` (over-relaxed), a gradient step of size
+        ``1 / (2 N_k)`` on ``dF/dc_k = 2 (N_k c_k - S_k)``; the others are
+        gradient optimisers of :mod:`dask_softkmeans.optim` (default
+        hyperparameters) on the same tree-reduced gradient, their state
+        rebuilt whenever clusters split, merge or vanish.  They share the
+        fixed points; the Lloyd passes at ``T = 0`` are the same for all.
 
     Attributes
     ----------
@@ -151,6 +160,7 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         "split_every": [Interval(Integral, 2, None, closed="left")],
         "compute_labels": ["boolean"],
         "verbose": ["verbose"],
+        "optimizer": [StrOptions(set(OPTIMIZERS))],
     }
 
     def __init__(
@@ -167,6 +177,7 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         split_every: int = 8,
         compute_labels: bool = True,
         verbose: int = 0,
+        optimizer: str = "em",
     ) -> None:
         self.n_clusters = n_clusters
         self.n_init = n_init
@@ -179,6 +190,7 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         self.split_every = split_every
         self.compute_labels = compute_labels
         self.verbose = verbose
+        self.optimizer = optimizer
 
     # -- input ----------------------------------------------------------------
     def _data(self, X: ArrayLike, *, reset: bool) -> np.ndarray | da.Array:
@@ -259,6 +271,7 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
                 rng=None if run == 0 else np.random.default_rng(rng.randint(2**31)),
                 callback=callback or (self._report if self.verbose else None),
                 sample=sample,
+                optimizer=None if self.optimizer == "em" else get_optimizer(self.optimizer),
             )
             result = annealer.run(np.zeros(n_features), top_variance, top_axis)
             if best is None or result.inertia < best.inertia:
@@ -463,8 +476,9 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         counts = stats.counts
         sums = stats.sums + counts[:, None] * self._offset
         if getattr(self, "_counts_centers", None) is not self.cluster_centers_:
-            # Fitted by fit() (or refitted since the last batch): start the running counts.
-            self.counts_ = np.zeros(self.n_clusters)
+            # Fitted by fit() (or refitted since the last batch): the fitted
+            # centers count as one earlier batch of this batch's weight.
+            self.counts_ = self.weights_ * float(stats.weight)
             self.n_steps_ = 1
         self.counts_ = self.counts_ + counts
         seen = self.counts_ > 0

@@ -6,6 +6,7 @@ import dask.array as da
 import numpy as np
 import pytest
 from sklearn.datasets import make_blobs
+from sklearn.metrics import adjusted_rand_score
 
 from dask_softkmeans import fit_temperature, soft_statistics
 from dask_softkmeans._kernels import nearest
@@ -121,3 +122,20 @@ def test_bad_input_is_refused_before_any_pass(overlapping):
     before = start.copy()
     fit_temperature(x, start, 1.0, max_iter=3)
     np.testing.assert_array_equal(start, before)
+
+
+@pytest.mark.parametrize("name", ["gd", "momentum", "adam"])
+def test_soft_kmeans_with_a_gradient_optimizer_finds_the_em_clustering(blobs, name):
+    """The annealing with a gradient optimiser (state rebuilt at every split and merge)
+    ends at the same Lloyd fixed point as the EM annealing."""
+    from dask_softkmeans import SoftKMeans
+
+    x, _, _ = blobs
+    ref = SoftKMeans(n_clusters=4).fit(x)
+    model = SoftKMeans(n_clusters=4, optimizer=name).fit(x)
+    assert model.n_iter_ > ref.n_iter_  # gradient steps are smaller than EM's
+    order = np.lexsort(ref.cluster_centers_.T)
+    np.testing.assert_allclose(model.cluster_centers_[np.lexsort(model.cluster_centers_.T)],
+                               ref.cluster_centers_[order], rtol=1e-12, atol=1e-12)
+    assert adjusted_rand_score(ref.labels_, model.labels_) == 1.0
+    assert model.inertia_ == pytest.approx(ref.inertia_, rel=1e-12)

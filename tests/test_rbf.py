@@ -5,13 +5,12 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 import pytest
-from sklearn.datasets import make_blobs
 from sklearn.linear_model import Ridge
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from dask_softkmeans import RBFNetworkClassifier, RBFNetworkRegressor
 from dask_softkmeans._engine import Runner
-from dask_softkmeans._kernels import RBFLayout, rbf_gradient_block, responsibilities
+from dask_softkmeans._kernels import RBFLayout, rbf_gradient_block
 from dask_softkmeans._training import rbf_objective
 from dask_softkmeans.errors import InputError
 
