@@ -255,6 +255,18 @@ def test_successful_fits_leave_the_users_array_alone():
         assert _unchanged(before, x)
 
 
+def test_read_only_arrays_are_accepted_and_never_written():
+    """Read-only input (a memory map opened with mode='r', a Zarr read) fails on any write."""
+    x = BLOBS.astype(np.float32)
+    x.setflags(write=False)
+    for data in (x, da.from_array(x, chunks=30)):
+        model = SoftKMeans(3).fit(data)
+        np.testing.assert_array_equal(np.asarray(model.predict(data)), model.labels_)
+        np.asarray(model.predict_proba(data))
+        np.asarray(model.transform(data))
+        model.score(data)
+
+
 def test_nan_at_predict_is_refused_with_the_fix():
     model = SoftKMeans(3).fit(BLOBS)
     x = _with(np.nan)
