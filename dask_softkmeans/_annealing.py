@@ -240,6 +240,7 @@ class Annealer:
         record = {
             "phase": phase,
             "data": self._source,
+            "weight": float(stats.weight),  # samples (or their weight) the pass ran on
             "temperature": float(temperature),
             "free_energy": float(stats.free_energy),
             "inertia": float(stats.inertia),
@@ -417,6 +418,13 @@ class Annealer:
     def _merge(self, clusters: _Clusters, temperature: float) -> _Clusters:
         """Merge codevectors closer than ``merge_tol * T`` (squared distance), mass-weighted."""
         threshold = self.config.merge_tol * temperature
+        centers = clusters.centers
+        norms = np.einsum("kd,kd->k", centers, centers)
+        gaps = norms[:, None] + norms[None, :] - 2.0 * centers @ centers.T
+        np.fill_diagonal(gaps, np.inf)
+        # The expanded form can cancel; it only screens, the exact test follows.
+        if not (gaps < 2.0 * threshold + 1e-9 * norms.max(initial=0.0)).any():
+            return clusters
         keep = np.ones(clusters.size, dtype=bool)
         centers = clusters.centers.copy()
         log_priors = clusters.log_priors.copy()

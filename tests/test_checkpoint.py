@@ -101,7 +101,7 @@ def test_resume_on_other_data_or_parameters_is_refused(data, tmp_path, change, m
 
 def test_damaged_checkpoint_and_file_path_are_refused(data, tmp_path):
     (tmp_path / "checkpoint.npz").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="not a readable checkpoint.*Move it away"):
+    with pytest.raises(CheckpointError, match=r"not a readable checkpoint.*Move it away"):
         SoftKMeans(6, checkpoint=tmp_path).fit(data, resume=True)
     with pytest.raises(CheckpointError, match="is a file; it must be a directory"):
         SoftKMeans(6, checkpoint=tmp_path / "checkpoint.npz").fit(data)
