@@ -18,7 +18,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _kernels, io
-from ._annealing import AnnealConfig, Annealer, AnnealResult
+from ._annealing import AnnealConfig, Annealer, AnnealResult, AnnealState
+from ._checkpoint import Checkpoint, fingerprint, result_parameters
 from ._data import ArrayLike, as_data, as_weights, check_in_memory, feature_count_error
 from ._engine import GRAM_MAX_FEATURES, Runner, check_normalization, check_temperature, map_rows
 from ._kernels import StatsLayout
@@ -66,9 +67,12 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         Number of annealing runs; the one with the lowest inertia is kept.
         The first is deterministic, the others perturb the split directions
         with ``random_state``.
-    tol : float, default=1e-4
+    tol : float, default=1e-2
         At temperature ``T`` the EM passes stop when every center moves less
         than ``sqrt(tol * T)``: the tolerance follows the scale of the data.
+        The structure found at ``T > 0`` only seeds the Lloyd passes and the
+        swap check at ``T = 0``, which run to an exact fixed point, so a loose
+        tolerance here costs no final accuracy (see ``benchmarks/quality.py``).
     cooling : float, default=0.9
         Geometric cooling factor once all K clusters exist.
     max_iter : int, default=300
@@ -97,6 +101,13 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         Compute ``labels_`` of the training data after the fit (one more pass;
         the labels are held in memory: turn it off for very large data and
         call :meth:`predict`, which returns a Dask array for Dask input).
+    checkpoint : str, path or None, default=None
+        Directory where the driver's state (centers, priors, temperature,
+        history, restart seeds, parameters and a fingerprint of the data) is
+        written atomically at each temperature.  ``fit(X, resume=True)``
+        continues an interrupted fit from it and ends with the same result as
+        an uninterrupted one; without ``resume`` an existing checkpoint is an
+        error (it is never overwritten).
     verbose : int, default=0
         Print one line per temperature when positive.
     optimizer : {"em", "gd", "momentum", "adam"}, default="em"
@@ -125,11 +136,14 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         fill and swap); the first scan pass and the ``labels_`` pass are not
         counted.
     history_ : list of dict
-        One record per pass: phase, temperature, free_energy, inertia,
-        entropy, distortion, shift, n_clusters, confidence, seconds.  Phases:
-        "anneal" (EM at T > 0), "lloyd" (T = 0), "fill" (topping up to K
-        clusters) and "swap" (trial moves of a center at T = 0, kept only
-        when they lower the inertia).
+        One record per pass: phase, data, weight, temperature, free_energy,
+        inertia, entropy, distortion, shift, n_clusters, confidence, seconds.
+        Phases: "anneal" (EM at T > 0), "lloyd" (T = 0), "fill" (topping up to
+        K clusters) and "swap" (trial moves of a center at T = 0, kept only
+        when they lower the inertia).  ``data`` is "sample" for passes over the
+        in-memory sample (see ``sample_size``) and "full" otherwise; ``weight``
+        is the number (total weight) of samples the pass ran on, so sums such
+        as the free energy scale to the full data by ``n_samples / weight``.
     phase_diagram_ : ndarray of shape (n_temperatures, 2)
         Distinct clusters against temperature: ``[T, n_clusters]`` rows,
         starting with the first critical temperature.
@@ -160,6 +174,7 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         "split_every": [Interval(Integral, 2, None, closed="left")],
         "compute_labels": ["boolean"],
         "verbose": ["verbose"],
+        "checkpoint": [str, os.PathLike, None],
         "optimizer": [StrOptions(set(OPTIMIZERS))],
     }
 
@@ -168,7 +183,7 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         n_clusters: int = 8,
         *,
         n_init: int = 1,
-        tol: float = 1e-4,
+        tol: float = 1e-2,
         cooling: float = 0.9,
         max_iter: int = 300,
         random_state: Any = None,
@@ -177,6 +192,7 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         split_every: int = 8,
         compute_labels: bool = True,
         verbose: int = 0,
+        checkpoint: str | os.PathLike | None = None,
         optimizer: str = "em",
     ) -> None:
         self.n_clusters = n_clusters
@@ -190,6 +206,7 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         self.split_every = split_every
         self.compute_labels = compute_labels
         self.verbose = verbose
+        self.checkpoint = checkpoint
         self.optimizer = optimizer
 
     # -- input ----------------------------------------------------------------
@@ -227,6 +244,7 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         sample_weight: ArrayLike | None = None,
         *,
         callback: Callable[[dict], None] | None = None,
+        resume: bool = False,
     ) -> SoftKMeans:
         """Anneal from the first critical temperature down to a Lloyd fixed point.
 
@@ -239,6 +257,10 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         callback : callable, optional
             Called after every pass with that pass's record of ``history_``
             (progress displays use it).
+        resume : bool, default=False
+            Continue from the checkpoint in ``checkpoint`` (start afresh when
+            there is none).  The data and the parameters must be those of the
+            interrupted fit; the first pass over the data checks it.
 
         Returns
         -------
@@ -263,19 +285,37 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             n_clusters=self.n_clusters, tol=self.tol, cooling=self.cooling,
             max_lloyd_iter=self.max_iter,
         )
-        rng = check_random_state(self.random_state)
-        best: AnnealResult | None = None
-        for run in range(self.n_init):
+        store = saved = None
+        if self.checkpoint is not None:
+            store = Checkpoint(
+                self.checkpoint, fingerprint(data, offset, top_variance, total_weight),
+                result_parameters(self.get_params()))
+            saved = store.load(resume)
+        if saved is None:
+            rng = check_random_state(self.random_state)
+            # The first run is deterministic; the others perturb the split directions.
+            seeds = [None] + [int(rng.randint(2**31)) for _ in range(self.n_init - 1)]
+            first, best = 0, None
+        else:
+            seeds, first, best = saved.seeds, saved.run, saved.best
+        for run in range(first, self.n_init):
+
+            def save(state: AnnealState, run: int = run, best: AnnealResult | None = best) -> None:
+                store.write(run, seeds, state, best)
+
             annealer = Annealer(
                 statistics, config, n_features=n_features, total_weight=total_weight,
-                rng=None if run == 0 else np.random.default_rng(rng.randint(2**31)),
+                rng=None if seeds[run] is None else np.random.default_rng(seeds[run]),
                 callback=callback or (self._report if self.verbose else None),
-                sample=sample,
+                sample=sample, checkpoint=None if store is None else save,
                 optimizer=None if self.optimizer == "em" else get_optimizer(self.optimizer),
             )
-            result = annealer.run(np.zeros(n_features), top_variance, top_axis)
+            state = saved.state if saved is not None and run == saved.run else None
+            result = annealer.run(np.zeros(n_features), top_variance, top_axis, state=state)
             if best is None or result.inertia < best.inertia:
                 best = result
+            if store is not None:
+                store.write(run + 1, seeds, None, best)
         if not best.converged:
             warnings.warn(
                 f"Lloyd passes did not reach a fixed point in max_iter={self.max_iter} "
