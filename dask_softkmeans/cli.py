@@ -134,6 +134,16 @@ def _fit(data: Any, k: int, quiet: bool, verbose: bool, resume: bool = False,
         return model.fit(data, callback=progress, resume=resume)
 
 
+def _passes(model: SoftKMeans) -> str:
+    """"N passes" or, when the annealing ran on a sample, how many ran on it."""
+    full = sum(record.get("data", "full") == "full" for record in model.history_)
+    if full == model.n_iter_:
+        return f"{full} passes over the data"
+    sample = model.n_iter_ - full
+    rows = next(int(r["weight"]) for r in model.history_ if r.get("data") == "sample")
+    return f"{sample} passes over a {rows}-row sample, {full} over all the data"
+
+
 def _save(model: SoftKMeans, out: str | None, overwrite: bool, quiet: bool) -> None:
     if out:
         model.save(out, overwrite=overwrite)
@@ -232,7 +242,7 @@ def fit(data: str, n_clusters: int, n_init: int, out: str | None, overwrite: boo
         model = _fit(data, n_clusters, quiet, verbose, resume=resume, n_init=n_init,
                      checkpoint=checkpoint)
         seconds = time.perf_counter() - start
-    click.echo(f"Fitted {n_clusters} clusters in {seconds:.2f} s, {model.n_iter_} passes, "
+    click.echo(f"Fitted {n_clusters} clusters in {seconds:.2f} s, {_passes(model)}, "
                f"inertia {model.inertia_:.6g}")
     _save(model, out, overwrite, quiet)
 
@@ -330,7 +340,7 @@ def demo(n_samples: int, n_features: int, n_clusters: int, workers: int,
         true_inertia = sum(
             float(((x[i:i + 65536] - true_centers[truth[i:i + 65536]]) ** 2).sum())
             for i in range(0, n_samples, 65536))
-        click.echo(f"Fitted in {seconds:.2f} s ({model.n_iter_} passes over the data)")
+        click.echo(f"Fitted in {seconds:.2f} s ({_passes(model)})")
         click.echo(f"  centroid index vs generating centers: "
                    f"{centroid_index(model.cluster_centers_, true_centers)} (0 = all found)")
         click.echo(f"  adjusted Rand index vs true labels:   "
