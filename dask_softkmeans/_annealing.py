@@ -408,6 +408,9 @@ class Annealer:
     def _equilibrate(self, clusters: _Clusters, temperature: float) -> tuple[_Clusters, BlockStats]:
         """EM at one temperature until the largest squared shift is below ``tol * T``."""
         cfg = self.config
+        # A gradient optimiser starts afresh at each temperature (a new problem),
+        # which also makes the state at a checkpoint complete without it.
+        self._opt_centers = None
         for _ in range(cfg.max_em_iter):
             stats = self._pass(clusters, temperature, "anneal", self.mode)
             clusters = self._update(clusters, stats)

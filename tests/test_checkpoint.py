@@ -155,3 +155,13 @@ def test_cli_resume_needs_a_checkpoint_directory(tmp_path):
     result = subprocess.run([*CLI, "fit", str(tmp_path / "x.zarr"), "--resume"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "--resume needs --checkpoint DIR" in result.stderr
+
+
+def test_resume_with_a_gradient_optimizer(data, tmp_path):
+    params = {"n_clusters": 6, "optimizer": "adam"}
+    reference = SoftKMeans(**params).fit(data)
+    with pytest.raises(Interrupt):
+        SoftKMeans(**params, checkpoint=tmp_path).fit(data, callback=interrupt_after(15))
+    resumed = SoftKMeans(**params, checkpoint=tmp_path).fit(data, resume=True)
+    np.testing.assert_allclose(resumed.cluster_centers_, reference.cluster_centers_, rtol=1e-12)
+    assert len(resumed.history_) == len(reference.history_)
