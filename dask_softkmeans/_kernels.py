@@ -39,6 +39,11 @@ LOGIT_FLOOR = -60.0
 #: about this many elements, whatever the chunk size (8 MiB in float32).
 TEMPORARY_ELEMENTS = 1 << 21
 
+#: The compiled kernel takes rows in chunks whose ``(K, rows)`` buffers hold
+#: about this many elements (256 KiB in float32), so that they stay in the
+#: CPU's cache between the sweeps over them.
+CACHE_ELEMENTS = 1 << 16
+
 
 class BlockStats(NamedTuple):
     """Named views into a packed statistics vector (all float64 sums).
@@ -206,6 +211,66 @@ def normalize_vjp(p: np.ndarray, g: np.ndarray, normalization: Normalization = "
         f"Unknown normalization {normalization!r}; valid names: {', '.join(NORMALIZATIONS)}.")
 
 
+def chunk_rows(n_clusters: int, n_features: int, moments: MomentMode = "none") -> int:
+    """Rows the compiled kernel takes at a time: its ``(K, rows)`` buffers fit the CPU cache.
+
+    Never more than :func:`sub_block_rows`, so that the temporaries of a block
+    stay under the fixed budget whatever the chunk size of the data.
+    """
+    width = max(n_clusters, n_features, n_features * n_features if moments == "full" else 1)
+    cap = sub_block_rows(n_clusters, n_features * n_features if moments == "full" else n_features)
+    return max(1, min(CACHE_ELEMENTS // width, cap))
+
+
+def _fused_statistics(
+    x: np.ndarray,
+    centers: np.ndarray,
+    temperature: float,
+    *,
+    offset: np.ndarray | None,
+    log_priors: np.ndarray | None,
+    weights: np.ndarray | None,
+    moments: MomentMode,
+    directions: np.ndarray | None,
+    removal: bool,
+) -> np.ndarray:
+    """:func:`block_statistics` with softmax responsibilities, by the compiled kernel."""
+    from . import _compiled  # numba compiles (or loads) on first use, not on import
+
+    n_clusters, n_features = centers.shape
+    layout = StatsLayout(n_clusters, n_features, moments)
+    out = layout.empty()
+    acc = layout.unpack(out)
+    x = np.ascontiguousarray(x)
+    offset = np.zeros(n_features) if offset is None else np.asarray(offset, np.float64)
+    rel_centers = np.ascontiguousarray(centers - offset)
+    centers_work = rel_centers.astype(x.dtype)
+    center_norms = np.einsum("ij,ij->i", centers_work, centers_work, dtype=np.float64)
+    priors = (np.zeros(n_clusters) if log_priors is None
+              else np.ascontiguousarray(log_priors, dtype=np.float64))
+    w = np.ones(x.shape[0]) if weights is None else np.ascontiguousarray(weights, np.float64)
+    mode = {"none": _compiled.MOMENTS_NONE, "full": _compiled.MOMENTS_FULL,
+            "power": _compiled.MOMENTS_POWER}[moments]
+    if moments == "power":
+        if directions is None:
+            raise ValueError("moments='power' needs directions of shape (K, D).")
+        directions = np.ascontiguousarray(directions, np.float64)
+    else:
+        directions = np.zeros((0, n_features))
+    scalars = np.zeros(7)
+    _compiled.soft_block(
+        x, w, offset, rel_centers, centers_work, center_norms, priors, float(temperature),
+        LOGIT_FLOOR, mode, directions, bool(removal), chunk_rows(n_clusters, n_features, moments),
+        acc.counts, acc.sums, acc.hard_counts, acc.removal, acc.moments.reshape(-1), scalars,
+    )
+    for name, value in zip(
+        ("weight", "free_energy", "entropy", "distortion", "inertia", "confidence", "nonfinite"),
+        scalars, strict=True,
+    ):
+        getattr(acc, name)[...] = value
+    return out
+
+
 def block_statistics(
     x: np.ndarray,
     centers: np.ndarray,
@@ -263,6 +328,10 @@ def block_statistics(
     if x.dtype not in (np.float32, np.float64):
         x = x.astype(np.float64)
     centers = np.asarray(centers, dtype=np.float64)
+    if normalization == "softmax" or temperature == 0:
+        return _fused_statistics(
+            x, centers, temperature, offset=offset, log_priors=log_priors, weights=weights,
+            moments=moments, directions=directions, removal=removal)
     n_clusters, n_features = centers.shape
     layout = StatsLayout(n_clusters, n_features, moments)
     out = layout.empty()

@@ -1,0 +1,154 @@
+"""The compiled block kernel (issue 4): chunking, threads, exp accuracy, and the futures pass."""
+
+from __future__ import annotations
+
+import threading
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+
+from dask_softkmeans import _compiled, _kernels, soft_statistics
+from dask_softkmeans._engine import Runner
+from dask_softkmeans._kernels import StatsLayout, block_statistics
+
+
+@pytest.fixture(scope="module")
+def blobs32() -> tuple[np.ndarray, np.ndarray]:
+    """Five float32 blobs in 6-D with centers off the data: every statistic is non-trivial."""
+    rng = np.random.default_rng(5)
+    centers = rng.uniform(-6, 6, size=(5, 6))
+    x = (centers[rng.integers(5, size=3001)] + rng.normal(size=(3001, 6))).astype(np.float32)
+    return x, centers + rng.normal(scale=0.5, size=centers.shape)
+
+
+def _exp_on(v: np.ndarray) -> np.ndarray:
+    """The kernel's inline exp, evaluated through a one-cluster pass: e = exp(v) = Z here."""
+    import numba as nb
+
+    @nb.njit
+    def run(values):
+        out = np.empty_like(values)
+        for i in range(values.shape[0]):
+            out[i] = _compiled._exp_nonpositive(values[i])
+        return out
+
+    return run(v)
+
+
+def test_inline_exp_is_accurate_on_the_clipped_range():
+    v = np.concatenate([-np.geomspace(1e-300, 60, 20001), [0.0, -0.5 * np.log(2), -60.0]])
+    np.testing.assert_allclose(_exp_on(v), np.exp(v), rtol=4e-15, atol=0)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.7, 40.0])
+@pytest.mark.parametrize("moments", ["none", "full", "power"])
+@pytest.mark.parametrize("dtype, rtol, atol", [(np.float64, 1e-10, 1e-9), (np.float32, 2e-6, 1e-4)])
+def test_chunks_of_any_size_give_the_same_sums(blobs32, monkeypatch, temperature, moments, dtype,
+                                               rtol, atol):
+    """One row at a time, 7 at a time, or the whole block: equal to rounding (float32 products
+    and soft sums are rounded per chunk, then accumulated in float64)."""
+    x, c = blobs32
+    x = x.astype(dtype)
+    w = np.random.default_rng(0).uniform(0.5, 2.0, size=len(x))
+    directions = np.linalg.qr(np.random.default_rng(1).normal(size=(6, 6)))[0][:5]
+    kwargs = {"offset": c.mean(0), "weights": w, "moments": moments, "directions": directions,
+              "log_priors": np.log(np.arange(1, 6) / 15.0)}
+    whole = block_statistics(x, c, temperature, **kwargs)
+    for rows in (1, 7):
+        monkeypatch.setattr(_kernels, "chunk_rows", lambda *a, rows=rows: rows)
+        np.testing.assert_allclose(block_statistics(x, c, temperature, **kwargs), whole,
+                                   rtol=rtol, atol=atol)
+
+
+def test_removal_costs_match_second_nearest_minus_nearest(blobs32):
+    x, c = blobs32
+    s = StatsLayout(*c.shape).unpack(block_statistics(x, c, 0.0, removal=True))
+    d = ((np.asarray(x, np.float64)[:, None, :] - c[None]) ** 2).sum(-1)
+    order = np.sort(d, axis=1)
+    expected = np.bincount(d.argmin(1), weights=order[:, 1] - order[:, 0], minlength=len(c))
+    np.testing.assert_allclose(s.removal, expected, rtol=1e-4)
+
+
+def test_nonfinite_rows_add_nothing_with_weights_and_moments(blobs32):
+    x, c = blobs32
+    bad = x.copy()
+    bad[[3, 100, 2000], [0, 5, 2]] = [np.nan, np.inf, -np.inf]
+    keep = np.ones(len(x), bool)
+    keep[[3, 100, 2000]] = False
+    w = np.linspace(0.5, 1.5, len(x))
+    for t in (0.0, 2.0):
+        got = StatsLayout(*c.shape, "full").unpack(
+            block_statistics(bad, c, t, weights=w, moments="full"))
+        ref = StatsLayout(*c.shape, "full").unpack(
+            block_statistics(x[keep], c, t, weights=w[keep], moments="full"))
+        assert got.nonfinite == 3
+        for name in ("weight", "counts", "sums", "free_energy", "entropy", "inertia", "moments"):
+            np.testing.assert_allclose(getattr(got, name), getattr(ref, name), rtol=1e-9)
+
+
+def test_threads_running_the_kernel_at_once_get_the_sequential_results(blobs32):
+    """The kernel releases the GIL and shares no buffer between calls."""
+    x, c = blobs32
+    temperatures = [0.0, 0.5, 1.0, 3.0, 0.0, 9.0, 0.2, 1.5]
+    expected = [block_statistics(x, c, t, offset=c.mean(0)) for t in temperatures]
+    got: dict[int, np.ndarray] = {}
+
+    def work(i: int) -> None:
+        for _ in range(5):
+            got[i] = block_statistics(x, c, temperatures[i], offset=c.mean(0))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(temperatures))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, vector in enumerate(expected):
+        np.testing.assert_array_equal(got[i], vector)
+
+
+def test_float32_sums_accumulate_in_float64(blobs32):
+    """Sums over many chunks of float32 rows stay at float32 input precision, not worse."""
+    x, c = blobs32
+    big = np.tile(x, (40, 1))  # 120k rows, ~60 chunks of the kernel
+    s = StatsLayout(*c.shape).unpack(block_statistics(big, c, 0.8))
+    ref = StatsLayout(*c.shape).unpack(block_statistics(big.astype(np.float64), c, 0.8))
+    np.testing.assert_allclose(s.counts, ref.counts, rtol=1e-5)
+    np.testing.assert_allclose(s.sums, ref.sums, rtol=1e-5, atol=1e-3)
+    assert s.weight == len(big)
+
+
+def test_a_pass_over_persisted_blocks_runs_as_futures_and_equals_the_graph(blobs32, client):
+    """On a client, persisted data run as one task per worker thread; the sums are the
+    same tree over the same blocks as the threaded scheduler's, so they are bit-identical."""
+    x, c = blobs32
+    dx = da.from_array(x, chunks=500)
+    with dask.config.set(scheduler="threads"):
+        threaded = Runner(dx, persist=True).statistics(c, 0.9, offset=c.mean(0))
+    on_cluster = dx.persist()
+    runner = Runner(on_cluster)
+    assert runner._futures is not None
+    np.testing.assert_array_equal(runner.statistics(c, 0.9, offset=c.mean(0)), threaded)
+    # Other blocks (NumPy in one piece) round the float32 products differently.
+    np.testing.assert_allclose(
+        soft_statistics(on_cluster, c, 0.9).sums, soft_statistics(x, c, 0.9).sums, rtol=1e-6)
+
+
+def test_weights_persisted_with_the_data_travel_block_for_block(blobs32, client):
+    x, c = blobs32
+    x = x.astype(np.float64)
+    w = np.arange(len(x)) % 4
+    dx = da.from_array(x, chunks=600).persist()
+    dw = da.from_array(w.astype(float), chunks=600).persist()
+    runner = Runner(dx, dw)
+    assert runner._futures is not None
+    weighted = StatsLayout(*c.shape).unpack(runner.statistics(c, 1.0))
+    copies = StatsLayout(*c.shape).unpack(block_statistics(np.repeat(x, w, axis=0), c, 1.0))
+    np.testing.assert_allclose(weighted.sums, copies.sums, rtol=1e-9)
+    assert weighted.weight == w.sum()
+
+
+def test_data_that_are_not_persisted_stream_through_the_graph(blobs32, client):
+    x, _ = blobs32
+    assert Runner(da.from_array(x, chunks=500))._futures is None
