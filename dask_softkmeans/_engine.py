@@ -88,6 +88,53 @@ def _scan_task(x: np.ndarray, w: np.ndarray | None, params: dict[str, Any]) -> n
     return _kernels.scan_statistics(x, weights=w, **params)
 
 
+def _blocks_task(
+    task: Any, params: dict[str, Any], xs: list[np.ndarray], ws: list[np.ndarray] | None
+) -> np.ndarray:
+    """``task`` over several blocks of one worker: one row of statistics per block."""
+    return np.stack([task(x, None if ws is None else ws[i], params) for i, x in enumerate(xs)])
+
+
+def _tree_sum(parts: list[np.ndarray], split_every: int) -> np.ndarray:
+    """The reduction tree of a pass, ``split_every`` inputs per node, computed here.
+
+    The same tree as the graph's (see ``Runner._run``), so the same blocks
+    give bit-identical sums whichever way the pass ran.
+    """
+    while len(parts) > 1:
+        parts = [_sum_vectors(*parts[i : i + split_every]) for i in range(0, len(parts), split_every)]
+    return parts[0]
+
+
+def _block_futures(X: da.Array, sample_weight: da.Array | None) -> tuple[Any, list, list | None] | None:
+    """``(client, X's block futures, weight block futures)`` in block order, or None.
+
+    None unless ``X`` was persisted on a distributed client with its rows as
+    the only chunked axis (and the weights likewise, block for block).
+    """
+    client = active_client()
+    if client is None:
+        return None
+    from dask.core import flatten
+    from distributed import futures_of
+
+    def ordered(array: da.Array) -> list | None:
+        if any(n != 1 for n in array.numblocks[1:]):
+            return None
+        futures = {f.key: f for f in futures_of(array)}
+        keys = list(flatten(array.__dask_keys__()))
+        if not all(k in futures for k in keys):
+            return None
+        return [futures[k] for k in keys]
+
+    x_futures = ordered(X)
+    w_futures = None if sample_weight is None else ordered(sample_weight)
+    if x_futures is None or (sample_weight is not None and
+                             (w_futures is None or len(w_futures) != len(x_futures))):
+        return None
+    return client, x_futures, w_futures
+
+
 class Runner:
     """Runs passes of a block kernel over one dataset and returns the summed statistics.
 
@@ -129,6 +176,10 @@ class Runner:
             X = X.persist()
             sample_weight = None if sample_weight is None else sample_weight.persist()
         self._x, self._w = X, sample_weight
+        #: With a distributed client and data persisted on it (here or by the
+        #: caller), a pass submits one task per worker thread over the blocks
+        #: that worker holds (see _run_futures).
+        self._futures = _block_futures(X, sample_weight)
         self._blocks = list(X.to_delayed(optimize_graph=not persist).ravel())
         self._weight_blocks = (
             [None] * len(self._blocks)
@@ -141,10 +192,50 @@ class Runner:
         """Number of row blocks a pass maps over."""
         return 1 if self._local else len(self._blocks)
 
+    def _run_futures(self, task: Any, params: dict[str, Any]) -> np.ndarray:
+        """The pass as one task per worker thread, each over blocks its worker holds.
+
+        A graph of one task per block plus a reduction tree costs the
+        scheduler more than the kernel on small data; here a pass is a
+        handful of tasks and one gather.  The blocks stay persisted futures
+        with their lineage: if a worker is lost, the scheduler recomputes its
+        blocks and runs the task elsewhere (``allow_other_workers``), so a
+        failure costs time, not the fit.
+        """
+        client, x_futures, w_futures = self._futures
+        holders = client.who_has(x_futures)
+        nthreads = client.nthreads()
+        groups: dict[Any, list[int]] = {}
+        for i, future in enumerate(x_futures):
+            where = holders.get(future.key) or (None,)
+            groups.setdefault(where[0], []).append(i)
+        jobs = []
+        for worker, index in groups.items():
+            share = max(1, min(nthreads.get(worker, 1), len(index)))
+            jobs += [(worker, index[j::share]) for j in range(share)]
+        submitted = [
+            client.submit(
+                _blocks_task, task, params, [x_futures[i] for i in index],
+                None if w_futures is None else [w_futures[i] for i in index],
+                pure=False,
+                **({} if worker is None else {"workers": [worker], "allow_other_workers": True}),
+            )
+            for worker, index in jobs
+        ]
+        stacked = client.gather(submitted)
+        parts: list[Any] = [None] * len(x_futures)
+        for (_, index), rows in zip(jobs, stacked, strict=True):
+            for i, row in zip(index, rows, strict=True):
+                parts[i] = row
+        # Blocks are summed in block order, whichever worker held them.
+        return _tree_sum(parts, self.split_every)
+
     def _run(self, task: Any, params: dict[str, Any]) -> np.ndarray:
         self.n_passes += 1
         if self._local:
             return task(self._x, self._w, params)
+        if self._futures is not None:
+            return self._run_futures(task, params)
         # One key holds the parameters: they are not copied into every task.
         shared = dask.delayed(params, traverse=False)
         call = dask.delayed(task, pure=True)
