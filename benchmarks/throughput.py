@@ -130,11 +130,23 @@ def cluster(n_workers: int) -> tuple[Any, Any]:
     return lc, Client(lc)
 
 
+def _peak_rss() -> int:
+    """Peak resident memory of this process (bytes).
+
+    ``VmHWM`` where Linux has it: ``ru_maxrss`` survives ``exec`` and would
+    count the parent's memory at the time it started the worker.
+    """
+    with contextlib.suppress(OSError):
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def peak_worker_memory(client: Any) -> list[int]:
     """Peak resident memory (bytes) of each worker process so far."""
-    def peak() -> int:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return sorted(client.run(peak).values())
+    return sorted(client.run(_peak_rss).values())
 
 
 def optional(name: str) -> Any:
@@ -232,7 +244,25 @@ def tiny_pass_costs(repeats: int) -> tuple[float, float]:
     return median_time(lambda: soft_statistics(X, c, 1.0), max(repeats, 15)), kernel
 
 
+def kernel_start_seconds() -> tuple[float, float]:
+    """Seconds to compile the numba kernel into an empty cache, then to load it, in fresh processes."""
+    import subprocess
+    import tempfile
+
+    code = ("import time; t = time.perf_counter(); from dask_softkmeans import _compiled; "
+            "print(time.perf_counter() - t)")
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        run = [sys.executable, "-c", code]
+        cold = float(subprocess.run(run, env=env, capture_output=True, text=True,
+                                    check=True).stdout)
+        warm = float(subprocess.run(run, env=env, capture_output=True, text=True,
+                                    check=True).stdout)
+    return cold, warm
+
+
 def section_fixed(repeats: int) -> dict:
+    cold, warm = kernel_start_seconds()
     with dask.config.set(scheduler="threads"):
         threaded, kernel = tiny_pass_costs(repeats)
     lc, client = cluster(2)
@@ -243,7 +273,7 @@ def section_fixed(repeats: int) -> dict:
         lc.close()
     # The kernel time splits over the 2 workers (or 2 threads).
     return {"cluster": on_cluster - kernel2 / 2, "threaded": threaded - kernel / 2,
-            "kernel": kernel2}
+            "kernel": kernel2, "compile": cold, "load": warm}
 
 
 def section_scaling(config: dict, repeats: int) -> dict:
@@ -344,6 +374,9 @@ def print_tables(passes: list[dict], fixed: dict | None, scaling: dict | None,
               f"{fixed['kernel'] * 1e3:.1f} ms / 2)\n")
         print(f"- LocalCluster, 2 single-threaded worker processes: {fixed['cluster'] * 1e3:.1f} ms")
         print(f"- threaded scheduler, no cluster: {fixed['threaded'] * 1e3:.1f} ms")
+        print(f"- once per machine, the numba kernel's compilation into an empty cache: "
+              f"{fixed['compile']:.1f} s; once per process, loading it from the cache: "
+              f"{fixed['load']:.2f} s")
     if scaling:
         s = scaling
         print(f"\n### Workers, {s['shape']} (soft pass, T=1)\n")

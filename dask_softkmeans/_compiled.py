@@ -25,6 +25,7 @@ chunk buffers, so concurrent calls from several threads are safe.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numba as nb
 import numpy as np
@@ -45,16 +46,24 @@ _LN2_LO = 1.9082149292705877e-10  # ln 2 - _LN2_HI
 MOMENTS_NONE, MOMENTS_FULL, MOMENTS_POWER = 0, 1, 2
 
 
-def _signatures() -> list[str]:
-    """Eager signatures: float32 and float64 blocks, everything else fixed."""
-    sigs = []
-    for t in ("float32", "float64"):
-        sigs.append(
-            f"void({t}[:, ::1], float64[::1], float64[::1], float64[:, ::1], {t}[:, ::1], "
-            "float64[::1], float64[::1], float64, float64, int64, float64[:, ::1], boolean, int64, "
-            "float64[::1], float64[:, ::1], float64[::1], float64[::1], float64[::1], float64[::1])"
-        )
-    return sigs
+def _signatures() -> list[Any]:
+    """Eager signatures: float32 and float64 blocks, everything else fixed.
+
+    Inputs are typed read-only, which also accepts writable arrays: a
+    read-only block (a memory map, a Zarr read) must not need a copy.
+    """
+    def readonly(dtype: Any, ndim: int) -> types.Array:
+        return types.Array(dtype, ndim, "C", readonly=True)
+
+    out1, out2 = types.float64[::1], types.float64[:, ::1]
+    f64 = types.float64
+    return [
+        types.void(readonly(t, 2), readonly(f64, 1), readonly(f64, 1), readonly(f64, 2),
+                   readonly(t, 2), readonly(f64, 1), readonly(f64, 1), f64, f64, types.int64,
+                   readonly(f64, 2), types.boolean, types.int64, out1, out2, out1, out1, out1,
+                   out1)
+        for t in (types.float32, types.float64)
+    ]
 
 
 @intrinsic
