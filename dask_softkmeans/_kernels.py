@@ -328,7 +328,7 @@ def block_statistics(
     if x.dtype not in (np.float32, np.float64):
         x = x.astype(np.float64)
     centers = np.asarray(centers, dtype=np.float64)
-    if normalization == "softmax" or temperature == 0:
+    if normalization == "softmax" or temperature == 0 or not np.isfinite(1.0 / temperature):
         return _fused_statistics(
             x, centers, temperature, offset=offset, log_priors=log_priors, weights=weights,
             moments=moments, directions=directions, removal=removal)
@@ -375,53 +375,22 @@ def block_statistics(
         acc.hard_counts[...] += hard
         acc.inertia[...] += w @ dmin
 
-        if temperature == 0 or not np.isfinite(1.0 / temperature):
-            resp_w = np.zeros((n_clusters, n), dtype=np.float64)
-            resp_w[labels, np.arange(n)] = w
-            acc.free_energy[...] += w @ dmin
-            acc.distortion[...] += w @ dmin
-            acc.confidence[...] += w.sum()
-            if removal and n_clusters > 1:
-                second = np.partition(d, 1, axis=0)[1]
-                extra = w * (second - d[labels, np.arange(n)])
-                acc.removal[...] += np.bincount(labels, weights=extra, minlength=n_clusters)
-        elif normalization != "softmax":
-            u = d - d[labels, np.arange(n)][None, :]
-            with np.errstate(over="ignore"):
-                u = u.astype(np.float64) * (-1.0 / temperature)
-            if priors_work is not None:
-                u += np.asarray(log_priors, np.float64)[:, None]
-            resp, omega = normalize(u, normalization)
-            resp_w = resp * w[None, :]
-            row_distortion = np.einsum("kn,kn->n", resp, d, dtype=np.float64)
-            row_free = row_distortion - temperature * omega
-            if priors_work is not None:
-                row_free -= temperature * (np.asarray(log_priors, np.float64) @ resp)
-            acc.entropy[...] += w @ omega
-            acc.free_energy[...] += w @ row_free
-            acc.distortion[...] += w @ row_distortion
-            acc.confidence[...] += w @ resp.max(axis=0)
-        else:
-            # Shifted logits u_ik = log pi_k - (d_ik - min_j d_ij) / T, at most log pi_k.
-            u = d - d[labels, np.arange(n)][None, :]
-            u *= -1.0 / temperature
-            if priors_work is not None:
-                u += priors_work[:, None]
-            u_max = u.max(axis=0)
-            u -= u_max[None, :]
-            np.maximum(u, LOGIT_FLOOR, out=u)
-            e = np.exp(u)
-            z = e.sum(axis=0, dtype=np.float64)
-            resp = e.astype(np.float64)
-            resp /= z[None, :]
-            log_z = np.log(z)
-            resp_w = resp * w[None, :]
-            # -sum_k p log p with log p = u - log z: never 0 * log 0.
-            entropy = log_z - np.einsum("kn,kn->n", resp, u, dtype=np.float64)
-            acc.entropy[...] += w @ entropy
-            acc.free_energy[...] += w @ (dmin - temperature * (u_max + log_z))
-            acc.distortion[...] += np.einsum("kn,kn->", resp_w, d, dtype=np.float64)
-            acc.confidence[...] += w @ (1.0 / z)
+        # Sparse normalisations at T > 0 (softmax and T = 0 run compiled, above).
+        u = d - d[labels, np.arange(n)][None, :]
+        with np.errstate(over="ignore"):
+            u = u.astype(np.float64) * (-1.0 / temperature)
+        if priors_work is not None:
+            u += np.asarray(log_priors, np.float64)[:, None]
+        resp, omega = normalize(u, normalization)
+        resp_w = resp * w[None, :]
+        row_distortion = np.einsum("kn,kn->n", resp, d, dtype=np.float64)
+        row_free = row_distortion - temperature * omega
+        if priors_work is not None:
+            row_free -= temperature * (np.asarray(log_priors, np.float64) @ resp)
+        acc.entropy[...] += w @ omega
+        acc.free_energy[...] += w @ row_free
+        acc.distortion[...] += w @ row_distortion
+        acc.confidence[...] += w @ resp.max(axis=0)
 
         counts = resp_w.sum(axis=1)
         sums = resp_w @ x64
