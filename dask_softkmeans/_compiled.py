@@ -42,6 +42,9 @@ _LOG2E = 1.4426950408889634
 _LN2_HI = 0.6931471803691238  # ln 2 rounded to 32 significant bits
 _LN2_LO = 1.9082149292705877e-10  # ln 2 - _LN2_HI
 
+#: Padding (float64 elements) of the per-point buffers' row stride, see ``soft_block``.
+_PAD = 40
+
 #: Codes of the second-moment statistic (see ``_kernels.block_statistics``).
 MOMENTS_NONE, MOMENTS_FULL, MOMENTS_POWER = 0, 1, 2
 
@@ -105,6 +108,48 @@ def _exp_nonpositive(v):  # pragma: no cover - compiled
     return p * _float64_from_bits((np.int64(t) + 1023) << 52)
 
 
+@intrinsic
+def _float32_from_bits(typingctx, bits):  # pragma: no cover - compiled
+    """Reinterpret an int32 as the float32 with the same bits (an LLVM ``bitcast``)."""
+    sig = types.float32(types.int32)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.float32))
+
+    return sig, codegen
+
+
+_LOG2E_32 = np.float32(_LOG2E)
+_LN2_HI_32 = np.float32(0.693145751953125)  # ln 2 rounded to 16 significant bits
+_LN2_LO_32 = np.float32(1.428606765330187e-06)  # ln 2 - _LN2_HI_32
+_HALF_32 = np.float32(0.5)
+_EXP_TAYLOR_32 = tuple(np.float32(1.0 / math.factorial(j)) for j in range(8))
+
+
+@nb.njit(inline="always", fastmath=_FASTMATH)
+def _exp_nonpositive32(v):  # pragma: no cover - compiled
+    """``exp(v)`` in float32 for float32 ``v`` in ``[-80, 0]``, to ~3e-7 relative.
+
+    The same scheme as :func:`_exp_nonpositive` with a Taylor polynomial of
+    degree 7, all in float32 (``np.floor`` keeps the type, ``math.floor``
+    would return an integer and promote the rest to float64): twice the SIMD
+    lanes and half the polynomial, ~3x faster than the float64 one.  Used for
+    float32 blocks, whose responsibilities are float32 anyway.
+    """
+    c0, c1, c2, c3, c4, c5, c6, c7 = _EXP_TAYLOR_32
+    t = np.floor(v * _LOG2E_32 + _HALF_32)
+    r = v - t * _LN2_HI_32 - t * _LN2_LO_32
+    p = c7
+    p = p * r + c6
+    p = p * r + c5
+    p = p * r + c4
+    p = p * r + c3
+    p = p * r + c2
+    p = p * r + c1
+    p = p * r + c0
+    return p * _float32_from_bits((np.int32(t) + np.int32(127)) << np.int32(23))
+
+
 @nb.njit(nogil=True, cache=True, fastmath=_FASTMATH, error_model="numpy")
 def _prepare_chunk(x, start, m, offset, weights, xw, norms, wc, x64, need_x64):  # pragma: no cover
     """Rows ``start:start+m`` as ``x - offset`` in the working precision (``xw``), their
@@ -164,6 +209,8 @@ def soft_block(
     soft = temperature > 0.0 and math.isfinite(1.0 / temperature)
     inv_t = 1.0 / temperature if soft else 0.0
     need_r64 = moment_mode != MOMENTS_NONE
+    # float32 blocks: exp in float32 (the responsibilities are stored in float32 anyway).
+    single = centers_work.itemsize == 4
 
     xw = np.empty((chunk, dim), centers_work.dtype)  # (x - offset) in the working precision
     x64 = np.empty((chunk if need_r64 else 0, dim), np.float64)
@@ -171,16 +218,20 @@ def soft_block(
     r_flat = np.empty(k * chunk if need_r64 else 0, np.float64)
     p_flat = np.empty(k * chunk if moment_mode == MOMENTS_POWER else 0, np.float64)
     s_work = np.empty((k, dim), centers_work.dtype)
-    norms = np.empty(chunk)
-    wc = np.empty(chunk)
-    best = np.empty(chunk)
-    second = np.empty(chunk)
-    exact = np.empty(chunk)
-    amax = np.empty(chunk)
-    z = np.empty(chunk)
-    su = np.empty(chunk)
-    sd = np.empty(chunk)
-    label = np.empty(chunk, np.int64)
+    # The per-point arrays are rows of one buffer whose row stride is not a multiple
+    # of 4 KiB: at 512 rows separate arrays sit 4 KiB apart, and the CPU then takes
+    # the loads of one for stores to another (4K aliasing), ~2x slower sweeps.
+    per_point = np.empty((10, chunk + _PAD))
+    norms = per_point[0][:chunk]
+    wc = per_point[1][:chunk]
+    best = per_point[2][:chunk]
+    second = per_point[3][:chunk]
+    exact = per_point[4][:chunk]
+    amax = per_point[5][:chunk]
+    z = per_point[6][:chunk]
+    su = per_point[7][:chunk]
+    sd = per_point[8][:chunk]
+    label = per_point[9][:chunk].view(np.int64)
     proj_sums = np.zeros(k)
     center_proj = np.zeros(k)
     if moment_mode == MOMENTS_POWER:
@@ -216,11 +267,11 @@ def soft_block(
             gr = g[c]
             cn = center_norms[c]
             tlp = temperature * log_priors[c] if soft else 0.0
-            for i in range(m):
-                v = norms[i] + cn - 2.0 * np.float64(gr[i])
-                gr[i] = v if v > 0.0 else 0.0  # rounded to the working precision
+            # One loop per variant, each fused (distance, then the minima on the
+            # distance as rounded to the working precision), so that it vectorises.
             if removal:
                 for i in range(m):
+                    gr[i] = max(norms[i] + cn - 2.0 * np.float64(gr[i]), 0.0)
                     v = np.float64(gr[i])
                     closer = v < best[i]
                     second[i] = best[i] if closer else (v if v < second[i] else second[i])
@@ -228,14 +279,21 @@ def soft_block(
                     best[i] = v if closer else best[i]
                     a = tlp - v
                     amax[i] = a if a > amax[i] else amax[i]
-            else:
+            elif soft:
                 for i in range(m):
+                    gr[i] = max(norms[i] + cn - 2.0 * np.float64(gr[i]), 0.0)
                     v = np.float64(gr[i])
                     closer = v < best[i]
                     label[i] = c if closer else label[i]
                     best[i] = v if closer else best[i]
                     a = tlp - v
                     amax[i] = a if a > amax[i] else amax[i]
+            else:
+                for i in range(m):
+                    v = np.float64(gr.dtype.type(max(norms[i] + cn - 2.0 * np.float64(gr[i]), 0.0)))
+                    closer = v < best[i]
+                    label[i] = c if closer else label[i]
+                    best[i] = v if closer else best[i]
 
         # The nearest distance again, directly in float64: the expanded product
         # cancels when clusters are far apart relative to their size.
@@ -262,15 +320,27 @@ def soft_block(
             for c in range(k):
                 gr = g[c]
                 tlp = temperature * log_priors[c]
-                for i in range(m):
-                    d = np.float64(gr[i])
-                    v = (tlp - d - amax[i]) * inv_t
-                    v = v if v > floor else floor
-                    e = _exp_nonpositive(v)
-                    z[i] += e
-                    su[i] += e * v
-                    sd[i] += e * d
-                    gr[i] = e
+                if single:
+                    for i in range(m):
+                        d = np.float64(gr[i])
+                        v = (tlp - d - amax[i]) * inv_t
+                        v = v if v > floor else floor
+                        e32 = _exp_nonpositive32(np.float32(v))
+                        e = np.float64(e32)
+                        z[i] += e
+                        su[i] += e * v
+                        sd[i] += e * d
+                        gr[i] = e32
+                else:
+                    for i in range(m):
+                        d = np.float64(gr[i])
+                        v = (tlp - d - amax[i]) * inv_t
+                        v = v if v > floor else floor
+                        e = _exp_nonpositive(v)
+                        z[i] += e
+                        su[i] += e * v
+                        sd[i] += e * d
+                        gr[i] = e
             for i in range(m):
                 wi = wc[i]
                 q = wi / z[i]

@@ -44,6 +44,10 @@ TEMPORARY_ELEMENTS = 1 << 21
 #: CPU's cache between the sweeps over them.
 CACHE_ELEMENTS = 1 << 16
 
+#: ... and never more than this many rows: the skinny ``C x^T`` product and
+#: the per-row sweeps ran ~10% faster at 512 rows than at 2048 (32-D, K=32).
+MAX_CHUNK_ROWS = 512
+
 
 class BlockStats(NamedTuple):
     """Named views into a packed statistics vector (all float64 sums).
@@ -219,7 +223,7 @@ def chunk_rows(n_clusters: int, n_features: int, moments: MomentMode = "none") -
     """
     width = max(n_clusters, n_features, n_features * n_features if moments == "full" else 1)
     cap = sub_block_rows(n_clusters, n_features * n_features if moments == "full" else n_features)
-    return max(1, min(CACHE_ELEMENTS // width, cap))
+    return max(1, min(CACHE_ELEMENTS // width, MAX_CHUNK_ROWS, cap))
 
 
 def _fused_statistics(
