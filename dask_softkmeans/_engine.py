@@ -10,6 +10,10 @@ graph does not grow from pass to pass.
 
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import dask
@@ -135,6 +139,46 @@ def _block_futures(X: da.Array, sample_weight: da.Array | None) -> tuple[Any, li
     return client, x_futures, w_futures
 
 
+#: In-memory passes split the rows over up to this many threads (never fewer
+#: than ``LOCAL_MIN_ROWS`` rows each), each thread with a single-threaded BLAS.
+LOCAL_THREADS = max(1, min(os.cpu_count() or 1, 8))
+LOCAL_MIN_ROWS = 4096
+
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_blas: Any = None
+
+
+def _thread_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(LOCAL_THREADS, thread_name_prefix="softkmeans")
+        return _pool
+
+
+@contextmanager
+def single_threaded_blas():
+    """BLAS on one thread while a pass runs: the pass parallelises over row blocks instead.
+
+    The products of a pass are skinny (K or D small); multi-threaded BLAS on
+    them is slower than one thread, and on a busy machine many times slower
+    (its threads spin-wait).  Dask's worker processes already run BLAS on one
+    thread; this covers the threads of this process (in-memory passes, the
+    threaded scheduler, in-process workers).
+    """
+    global _blas
+    if _blas is None:
+        # The compiled kernel's products run on SciPy's BLAS: load it before the
+        # controller lists the libraries it limits.
+        import scipy.linalg.cython_blas  # noqa: F401
+        from threadpoolctl import ThreadpoolController
+
+        _blas = ThreadpoolController()
+    with _blas.limit(limits=1, user_api="blas"):
+        yield
+
+
 class Runner:
     """Runs passes of a block kernel over one dataset and returns the summed statistics.
 
@@ -222,7 +266,8 @@ class Runner:
             )
             for worker, index in jobs
         ]
-        stacked = client.gather(submitted)
+        with single_threaded_blas():
+            stacked = client.gather(submitted)
         parts: list[Any] = [None] * len(x_futures)
         for (_, index), rows in zip(jobs, stacked, strict=True):
             for i, row in zip(index, rows, strict=True):
@@ -230,10 +275,24 @@ class Runner:
         # Blocks are summed in block order, whichever worker held them.
         return _tree_sum(parts, self.split_every)
 
+    def _run_local(self, task: Any, params: dict[str, Any]) -> np.ndarray:
+        """The pass over in-memory rows, split over threads (NumPy releases the GIL)."""
+        x, w = self._x, self._w
+        threads = max(1, min(LOCAL_THREADS, x.shape[0] // LOCAL_MIN_ROWS))
+        with single_threaded_blas():
+            if threads == 1:
+                return task(x, w, params)
+            bounds = np.linspace(0, x.shape[0], threads + 1).astype(int)
+            parts = _thread_pool().map(
+                lambda i: task(x[bounds[i] : bounds[i + 1]],
+                               None if w is None else w[bounds[i] : bounds[i + 1]], params),
+                range(threads))
+            return _sum_vectors(*parts)
+
     def _run(self, task: Any, params: dict[str, Any]) -> np.ndarray:
         self.n_passes += 1
         if self._local:
-            return task(self._x, self._w, params)
+            return self._run_local(task, params)
         if self._futures is not None:
             return self._run_futures(task, params)
         # One key holds the parameters: they are not copied into every task.
@@ -246,7 +305,8 @@ class Runner:
                 combine(*parts[i : i + self.split_every])
                 for i in range(0, len(parts), self.split_every)
             ]
-        (result,) = dask.compute(parts[0])
+        with single_threaded_blas():
+            (result,) = dask.compute(parts[0])
         return result
 
     def first_row(self) -> np.ndarray:
