@@ -59,6 +59,45 @@ def test_float32_exp_is_accurate_on_the_clipped_range():
     np.testing.assert_allclose(got, np.exp(v.astype(np.float64)), rtol=4e-7, atol=0)
 
 
+def test_inline_log_is_accurate():
+    import numba as nb
+
+    @nb.njit
+    def run(values):
+        out = np.empty_like(values)
+        for i in range(values.shape[0]):
+            out[i] = _compiled._log_positive(values[i])
+        return out
+
+    v = np.concatenate([np.geomspace(1e-300, 1e300, 20001), [1.0, np.sqrt(2.0), 2.0, 1e4]])
+    np.testing.assert_allclose(run(v), np.log(v), rtol=1e-15, atol=1e-15)
+    assert run(np.array([1.0]))[0] == 0.0
+
+
+@pytest.mark.parametrize("dim", [2, 8, 9, 20])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_both_product_layouts_match_the_direct_formula(dim, dtype):
+    """Few features take the transposed product, more the plain one: both give the
+    textbook soft statistics."""
+    rng = np.random.default_rng(dim)
+    c = rng.normal(scale=2.0, size=(7, dim))
+    x = (c[rng.integers(7, size=1500)] + rng.normal(size=(1500, dim))).astype(dtype)
+    t = 0.9
+    s = StatsLayout(7, dim).unpack(block_statistics(x, c, t))
+    x64 = x.astype(np.float64)
+    d = ((x64[:, None, :] - c[None]) ** 2).sum(-1)
+    a = -d / t
+    p = np.exp(a - a.max(1, keepdims=True))
+    z = p.sum(1, keepdims=True)
+    p /= z
+    rtol = 1e-9 if dtype == np.float64 else 2e-5
+    np.testing.assert_allclose(s.counts, p.sum(0), rtol=rtol)
+    np.testing.assert_allclose(s.sums, p.T @ x64, rtol=rtol, atol=rtol * 1500)
+    np.testing.assert_allclose(s.free_energy, (-t * (a.max(1) + np.log(z[:, 0]))).sum(), rtol=rtol)
+    np.testing.assert_allclose(s.entropy, -(p * np.log(np.maximum(p, 1e-300))).sum(), rtol=rtol,
+                               atol=rtol * 1500)
+
+
 def test_float32_blocks_match_float64_blocks(blobs32):
     """The float32 path (float32 products and exp) agrees with float64 on the same data."""
     x, c = blobs32
