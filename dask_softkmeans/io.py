@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -177,13 +178,15 @@ def write_blobs(
     random_state: int = 0,
     overwrite: bool = False,
     storage_options: dict[str, Any] | None = None,
+    n_threads: int = 4,
 ) -> zarr.Group:
     """Write a Gaussian-blob dataset of any size to a Zarr group, one chunk at a time.
 
     The group holds ``X`` (n_samples, n_features), ``labels`` (n_samples,)
     int32 and ``centers`` (n_clusters, n_features), the generating centers.
-    Memory use is about two chunks, whatever ``n_samples``; each chunk has its
-    own seed, so the data do not depend on the order chunks are written in.
+    Memory use is about two chunks per thread, whatever ``n_samples``; each
+    chunk has its own seed, so the data depend neither on the order chunks
+    are written in nor on ``n_threads``.
 
     Parameters
     ----------
@@ -196,16 +199,18 @@ def write_blobs(
         See :data:`COMPRESSORS`.
     storage_options : dict, optional
         fsspec options for a URL.
+    n_threads : int, default=4
+        Chunks generated and written at the same time.
 
     Returns
     -------
     zarr.Group
         The group, opened read-only.
     """
-    if n_samples < 1 or n_features < 1 or n_clusters < 1 or chunk_rows < 1:
+    if min(n_samples, n_features, n_clusters, chunk_rows, n_threads) < 1:
         raise InputError(
-            "n_samples, n_features, n_clusters and chunk_rows must be positive; got "
-            f"{n_samples}, {n_features}, {n_clusters}, {chunk_rows}."
+            "n_samples, n_features, n_clusters, chunk_rows and n_threads must be positive; got "
+            f"{n_samples}, {n_features}, {n_clusters}, {chunk_rows}, {n_threads}."
         )
     if np.dtype(dtype) not in (np.float32, np.float64):
         raise InputError(f"dtype must be 'float32' or 'float64'; got {dtype!r}.")
@@ -222,7 +227,9 @@ def write_blobs(
     labels = group.create_array(
         "labels", shape=(n_samples,), chunks=(chunk_rows,), dtype="int32", compressors=compressors)
     typed_centers = centers.astype(dtype)
-    for index, start in enumerate(range(0, n_samples, chunk_rows)):
+
+    def write_chunk(index: int) -> None:
+        start = index * chunk_rows
         stop = min(start + chunk_rows, n_samples)
         block_rng = np.random.default_rng([random_state, index])
         y = block_rng.integers(0, n_clusters, size=stop - start).astype(np.int32)
@@ -232,7 +239,13 @@ def write_blobs(
         block += typed_centers[y]
         x[start:stop] = block
         labels[start:stop] = y
-        del block
+
+    # A few threads: drawing, compressing and writing release the GIL.  Each
+    # holds one chunk at a time, so memory stays a few chunks whatever n_samples.
+    n_chunks = -(-n_samples // chunk_rows)
+    with ThreadPoolExecutor(max(1, min(n_threads, n_chunks))) as pool:
+        for _ in pool.map(write_chunk, range(n_chunks)):
+            pass
     return zarr.open_group(group.store, mode="r")
 
 
