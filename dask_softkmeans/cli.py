@@ -190,20 +190,24 @@ def _with_cluster_options(func):
 @click.option("--chunk-rows", default=65_536, show_default=True)
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
               show_default=True)
+@click.option("--compressor", type=click.Choice(list(io.COMPRESSORS)),
+              default=io.DEFAULT_COMPRESSOR, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace PATH if it exists.")
 def make_data(path: str, n_samples: int, n_features: int, n_clusters: int, cluster_std: float,
-              chunk_rows: int, dtype: str, seed: int, overwrite: bool) -> None:
+              chunk_rows: int, dtype: str, compressor: str, seed: int, overwrite: bool) -> None:
     """Write a Gaussian-blob dataset to the Zarr group PATH, chunk by chunk.
 
     PATH/X holds the data, PATH/labels the true labels and PATH/centers the
-    generating centers.
+    generating centers.  Memory stays a few chunks whatever --n-samples, so
+    a dataset larger than this machine's memory can be written.
     """
     if Path(path).exists() and not overwrite:
         raise click.ClickException(f"{path!r} exists. Choose another path or pass --overwrite.")
     start = time.perf_counter()
     io.write_blobs(path, n_samples, n_features, n_clusters, cluster_std=cluster_std,
-                   chunk_rows=chunk_rows, dtype=dtype, random_state=seed, overwrite=overwrite)
+                   chunk_rows=chunk_rows, dtype=dtype, compressor=compressor, random_state=seed,
+                   overwrite=overwrite)
     click.echo(f"Wrote {n_samples} x {n_features} {dtype} ({n_clusters} blobs) to {path}/X "
                f"in {time.perf_counter() - start:.1f} s")
 
@@ -251,19 +255,35 @@ def fit(data: str, n_clusters: int, n_init: int, out: str | None, overwrite: boo
 @click.argument("model_path", metavar="MODEL")
 @click.argument("data")
 @click.argument("out")
+@click.option("--proba", is_flag=True,
+              help="Also write the responsibilities to OUT/proba (float32, rows x clusters).")
+@click.option("--distances", is_flag=True,
+              help="Also write the distances to every center to OUT/distances (float32).")
+@click.option("--temperature", type=float, default=None,
+              help="Temperature of --proba; default: the model's final one.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @_with_cluster_options
-def predict(model_path: str, data: str, out: str, overwrite: bool, scheduler: str | None,
+def predict(model_path: str, data: str, out: str, proba: bool, distances: bool,
+            temperature: float | None, overwrite: bool, scheduler: str | None,
             workers: int, threads: int, memory_limit: str, quiet: bool, verbose: bool) -> None:
-    """Write the nearest-center label of every row of DATA to the Zarr array OUT (int32)."""
+    """Write per-row results for the Zarr array DATA to the new Zarr group OUT, out of core.
+
+    OUT/labels holds the nearest center of every row (int32); --proba and
+    --distances add OUT/proba and OUT/distances.  Each block of DATA is read
+    once and its results are written by the worker that computed them, in
+    chunks aligned with DATA's: nothing is gathered here.
+    """
     if Path(out).exists() and not overwrite:
         raise click.ClickException(f"{out!r} exists. Choose another path or pass --overwrite.")
     model = SoftKMeans.load(model_path)
+    io.open_array(data)  # fail on a bad path before starting a cluster
+    what = ("labels",) + (("proba",) if proba else ()) + (("distances",) if distances else ())
     with _client(scheduler, workers, threads, memory_limit, quiet):
-        labels = model.predict(data)
-        labels.to_zarr(out, overwrite=overwrite)
+        group = model.write_predictions(data, out, what=what, temperature=temperature,
+                                        overwrite=overwrite)
     if not quiet:
-        click.echo(f"Labels of {labels.shape[0]} rows written to {out}")
+        click.echo(f"{', '.join(what).capitalize()} of {group['labels'].shape[0]} rows "
+                   f"written to {out} ({', '.join(f'{out}/{name}' for name in what)})")
 
 
 @main.command()

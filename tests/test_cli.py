@@ -43,7 +43,7 @@ def test_fit_predict_info(runner, dataset, tmp_path):
     result = runner.invoke(main, ["predict", str(model), str(dataset / "X"), str(labels_path),
                                   "--workers", "1", "--quiet"])
     assert result.exit_code == 0, result.output
-    labels = zarr.open_array(str(labels_path), mode="r")[:]
+    labels = zarr.open_group(str(labels_path), mode="r")["labels"][:]
     truth = zarr.open_group(str(dataset), mode="r")["labels"][:]
     from sklearn.metrics import adjusted_rand_score
 

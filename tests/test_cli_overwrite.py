@@ -93,7 +93,7 @@ def test_predict_out(runner, dataset, model_file, tmp_path):
     _refused(runner.invoke(main, args), out, before)
     result = runner.invoke(main, [*args, "--overwrite"])
     assert result.exit_code == 0, result.output
-    labels = zarr.open_array(str(out), mode="r")[:]
+    labels = zarr.open_group(str(out), mode="r")["labels"][:]
     assert labels.shape == (600,) and set(np.unique(labels)) <= {0, 1, 2}
 
 

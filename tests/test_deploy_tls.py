@@ -204,7 +204,7 @@ def test_fit_over_tls_finds_the_generating_centers(tls_cluster, certificates, da
         "--tls-key", certificates["key"], "--quiet"])
     assert result.exit_code == 0, result.output
     truth = zarr.open_group(str(dataset), mode="r")["labels"][:]
-    assert adjusted_rand_score(truth, zarr.open_array(str(labels), mode="r")[:]) > 0.99
+    assert adjusted_rand_score(truth, zarr.open_group(str(labels), mode="r")["labels"][:]) > 0.99
 
 
 # The tests below run the command in-process (CliRunner): the code path is the same, and
