@@ -1,0 +1,310 @@
+"""Out of core: Zarr from paths and fsspec URLs, chunk-aligned blocks, one read per chunk per
+pass, the persist decision, per-sample outputs written to Zarr, data generated chunk by chunk.
+
+Real Zarr stores under tmp_path (and fsspec's in-process memory filesystem), a real
+in-process LocalCluster; reads are counted by a store wrapper around the real store.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+import tracemalloc
+import uuid
+
+import dask.array as da
+import numpy as np
+import pytest
+import zarr
+from click.testing import CliRunner
+from zarr.storage import LocalStore, WrapperStore
+
+from dask_softkmeans import SoftKMeans, io
+from dask_softkmeans._data import as_data
+from dask_softkmeans._engine import PERSIST_MEMORY_SHARE, Runner, cluster_memory, should_persist
+from dask_softkmeans.cli import main
+from dask_softkmeans.errors import InputError, MissingDependencyError, StoreNotFoundError
+
+#: Reads per (store root, key), shared by the copies of a store that tasks unpickle
+#: (the cluster here runs in this process, so every copy counts into this one dict).
+READS: collections.Counter = collections.Counter()
+
+
+class CountingStore(WrapperStore):
+    """A real store that counts the reads of each key (chunk keys look like ``c/3/0``)."""
+
+    async def get(self, key, prototype, byte_range=None):
+        READS[str(self._store.root), key] += 1
+        return await self._store.get(key, prototype, byte_range)
+
+    def clear(self) -> None:
+        for k in [k for k in READS if k[0] == str(self._store.root)]:
+            del READS[k]
+
+    def chunk_reads(self) -> dict[str, int]:
+        return {key: n for (root, key), n in READS.items()
+                if root == str(self._store.root) and key.startswith("c/")}
+
+
+def workers_hold_nothing(client, timeout: float = 10.0) -> bool:
+    """True once no worker holds a key (results are released just after a compute returns)."""
+    deadline = time.monotonic() + timeout
+    while any(client.has_what().values()):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def counted(path) -> tuple[zarr.Array, CountingStore]:
+    store = CountingStore(LocalStore(str(path), read_only=True))
+    store.clear()
+    return zarr.open_array(store=store, mode="r"), store
+
+
+@pytest.fixture(scope="module")
+def blobs_path(tmp_path_factory):
+    """20 Zarr chunks of 1,000 rows, 4 features, 3 well-separated blobs."""
+    path = tmp_path_factory.mktemp("ooc") / "blobs.zarr"
+    io.write_blobs(path, 20_000, 4, 3, chunk_rows=1_000, center_box=20.0)
+    return path
+
+
+# -- opening ---------------------------------------------------------------------------------
+def test_file_url_and_storage_options_reach_fsspec(tmp_path):
+    """storage_options are passed to the filesystem: auto_mkdir=False cannot create folders."""
+    url = f"file://{tmp_path}/new/folder/b.zarr"
+    with pytest.raises(FileNotFoundError):
+        io.write_blobs(url, 100, 3, 2, storage_options={"auto_mkdir": False})
+    io.write_blobs(url, 1_000, 3, 2, chunk_rows=100, storage_options={"auto_mkdir": True})
+    x = io.open_array(url + "/X", storage_options={"auto_mkdir": True})
+    np.testing.assert_array_equal(x[:], zarr.open_array(f"{tmp_path}/new/folder/b.zarr/X")[:])
+
+
+def test_memory_url_end_to_end():
+    """fsspec's memory:// filesystem: write, fit, and write predictions, all by URL."""
+    root = f"memory://{uuid.uuid4().hex}"
+    io.write_blobs(f"{root}/b.zarr", 3_000, 2, 2, chunk_rows=500, center_box=20.0)
+    model = SoftKMeans(2, persist=False).fit(f"{root}/b.zarr/X")
+    out = model.write_predictions(f"{root}/b.zarr/X", f"{root}/pred.zarr")
+    truth = zarr.open_group(f"{root}/b.zarr", mode="r")["labels"][:]
+    labels = out["labels"][:]
+    assert len(set(zip(truth, labels, strict=True))) == 2  # the partition is recovered
+
+
+def test_cloud_url_routes_to_its_fsspec_backend():
+    """No network needed: s3:// reaches fsspec, whose missing backend is named with its fix."""
+    pytest.importorskip("fsspec")
+    try:
+        import s3fs  # noqa: F401
+    except ImportError:
+        with pytest.raises(MissingDependencyError, match="s3fs"):
+            io.open_array("s3://bucket/data.zarr/X", storage_options={"anon": True})
+    else:  # pragma: no cover - only where s3fs is installed
+        pytest.skip("s3fs installed: its error would need the network")
+
+
+def test_storage_options_on_a_local_path_are_refused(blobs_path):
+    with pytest.raises(InputError, match="file://"):
+        io.open_array(blobs_path / "X", storage_options={"anon": True})
+
+
+def test_missing_path_and_group_get_clear_errors(blobs_path, tmp_path):
+    with pytest.raises(StoreNotFoundError, match="make-data"):
+        io.open_array(tmp_path / "missing.zarr")
+    with pytest.raises(InputError, match=r"group, not an array.*blobs.zarr/X"):
+        io.open_array(blobs_path)
+
+
+@pytest.mark.parametrize(("shape", "dtype", "message"), [
+    ((10,), "float32", "2-D"),
+    ((4, 5, 6), "float32", "2-D"),
+    ((10, 3), str, "real numbers|numeric|dtype"),
+])
+def test_bad_arrays_are_refused_on_open(tmp_path, shape, dtype, message):
+    path = tmp_path / "bad.zarr"
+    zarr.create_array(str(path), shape=shape, dtype=dtype)
+    with pytest.raises(InputError, match=message):
+        io.open_array(path)
+    with pytest.raises(InputError, match=message):
+        SoftKMeans(2).fit(str(path))
+
+
+# -- blocks aligned with chunks and shards ---------------------------------------------------
+def test_blocks_are_whole_chunks_with_all_features(tmp_path):
+    """Zarr chunks split the features; Dask blocks join whole row chunks and all features."""
+    z = zarr.create_array(str(tmp_path / "a.zarr"), shape=(10_000, 6), chunks=(300, 2), dtype="f4")
+    z[:] = np.arange(60_000, dtype="f4").reshape(10_000, 6)
+    x = io.to_dask(z)
+    assert x.chunks[1] == (6,)
+    assert all(c % 300 == 0 for c in x.chunks[0][:-1])
+    np.testing.assert_array_equal(x.compute(), z[:])
+
+
+def test_small_chunks_are_joined_and_large_ones_kept(tmp_path):
+    z = zarr.create_array(str(tmp_path / "a.zarr"), shape=(256_000, 4), chunks=(1_000, 4), dtype="f4")
+    joined = io.to_dask(z, block_bytes=8 * 1_000 * 4 * 4)  # room for 8 chunks per block
+    assert joined.chunks[0][0] == 8_000
+    assert io.to_dask(z, block_bytes=1).chunks[0][0] == 1_000  # never split a chunk
+    # Joining stops while there are MIN_BLOCKS blocks, for parallelism.
+    assert io.to_dask(z, block_bytes=10**12).numblocks[0] >= io.MIN_BLOCKS
+
+
+def test_sharded_array_is_read_shard_by_shard(tmp_path):
+    z = zarr.create_array(str(tmp_path / "s.zarr"), shape=(8_000, 6), chunks=(250, 3),
+                          shards=(1_000, 6), dtype="f4")
+    z[:] = np.random.default_rng(0).standard_normal((8_000, 6)).astype("f4")
+    x = as_data(z)
+    assert x.chunks == ((1_000,) * 8, (6,))
+    np.testing.assert_array_equal(x.compute(), z[:])
+
+
+# -- one read of each chunk per pass ------------------------------------------------------------
+def test_streamed_passes_read_each_chunk_once_per_pass(blobs_path, client):
+    array, store = counted(blobs_path / "X")
+    runner = Runner(as_data(array), persist=False)
+    assert not runner.persisted
+    centers = np.array([[0.0] * 4, [1.0] * 4, [-1.0] * 4])
+    store.clear()
+    for passes in (1, 2, 3):
+        runner.statistics(centers, 1.0)
+        assert store.chunk_reads() == {f"c/{i}/0": passes for i in range(20)}
+    # Nothing stays in the workers' memory between passes.
+    assert workers_hold_nothing(client)
+
+
+def test_persisted_data_are_read_once_for_all_passes(blobs_path, client):
+    array, store = counted(blobs_path / "X")
+    runner = Runner(as_data(array), persist=True)
+    assert runner.persisted
+    for _ in range(3):
+        runner.statistics(np.zeros((2, 4)), 1.0)
+    assert store.chunk_reads() == {f"c/{i}/0": 1 for i in range(20)}
+    del runner
+
+
+def test_a_streamed_fit_reads_every_chunk_equally(blobs_path, client):
+    """Over a whole fit, chunk reads differ only by the first chunk's extra origin row."""
+    array, store = counted(blobs_path / "X")
+    model = SoftKMeans(3, persist=False, compute_labels=False).fit(array)
+    assert model.persisted_ is False and model.summary()["persisted"] is False
+    reads = store.chunk_reads()
+    others = {reads[f"c/{i}/0"] for i in range(1, 20)}
+    assert len(others) == 1 and reads["c/0/0"] - others.pop() in (0, 1)
+
+
+# -- persist decision ------------------------------------------------------------------------
+def test_persist_auto_compares_the_data_with_the_cluster_memory(client):
+    memory = cluster_memory()
+    limits = sum(w["memory_limit"] for w in client.scheduler_info()["workers"].values())
+    assert memory == limits
+    fits = int(PERSIST_MEMORY_SHARE * memory) // 8
+    small = da.zeros((fits, 1), chunks=(fits // 4 + 1, 1))
+    large = da.zeros((fits + 1, 1), chunks=(fits // 4 + 1, 1))
+    assert should_persist(small, "auto") and not should_persist(large, "auto")
+    assert should_persist(large, True) and not should_persist(small, False)
+    assert not should_persist(np.zeros((4, 1)), True)  # NumPy is in memory already
+    with pytest.raises(InputError, match="persist"):
+        should_persist(small, "sometimes")
+
+
+@pytest.mark.parametrize(("persist", "expected"), [("auto", True), (True, True), (False, False)])
+def test_fit_reports_its_persist_decision(blobs_path, client, persist, expected, tmp_path):
+    model = SoftKMeans(3, persist=persist, compute_labels=False).fit(str(blobs_path / "X"))
+    assert model.persisted_ is expected
+    assert model.summary()["persisted"] is expected
+    model.save(tmp_path / "m.npz")
+    assert SoftKMeans.load(tmp_path / "m.npz").summary()["persisted"] is expected
+    assert SoftKMeans(3).fit(np.random.default_rng(0).random((50, 2))).persisted_ is False
+
+
+# -- per-sample outputs written out of core ------------------------------------------------------
+@pytest.fixture(scope="module")
+def model(blobs_path):
+    return SoftKMeans(3).fit(str(blobs_path / "X"))
+
+
+def test_write_predictions_matches_the_in_memory_methods(blobs_path, model, client, tmp_path):
+    array, store = counted(blobs_path / "X")
+    out = model.write_predictions(array, tmp_path / "p.zarr",
+                                  what=("labels", "proba", "distances"), temperature=2.0)
+    # One read of each chunk for all three outputs, nothing left on the workers.
+    assert store.chunk_reads() == {f"c/{i}/0": 1 for i in range(20)}
+    assert workers_hold_nothing(client)
+    x = zarr.open_array(str(blobs_path / "X"))[:]
+    labels, proba, distances = out["labels"], out["proba"], out["distances"]
+    assert (labels.dtype, proba.dtype, distances.dtype) == (np.int32, np.float32, np.float32)
+    # Chunk-aligned with the input blocks.
+    assert labels.chunks == (as_data(array).chunks[0][0],)
+    assert proba.chunks == (as_data(array).chunks[0][0], 3)
+    np.testing.assert_array_equal(labels[:], model.predict(x))
+    np.testing.assert_allclose(proba[:], model.predict_proba(x, temperature=2.0), atol=1e-6)
+    np.testing.assert_allclose(distances[:], model.transform(x), rtol=1e-6)
+    assert out.attrs["temperature"] == 2.0
+
+
+def test_write_predictions_from_numpy_and_irregular_dask(model, blobs_path, tmp_path):
+    x = zarr.open_array(str(blobs_path / "X"))[:]
+    out = model.write_predictions(x, tmp_path / "n.zarr", what="labels")
+    np.testing.assert_array_equal(out["labels"][:], model.predict(x))
+    irregular = da.from_array(x, chunks=((5_000, 7_000, 8_000), (4,)))
+    out = model.write_predictions(irregular, tmp_path / "i.zarr", what=["distances"])
+    np.testing.assert_allclose(out["distances"][:], model.transform(x), rtol=1e-6)
+    assert list(out.array_keys()) == ["distances"]
+
+
+def test_write_predictions_refuses_bad_requests_before_any_work(model, blobs_path, tmp_path):
+    with pytest.raises(InputError, match="labels, proba, distances"):
+        model.write_predictions(str(blobs_path / "X"), tmp_path / "a.zarr", what=("scores",))
+    assert not (tmp_path / "a.zarr").exists()
+    model.write_predictions(str(blobs_path / "X"), tmp_path / "b.zarr")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        model.write_predictions(str(blobs_path / "X"), tmp_path / "b.zarr")
+    model.write_predictions(str(blobs_path / "X"), tmp_path / "b.zarr", overwrite=True)
+
+
+def test_cli_predict_writes_requested_outputs(model, blobs_path, tmp_path):
+    model.save(tmp_path / "m.npz")
+    out = tmp_path / "out.zarr"
+    result = CliRunner().invoke(main, [
+        "predict", str(tmp_path / "m.npz"), str(blobs_path / "X"), str(out),
+        "--proba", "--distances", "--temperature", "0.5", "--workers", "1", "--quiet"])
+    assert result.exit_code == 0, result.output
+    group = zarr.open_group(str(out), mode="r")
+    assert sorted(group.array_keys()) == ["distances", "labels", "proba"]
+    x = zarr.open_array(str(blobs_path / "X"))[:]
+    np.testing.assert_array_equal(group["labels"][:], model.predict(x))
+    np.testing.assert_allclose(group["proba"][:], model.predict_proba(x, temperature=0.5),
+                               atol=1e-6)
+
+
+# -- data generation -----------------------------------------------------------------------
+def test_write_blobs_memory_is_a_few_chunks_whatever_the_size(tmp_path):
+    """Peak traced memory of 64 chunks is that of 4 chunks: the data never sit in memory whole."""
+    chunk_rows, n_features = 4_096, 16
+    chunk_bytes = chunk_rows * n_features * 4
+    peaks = []
+    for n_chunks in (4, 64):
+        tracemalloc.start()
+        io.write_blobs(tmp_path / f"{n_chunks}.zarr", n_chunks * chunk_rows, n_features, 4,
+                       chunk_rows=chunk_rows, n_threads=2)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    assert peaks[1] < 2 * peaks[0] + chunk_bytes
+    assert peaks[1] < 8 * chunk_bytes  # 64 chunks would be 64 x chunk_bytes
+
+
+def test_write_blobs_is_reproducible_and_records_its_compressor(tmp_path):
+    one = io.write_blobs(tmp_path / "a.zarr", 10_000, 3, 4, chunk_rows=1_000, n_threads=1)
+    four = io.write_blobs(tmp_path / "b.zarr", 10_000, 3, 4, chunk_rows=1_000, n_threads=4,
+                          compressor="zstd")
+    np.testing.assert_array_equal(one["X"][:], four["X"][:])
+    np.testing.assert_array_equal(one["labels"][:], four["labels"][:])
+    assert one.attrs["compressor"] == io.DEFAULT_COMPRESSOR == "blosc-lz4"
+    assert "blosc" in str(one["X"].compressors[0]).lower()
+    assert "zstd" in str(four["X"].compressors[0]).lower()
+    assert one["labels"].dtype == np.int32 and one["centers"].shape == (4, 3)
+    with pytest.raises(InputError, match="blosc-lz4, zstd, none"):
+        io.write_blobs(tmp_path / "c.zarr", 10, 2, 2, compressor="gzip")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        io.write_blobs(tmp_path / "a.zarr", 10, 2, 2)
