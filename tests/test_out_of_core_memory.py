@@ -1,0 +1,91 @@
+"""Streaming a Zarr array twice the size of all the workers' memory limits together.
+
+Real worker processes with real memory limits (the nanny restarts a worker that passes 95%
+of its limit): 2 workers x 512 MiB = 1 GiB against 2 GiB of float32 data written by
+``write_blobs``.  The limits are larger than the issue's example (2 x 300 MiB for 1.2 GB)
+because a bare worker process here already takes ~210 MiB (dask.array imports pydata
+sparse and numba, installed beside the dev dependencies), so a 300 MiB worker pauses at
+80% before it has run anything.  The test runs the passes the fit is made of (the first
+scan, then EM passes) on the same ``Runner`` and with the same ``persist="auto"`` decision,
+capped at three passes to stay quick, and compares them with the same passes in memory.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import numpy as np
+import pytest
+import zarr
+
+from dask_softkmeans import io
+from dask_softkmeans._data import as_data
+from dask_softkmeans._engine import Runner
+from dask_softkmeans._kernels import StatsLayout
+
+WORKER_MEMORY = 512 * 2**20
+N_SAMPLES, N_FEATURES, N_CLUSTERS = 2**22, 128, 4  # 2 GiB of float32
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    path = tmp_path_factory.mktemp("big") / "blobs.zarr"
+    io.write_blobs(path, N_SAMPLES, N_FEATURES, N_CLUSTERS, chunk_rows=32_768, n_threads=2)
+    yield path
+    shutil.rmtree(path)  # 2 GiB: do not leave it to pytest's retention of old tmp dirs
+
+
+def workers_hold_nothing(client, timeout: float = 10.0) -> bool:
+    """True once no worker holds a key (results are released just after a compute returns)."""
+    deadline = time.monotonic() + timeout
+    while any(client.has_what().values()):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _em_passes(runner: Runner, start: np.ndarray, passes: int):
+    """The scan pass, then ``passes`` EM passes at T = 1: centers and free energies."""
+    origin = runner.first_row()
+    scan = runner.scan(origin, gram=False)
+    offset = origin + scan[2 : 2 + N_FEATURES] / scan[0]
+    layout = StatsLayout(N_CLUSTERS, N_FEATURES)
+    centers, energies = start, []
+    for _ in range(passes):
+        stats = layout.unpack(runner.statistics(centers, 1.0, offset=offset))
+        centers = offset + stats.sums / stats.counts[:, None]
+        energies.append(float(stats.free_energy))
+    return centers, energies
+
+
+def test_streamed_passes_in_workers_half_the_data_size(big):
+    from distributed import Client, LocalCluster
+
+    x = as_data(str(big / "X"))
+    group = zarr.open_group(str(big), mode="r")
+    start = group["centers"][:] + 1.0  # near, not at, the generating centers
+    with LocalCluster(n_workers=2, threads_per_worker=1, memory_limit=WORKER_MEMORY,
+                      processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
+        limits = [w["memory_limit"] for w in client.scheduler_info()["workers"].values()]
+        assert sum(limits) <= x.nbytes / 2
+        pids = client.run(lambda: __import__("os").getpid())
+
+        runner = Runner(x, persist="auto")  # what the fit does
+        assert not runner.persisted
+        streamed, streamed_energies = _em_passes(runner, start, passes=2)
+
+        # No worker was restarted (same addresses, same processes) ...
+        assert client.run(lambda: __import__("os").getpid()) == pids
+        # ... none spilled to disk, and none holds any data after the passes.
+        def spilled(dask_worker):
+            metrics = dask_worker.data.cumulative_metrics
+            return len(dask_worker.data.slow), metrics.get(("disk-write", "count"), 0)
+
+        assert set(client.run(spilled).values()) == {(0, 0)}
+        assert workers_hold_nothing(client)
+
+    in_memory, memory_energies = _em_passes(Runner(group["X"][:]), start, passes=2)
+    np.testing.assert_allclose(streamed, in_memory, rtol=1e-6)
+    np.testing.assert_allclose(streamed_energies, memory_energies, rtol=1e-6)
