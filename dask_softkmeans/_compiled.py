@@ -48,6 +48,14 @@ _PAD = 40
 #: Blocks with at most this many features are transposed per chunk for the first product.
 _TRANSPOSE_MAX_DIM = 8
 
+#: The soft sums of a chunk are scattered, not a dense product, when at most one in
+#: this many responsibilities is nonzero.
+_SPARSE_FACTOR = 4
+
+#: ... and only with this many features or more: below, BLAS does the dense product
+#: faster than the scatter visits the responsibilities.
+_SPARSE_MIN_DIM = 64
+
 #: Codes of the second-moment statistic (see ``_kernels.block_statistics``).
 MOMENTS_NONE, MOMENTS_FULL, MOMENTS_POWER = 0, 1, 2
 
@@ -267,6 +275,7 @@ def soft_block(
     need_r64 = moment_mode != MOMENTS_NONE
     # float32 blocks: exp in float32 (the responsibilities are stored in float32 anyway).
     single = centers_work.itemsize == 4
+    e_cut = 2.0 * math.exp(floor)
 
     xw = np.empty((chunk, dim), centers_work.dtype)  # (x - offset) in the working precision
     # Few features: the same transposed, as BLAS runs ``C xt`` ~2x faster than ``C xw^T``
@@ -416,18 +425,36 @@ def soft_block(
                 d_sum += sd[i] * q
                 conf_sum += q
                 z[i] = q
+            # Terms at (or within ln 2 of) the logit floor weigh < 2e-26 of the row's
+            # largest: they become exact zeros, and when most are, the soft sums are
+            # a scatter of the nonzero terms (in float64) instead of a dense product.
+            nonzero = 0.0
             for c in range(k):
                 gr = g[c]
                 acc = 0.0
+                count = 0.0  # a float count keeps the loop vectorised
                 for i in range(m):
-                    pw = np.float64(gr[i]) * z[i]
+                    e = np.float64(gr[i])
+                    keep = e > e_cut
+                    pw = e * z[i] if keep else 0.0
                     gr[i] = pw
                     acc += pw
+                    count += 1.0 if keep else 0.0
                 counts[c] += acc
+                nonzero += count
             if need_r64:
                 for c in range(k):
                     for i in range(m):
                         r_flat[c * m + i] = np.float64(g[c, i])
+            elif dim >= _SPARSE_MIN_DIM and nonzero * _SPARSE_FACTOR <= k * m:
+                for i in range(m):
+                    xi = xw[i]
+                    for c in range(k):
+                        pw = np.float64(g[c, i])
+                        if pw != 0.0:
+                            sc = sums[c]
+                            for j in range(dim):
+                                sc[j] += pw * np.float64(xi[j])
             else:
                 np.dot(g, xw[:m], s_work)
                 for c in range(k):

@@ -74,11 +74,12 @@ def test_inline_log_is_accurate():
     assert run(np.array([1.0]))[0] == 0.0
 
 
-@pytest.mark.parametrize("dim", [2, 8, 9, 20])
+@pytest.mark.parametrize("dim", [2, 8, 9, 20, 64, 100])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_both_product_layouts_match_the_direct_formula(dim, dtype):
-    """Few features take the transposed product, more the plain one: both give the
-    textbook soft statistics."""
+    """Few features take the transposed product, more the plain one, and from 64 features
+    on these separated blobs (every off-cluster term at the logit floor) the soft sums are
+    a scatter of the nonzero responsibilities: all give the textbook soft statistics."""
     rng = np.random.default_rng(dim)
     c = rng.normal(scale=2.0, size=(7, dim))
     x = (c[rng.integers(7, size=1500)] + rng.normal(size=(1500, dim))).astype(dtype)
@@ -96,6 +97,21 @@ def test_both_product_layouts_match_the_direct_formula(dim, dtype):
     np.testing.assert_allclose(s.free_energy, (-t * (a.max(1) + np.log(z[:, 0]))).sum(), rtol=rtol)
     np.testing.assert_allclose(s.entropy, -(p * np.log(np.maximum(p, 1e-300))).sum(), rtol=rtol,
                                atol=rtol * 1500)
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-10), (np.float32, 2e-6)])
+def test_scattered_soft_sums_do_not_depend_on_the_chunks(monkeypatch, dtype, rtol):
+    """Chunks of 1 and 7 rows (scattered sums) against the whole block (dense or scattered)."""
+    rng = np.random.default_rng(3)
+    c = rng.normal(scale=2.0, size=(5, 70))
+    x = (c[rng.integers(5, size=600)] + rng.normal(size=(600, 70))).astype(dtype)
+    for t in (0.5, 300.0):  # separated at T = 0.5, every term above the floor at T = 300
+        whole = block_statistics(x, c, t, offset=c.mean(0))
+        for rows in (1, 7):
+            monkeypatch.setattr(_kernels, "chunk_rows", lambda *a, rows=rows: rows)
+            np.testing.assert_allclose(block_statistics(x, c, t, offset=c.mean(0)), whole,
+                                       rtol=rtol, atol=rtol * 100)
+        monkeypatch.undo()
 
 
 def test_float32_blocks_match_float64_blocks(blobs32):
