@@ -424,24 +424,33 @@ class Annealer:
         centers = clusters.centers
         norms = np.einsum("kd,kd->k", centers, centers)
         gaps = norms[:, None] + norms[None, :] - 2.0 * centers @ centers.T
-        np.fill_diagonal(gaps, np.inf)
-        # The expanded form can cancel; it only screens, the exact test follows.
-        if not (gaps < 2.0 * threshold + 1e-9 * norms.max(initial=0.0)).any():
+        # The expanded form can cancel: it only screens (with a margin), the
+        # exact test follows.  Row a is scanned when some b > a may be close;
+        # a row's center changes only by merges in that row, so the screen of
+        # the untouched centers stays valid.
+        close = np.triu(gaps < 2.0 * threshold + 1e-9 * norms.max(initial=0.0), k=1)
+        rows = np.flatnonzero(close.any(axis=1))
+        if len(rows) == 0:
             return clusters
         keep = np.ones(clusters.size, dtype=bool)
         centers = clusters.centers.copy()
         log_priors = clusters.log_priors.copy()
         variances = clusters.variances.copy()
-        for a in range(clusters.size):
-            if not keep[a]:
-                continue
-            for b in range(a + 1, clusters.size):
-                if keep[b] and np.sum((centers[a] - centers[b]) ** 2) < threshold:
-                    wa, wb = np.exp(log_priors[a]), np.exp(log_priors[b])
-                    centers[a] = (wa * centers[a] + wb * centers[b]) / (wa + wb)
-                    log_priors[a] = np.log(wa + wb)
-                    variances[a] = max(variances[a], variances[b])
-                    keep[b] = False
+        for a in rows:
+            b = a + 1
+            while keep[a] and b < clusters.size:
+                # The next b whose squared distance to the (moving) center a is
+                # below the threshold: merges happen in increasing b, as a scan would.
+                near = keep[b:] & (np.sum((centers[b:] - centers[a]) ** 2, axis=1) < threshold)
+                if not near.any():
+                    break
+                b += int(np.argmax(near))
+                wa, wb = np.exp(log_priors[a]), np.exp(log_priors[b])
+                centers[a] = (wa * centers[a] + wb * centers[b]) / (wa + wb)
+                log_priors[a] = np.log(wa + wb)
+                variances[a] = max(variances[a], variances[b])
+                keep[b] = False
+                b += 1
         merged = _Clusters(centers, log_priors, clusters.directions, variances, clusters.ages)
         return merged.take(keep)
 
