@@ -151,6 +151,7 @@ LOCAL_MIN_ROWS = 4096
 _pool_lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 _blas: Any = None
+_blas_scope = threading.local()
 
 
 def _thread_pool() -> ThreadPoolExecutor:
@@ -172,6 +173,9 @@ def single_threaded_blas():
     threaded scheduler, in-process workers).
     """
     global _blas
+    if getattr(_blas_scope, "active", False):
+        yield  # already limited by an enclosing scope of this thread (a whole fit)
+        return
     if _blas is None:
         # The compiled kernel's products run on SciPy's BLAS: load it before the
         # controller lists the libraries it limits.
@@ -180,7 +184,11 @@ def single_threaded_blas():
 
         _blas = ThreadpoolController()
     with _blas.limit(limits=1, user_api="blas"):
-        yield
+        _blas_scope.active = True
+        try:
+            yield
+        finally:
+            _blas_scope.active = False
 
 
 class Runner:

@@ -14,6 +14,8 @@ packed in one flat float64 vector that a tree reduction adds up, and
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
@@ -84,24 +86,32 @@ class StatsLayout:
         moment_shape = {"none": (0,), "full": (k, d, d), "power": (k, d)}[self.moments]
         return [(), (k,), (k, d), (), (), (), (), (k,), (), (), (k,), moment_shape]
 
+    def _slices(self) -> tuple[tuple[int, int, tuple[int, ...]], ...]:
+        return _layout_slices(self)
+
     @property
     def size(self) -> int:
         """Length of the packed vector."""
-        return int(sum(np.prod(s, dtype=int) for s in self._shapes()))
+        return self._slices()[-1][1]
 
     def unpack(self, vector: np.ndarray) -> BlockStats:
         """Named views (not copies) into ``vector``."""
-        views = []
-        start = 0
-        for shape in self._shapes():
-            stop = start + int(np.prod(shape, dtype=int))
-            views.append(vector[start:stop].reshape(shape))
-            start = stop
-        return BlockStats(*views)
+        return BlockStats(*(vector[start:stop].reshape(shape) for start, stop, shape in self._slices()))
 
     def empty(self) -> np.ndarray:
         """A zero vector to accumulate into."""
         return np.zeros(self.size, dtype=np.float64)
+
+
+@functools.lru_cache(maxsize=256)
+def _layout_slices(layout: StatsLayout) -> tuple[tuple[int, int, tuple[int, ...]], ...]:
+    """``(start, stop, shape)`` of each statistic; cached, as every pass unpacks twice."""
+    slices, start = [], 0
+    for shape in layout._shapes():
+        stop = start + math.prod(shape)
+        slices.append((start, stop, shape))
+        start = stop
+    return tuple(slices)
 
 
 def working_dtype(dtype: np.dtype) -> type:

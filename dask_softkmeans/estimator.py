@@ -21,7 +21,14 @@ from . import _kernels, io
 from ._annealing import AnnealConfig, Annealer, AnnealResult, AnnealState
 from ._checkpoint import Checkpoint, fingerprint, result_parameters
 from ._data import ArrayLike, as_data, as_weights, check_in_memory, feature_count_error
-from ._engine import GRAM_MAX_FEATURES, Runner, check_normalization, check_temperature, map_rows
+from ._engine import (
+    GRAM_MAX_FEATURES,
+    Runner,
+    check_normalization,
+    check_temperature,
+    map_rows,
+    single_threaded_blas,
+)
 from ._kernels import StatsLayout
 from .errors import InputError, ModelFileError
 from .optim import OPTIMIZERS, get_optimizer
@@ -311,7 +318,8 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
                 optimizer=None if self.optimizer == "em" else get_optimizer(self.optimizer),
             )
             state = saved.state if saved is not None and run == saved.run else None
-            result = annealer.run(np.zeros(n_features), top_variance, top_axis, state=state)
+            with single_threaded_blas():  # once for all the passes, not per pass
+                result = annealer.run(np.zeros(n_features), top_variance, top_axis, state=state)
             if best is None or result.inertia < best.inertia:
                 best = result
             if store is not None:
