@@ -13,11 +13,11 @@ capped at three passes to stay quick, and compares them with the same passes in 
 from __future__ import annotations
 
 import shutil
-import time
 
 import numpy as np
 import pytest
 import zarr
+from test_out_of_core import workers_hold_nothing
 
 from dask_softkmeans import io
 from dask_softkmeans._data import as_data
@@ -34,16 +34,6 @@ def big(tmp_path_factory):
     io.write_blobs(path, N_SAMPLES, N_FEATURES, N_CLUSTERS, chunk_rows=32_768, n_threads=2)
     yield path
     shutil.rmtree(path)  # 2 GiB: do not leave it to pytest's retention of old tmp dirs
-
-
-def workers_hold_nothing(client, timeout: float = 10.0) -> bool:
-    """True once no worker holds a key (results are released just after a compute returns)."""
-    deadline = time.monotonic() + timeout
-    while any(client.has_what().values()):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def _em_passes(runner: Runner, start: np.ndarray, passes: int):

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import argparse
 import re
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
+
+from dask_softkmeans.launch import fit_command, split_fit_args, tls_files
 
 _WALLTIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 
@@ -62,16 +62,6 @@ def lifetime_args(walltime: str, margin_s: int = 300) -> list[str]:
     return ["--lifetime", f"{lifetime}s", "--lifetime-stagger", f"{stagger}s"]
 
 
-def tls_files(tls_dir: str) -> dict[str, str]:
-    """The CA, certificate and key in ``tls_dir``, checked to exist."""
-    files = {name: str(Path(tls_dir, f"{name}.pem").resolve()) for name in ("ca", "cert", "key")}
-    missing = [path for path in files.values() if not Path(path).is_file()]
-    if missing:
-        raise FileNotFoundError(f"--tls-dir {tls_dir}: missing {', '.join(missing)}; make them "
-                                "with deploy/tls/make-certs.sh")
-    return files
-
-
 def cluster_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments of ``dask_jobqueue.SLURMCluster`` for the parsed command line."""
     kwargs: dict[str, Any] = {
@@ -102,22 +92,8 @@ def cluster_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {key: value for key, value in kwargs.items() if value is not None}
 
 
-def fit_command(scheduler_address: str, data: str, fit_args: list[str],
-                tls_dir: str | None) -> list[str]:
-    """The ``dask-softkmeans fit`` command line run against the cluster's scheduler."""
-    executable = shutil.which("dask-softkmeans") or str(Path(sys.executable).with_name("dask-softkmeans"))
-    command = [executable, "fit", data, "--scheduler", scheduler_address, *fit_args]
-    if tls_dir:
-        files = tls_files(tls_dir)
-        command += ["--tls-ca-file", files["ca"], "--tls-cert", files["cert"],
-                    "--tls-key", files["key"]]
-    return command
-
-
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    fit_args = argv[argv.index("--") + 1:] if "--" in argv else []
-    argv = argv[:argv.index("--")] if "--" in argv else argv
+    argv, fit_args = split_fit_args(argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data", help="Zarr array to fit, on a filesystem every node sees, or a URL")
     parser.add_argument("--jobs", type=int, default=2, help="worker jobs kept running (default 2)")
