@@ -366,9 +366,10 @@ def demo(n_samples: int, n_features: int, n_clusters: int, workers: int,
         click.echo(f"  adjusted Rand index vs true labels:   "
                    f"{adjusted_rand_score(truth, labels):.4f}")
         click.echo(f"  inertia / inertia of the true labels: {model.inertia_ / true_inertia:.6f}")
-        splits = [f"{int(n)} at T={t:.3g}" for (t, n), (_, before) in
-                  zip(model.phase_diagram_[1:], model.phase_diagram_[:-1], strict=True) if n > before]
-        click.echo("  distinct clusters as the temperature fell: 1, then " + ", ".join(splits))
+        changes = [f"{int(n)} at T={t:.3g}" + (" (merge)" if n < before else "")
+                   for (t, n), (_, before) in
+                   zip(model.phase_diagram_[1:], model.phase_diagram_[:-1], strict=True) if n != before]
+        click.echo("  distinct clusters as the temperature fell: 1, then " + ", ".join(changes))
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
