@@ -53,6 +53,8 @@ class AnnealConfig:
     cooling: float = 0.9
     final_cooling: float = 0.3
     relax: float = 1.8
+    lloyd_relax_step: float = 0.5
+    lloyd_relax_max: float = 3.0
     split_margin: float = 0.85
     merge_tol: float = 1e-3
     push: float = 0.5
@@ -492,17 +494,34 @@ class Annealer:
         caller relocates it.  Returns the clusters, whether a fixed point was
         reached, and the statistics of the last pass.
         """
-        for iteration in range(self.config.max_lloyd_iter):
+        # Over-relaxed Lloyd with a safeguard: the step to the new means is
+        # stretched by omega while the inertia keeps falling; a step that
+        # raises it is taken back and replaced by the plain step.  Once two
+        # passes give the same means (the partition no longer changes), the
+        # centers jump exactly onto them, so the end is an exact fixed point.
+        cfg = self.config
+        omega, last = 1.0, None  # last: (inertia, means) at the last accepted centers
+        for iteration in range(cfg.max_lloyd_iter):
             stats = self._pass(clusters, 0.0, phase)
             filled = stats.counts > 0
-            new = clusters.centers.copy()
-            new[filled] = stats.sums[filled] / stats.counts[filled, None]
-            if np.array_equal(new, clusters.centers):
+            means = clusters.centers.copy()
+            means[filled] = stats.sums[filled] / stats.counts[filled, None]
+            if last is not None and stats.inertia > last[0]:
+                if iteration == cfg.max_lloyd_iter - 1:
+                    break
+                clusters.centers, omega, last = last[1], 1.0, None
+                continue
+            if np.array_equal(means, clusters.centers):
                 return clusters, True, stats
-            if iteration == self.config.max_lloyd_iter - 1:
+            if iteration == cfg.max_lloyd_iter - 1:
                 break  # keep centers and statistics of the same pass
-            clusters.centers = new
+            settled = last is not None and np.array_equal(means, last[1])
+            last = (float(stats.inertia), means)
+            if settled:
+                omega = 1.0
+            clusters.centers = clusters.centers + omega * (means - clusters.centers)
             clusters.log_priors = np.log(np.maximum(stats.counts, 1e-300) / stats.counts.sum())
+            omega = min(omega + cfg.lloyd_relax_step, cfg.lloyd_relax_max)
         return clusters, False, stats
 
     def _swap(

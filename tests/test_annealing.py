@@ -87,3 +87,35 @@ def test_standardised_real_data_no_worse_than_kmeans(loader):
     model = SoftKMeans(k).fit(x)
     reference = KMeans(k, n_init=10, random_state=0).fit(x)
     assert model.inertia_ <= reference.inertia_ * 1.001
+
+
+def test_over_relaxed_lloyd_reaches_the_same_fixed_point_in_fewer_passes():
+    """Overlapping blobs: plain Lloyd creeps for dozens of passes; the stretched steps do not."""
+    from dask_softkmeans._annealing import AnnealConfig, Annealer, _Clusters
+    from dask_softkmeans._engine import Runner
+    from dask_softkmeans._kernels import StatsLayout
+
+    x, _ = make_blobs(20_000, n_features=2, centers=12, cluster_std=2.5, center_box=(-20, 20),
+                      random_state=4)
+    runner = Runner(x)
+
+    def statistics(centers, temperature, **kwargs):
+        vector = runner.statistics(centers, temperature, **kwargs)
+        return StatsLayout(len(centers), 2, kwargs["moments"]).unpack(vector)
+
+    start = x[np.random.default_rng(0).choice(len(x), 12, replace=False)]
+    results = {}
+    for step in (0.0, 0.5):
+        config = AnnealConfig(n_clusters=12, lloyd_relax_step=step)
+        annealer = Annealer(statistics, config, n_features=2, total_weight=len(x))
+        clusters = _Clusters(start.copy(), np.zeros(12), np.eye(2)[np.zeros(12, int)],
+                             np.ones(12), np.ones(12, int))
+        clusters, converged, stats = annealer._lloyd(clusters)
+        assert converged
+        results[step] = (by_rows(clusters.centers), float(stats.inertia), len(annealer.history))
+    (_, plain_j, plain_n), (fast, fast_j, fast_n) = results[0.0], results[0.5]
+    assert fast_n < plain_n
+    assert fast_j <= plain_j * 1.001
+    # An exact fixed point: one more plain pass moves nothing.
+    stats = statistics(fast, 0.0, moments="none")
+    np.testing.assert_array_equal(stats.sums / stats.counts[:, None], fast)
