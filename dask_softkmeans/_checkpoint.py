@@ -111,23 +111,29 @@ class Checkpoint:
             raise CheckpointError(
                 f"{str(self.path)!r} is not a readable checkpoint ({exc}). Move it away to "
                 "start a new fit in this directory.") from exc
+        try:
+            run, n_init = int(saved["run"]), int(saved["params"].get("n_init", 1))
+            passes = len(saved["state"]["history"]) if saved["state"] else 0
+            fingerprint, params = dict(saved["fingerprint"]), dict(saved["params"])
+            state = None if saved["state"] is None else AnnealState.from_arrays(saved["state"], arrays)
+            best = None if saved["best"] is None else _result_from_arrays(saved["best"], arrays)
+            seeds = list(saved["seeds"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CheckpointError(
+                f"{str(self.path)!r} is a damaged checkpoint ({exc!r}). Move it away to start a "
+                "new fit in this directory.") from exc
         if not resume:
-            n_init = saved["params"].get("n_init", 1)
-            what = (
-                "a finished fit" if saved["run"] >= n_init else
-                f"an interrupted fit (run {saved['run'] + 1} of {n_init}, "
-                f"{len(saved['state']['history']) if saved['state'] else 0} passes)")
+            what = ("a finished fit" if run >= n_init else
+                    f"an interrupted fit (run {run + 1} of {n_init}, {passes} passes)")
             raise CheckpointError(
                 f"{str(self.directory)!r} already holds the checkpoint of {what}. Pass "
                 "resume=True (CLI: --resume) to continue it, or choose another checkpoint "
                 "directory; the checkpoint was not touched.")
-        self._check("data", saved["fingerprint"], self.fingerprint,
+        self._check("data", fingerprint, self.fingerprint,
                     "Resume with the same data, chunked the same way")
-        self._check("parameters", saved["params"], self.params,
+        self._check("parameters", params, self.params,
                     "Resume with the parameters of the interrupted fit")
-        state = None if saved["state"] is None else AnnealState.from_arrays(saved["state"], arrays)
-        best = None if saved["best"] is None else _result_from_arrays(saved["best"], arrays)
-        return Saved(run=int(saved["run"]), seeds=list(saved["seeds"]), state=state, best=best)
+        return Saved(run=run, seeds=seeds, state=state, best=best)
 
     def _check(self, what: str, saved: dict, current: dict, fix: str) -> None:
         if saved == current:

@@ -143,20 +143,31 @@ def _block_futures(X: da.Array, sample_weight: da.Array | None) -> tuple[Any, li
     return client, x_futures, w_futures
 
 
-#: In-memory passes split the rows over up to this many threads (never fewer
-#: than ``LOCAL_MIN_ROWS`` rows each), each thread with a single-threaded BLAS.
+#: In-memory passes cut the rows into blocks of this many rows (a fixed size,
+#: so the sums do not depend on the machine's core count) and run them on up to
+#: ``LOCAL_THREADS`` threads, each with a single-threaded BLAS.
+LOCAL_BLOCK_ROWS = 16384
 LOCAL_THREADS = max(1, min(os.cpu_count() or 1, 8))
-LOCAL_MIN_ROWS = 4096
 
-_pool_lock = threading.Lock()
+_lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 _blas: Any = None
-_blas_scope = threading.local()
+_blas_users = 0  # scopes of single_threaded_blas open in this process
+_blas_limit: Any = None
+
+
+def _after_fork() -> None:
+    """A forked child inherits the pool object but not its threads: start afresh."""
+    global _lock, _pool, _blas_users, _blas_limit
+    _lock, _pool, _blas_users, _blas_limit = threading.Lock(), None, 0, None
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def _thread_pool() -> ThreadPoolExecutor:
     global _pool
-    with _pool_lock:
+    with _lock:
         if _pool is None:
             _pool = ThreadPoolExecutor(LOCAL_THREADS, thread_name_prefix="softkmeans")
         return _pool
@@ -164,39 +175,44 @@ def _thread_pool() -> ThreadPoolExecutor:
 
 @contextmanager
 def single_threaded_blas():
-    """BLAS on one thread while a pass runs: the pass parallelises over row blocks instead.
+    """BLAS on one thread while passes run: a pass parallelises over row blocks instead.
 
     The products of a pass are skinny (K or D small); multi-threaded BLAS on
     them is slower than one thread, and on a busy machine many times slower
     (its threads spin-wait).  Dask's worker processes already run BLAS on one
     thread; this covers the threads of this process (in-memory passes, the
-    threaded scheduler, in-process workers).
+    threaded scheduler, in-process workers).  The limit is process-wide, so
+    the scopes are counted: the first to open sets it, the last to close
+    restores it, whichever threads (concurrent fits) they run in.
     """
-    global _blas
-    if getattr(_blas_scope, "active", False):
-        yield  # already limited by an enclosing scope of this thread (a whole fit)
-        return
-    if _blas is None:
-        # The compiled kernel's products run on SciPy's BLAS: load it before the
-        # controller lists the libraries it limits.
-        import scipy.linalg.cython_blas  # noqa: F401
-        from threadpoolctl import ThreadpoolController
+    global _blas, _blas_users, _blas_limit
+    with _lock:
+        if _blas is None:
+            # The compiled kernel's products run on SciPy's BLAS: load it before
+            # the controller lists the libraries it limits.
+            import scipy.linalg.cython_blas  # noqa: F401
+            from threadpoolctl import ThreadpoolController
 
-        _blas = ThreadpoolController()
-    with _blas.limit(limits=1, user_api="blas"):
-        _blas_scope.active = True
-        try:
-            yield
-        finally:
-            _blas_scope.active = False
+            _blas = ThreadpoolController()
+        if _blas_users == 0:
+            _blas_limit = _blas.limit(limits=1, user_api="blas")
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _blas_users -= 1
+            if _blas_users == 0 and _blas_limit is not None:
+                _blas_limit.restore_original_limits()
+                _blas_limit = None
 
 
 class Runner:
     """Runs passes of a block kernel over one dataset and returns the summed statistics.
 
     ``X`` is a validated float NumPy or Dask array (see :func:`._data.as_data`).
-    NumPy data run in this process (the kernel sub-blocks it, and BLAS uses
-    every core); Dask data run on the active scheduler: the ``distributed``
+    NumPy data run in this process (fixed-size row blocks on a thread pool,
+    see :data:`LOCAL_BLOCK_ROWS`); Dask data run on the active scheduler: the ``distributed``
     client when there is one, the threaded scheduler otherwise.
 
     ``persist`` (True, False or "auto", see :func:`should_persist`) holds
@@ -275,17 +291,17 @@ class Runner:
         return list(stats.to_delayed(optimize_graph=True).ravel())
 
     def _run_local(self, task: Any, params: dict[str, Any]) -> np.ndarray:
-        """The pass over in-memory rows, split over threads (NumPy releases the GIL)."""
+        """The pass over in-memory rows: fixed-size blocks on a thread pool (no GIL in the kernel)."""
         x, w = self._x, self._w
-        threads = max(1, min(LOCAL_THREADS, x.shape[0] // LOCAL_MIN_ROWS))
         with single_threaded_blas():
-            if threads == 1:
+            if x.shape[0] <= LOCAL_BLOCK_ROWS:
                 return task(x, w, params)
-            bounds = np.linspace(0, x.shape[0], threads + 1).astype(int)
+            starts = range(0, x.shape[0], LOCAL_BLOCK_ROWS)
             parts = _thread_pool().map(
-                lambda i: task(x[bounds[i] : bounds[i + 1]],
-                               None if w is None else w[bounds[i] : bounds[i + 1]], params),
-                range(threads))
+                lambda i: task(x[i : i + LOCAL_BLOCK_ROWS],
+                               None if w is None else w[i : i + LOCAL_BLOCK_ROWS], params),
+                starts)
+            # Summed in block order: the same result whatever the number of threads.
             return _sum_vectors(*parts)
 
     def _run_futures(self, task: Any, params: dict[str, Any]) -> np.ndarray:

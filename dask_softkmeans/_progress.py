@@ -139,7 +139,8 @@ class FitProgress:
             return
         pending = self._pending
         if pending is not None and (pending["temperature"] != record["temperature"]
-                                    or pending["phase"] != record["phase"]):
+                                    or pending["phase"] != record["phase"]
+                                    or pending.get("data") != record.get("data")):
             self._emit(pending, self.passes - 1)
         self._pending = record
 

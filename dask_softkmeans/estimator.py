@@ -58,7 +58,7 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     annealing), and ends with Lloyd passes at ``T = 0`` until the centers are a
     Lloyd fixed point.
 
-    Each pass maps a NumPy kernel over the row blocks of the data and
+    Each pass maps a compiled kernel over the row blocks of the data and
     tree-reduces ``O(K D)`` statistics in float64; the data never travel to
     the driver.  The active ``distributed.Client`` is used when there is one,
     the threaded scheduler otherwise; NumPy input runs in this process.
@@ -81,7 +81,9 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         swap check at ``T = 0``, which run to an exact fixed point, so a loose
         tolerance here costs no final accuracy (see ``benchmarks/quality.py``).
     cooling : float, default=0.9
-        Geometric cooling factor once all K clusters exist.
+        Geometric cooling factor while fewer than K clusters exist (the
+        temperature also jumps to just below the next critical temperature);
+        once all K exist it cools by 0.3 per step to hard assignments.
     max_iter : int, default=300
         Largest number of passes of each Lloyd run at ``T = 0`` (the final
         one and each trial move of the swap check).
@@ -116,7 +118,7 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         an uninterrupted one; without ``resume`` an existing checkpoint is an
         error (it is never overwritten).
     verbose : int, default=0
-        Print one line per temperature when positive.
+        Print one line per pass when positive.
     optimizer : {"em", "gd", "momentum", "adam"}, default="em"
         The center update of the passes at ``T > 0``: "em" is the closed-form
         step ``S_k / N_k`` (over-relaxed), a gradient step of size
@@ -273,11 +275,19 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         -------
         self
         """
+        if resume and self.checkpoint is None:
+            raise InputError(
+                "resume=True needs the checkpoint directory of the interrupted fit: set "
+                "SoftKMeans(checkpoint=DIR).")
         data = self._data(X, reset=True)
         weights = as_weights(sample_weight, data)
         n_samples, n_features = data.shape
-        if n_samples < self.n_clusters:
-            raise InputError(f"n_samples={n_samples} should be >= n_clusters={self.n_clusters}.")
+        if self.checkpoint is not None and not resume:
+            # Refuse before the first pass; data and parameters are checked after it.
+            Checkpoint(self.checkpoint, {}, {}).load(resume=False)
+        # Nothing of an earlier fit or partial_fit may outlive this one.
+        for name in ("labels_", "counts_", "n_steps_", "_counts_centers"):
+            self.__dict__.pop(name, None)
         runner = Runner(
             data, weights, split_every=self.split_every,
             persist=self.persist,
@@ -670,6 +680,8 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         """Parameters and fitted scalars as a JSON-ready dict."""
         check_is_fitted(self)
         params = self.get_params()
+        if params.get("checkpoint") is not None:
+            params["checkpoint"] = os.fspath(params["checkpoint"])
         if not isinstance(params["random_state"], int | None):
             params["random_state"] = None  # a generator object has no JSON form
         return {

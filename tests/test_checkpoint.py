@@ -14,7 +14,7 @@ import pytest
 from sklearn.datasets import make_blobs
 
 from dask_softkmeans import SoftKMeans, io
-from dask_softkmeans.errors import CheckpointError
+from dask_softkmeans.errors import CheckpointError, InputError
 
 CLI = [sys.executable, "-m", "dask_softkmeans.cli"]
 
@@ -165,3 +165,26 @@ def test_resume_with_a_gradient_optimizer(data, tmp_path):
     resumed = SoftKMeans(**params, checkpoint=tmp_path).fit(data, resume=True)
     np.testing.assert_allclose(resumed.cluster_centers_, reference.cluster_centers_, rtol=1e-12)
     assert len(resumed.history_) == len(reference.history_)
+
+
+def test_resume_without_a_checkpoint_directory_is_refused(data):
+    with pytest.raises(InputError, match=r"resume=True needs the checkpoint directory"):
+        SoftKMeans(6).fit(data, resume=True)
+
+
+def test_a_checkpoint_missing_its_state_is_damaged(data, tmp_path):
+    io.save_arrays(tmp_path / "checkpoint.npz", {"checkpoint": {"run": 0}}, {})
+    with pytest.raises(CheckpointError, match=r"damaged checkpoint.*Move it away"):
+        SoftKMeans(6, checkpoint=tmp_path).fit(data, resume=True)
+
+
+def test_model_with_a_path_checkpoint_saves(data, tmp_path):
+    model = SoftKMeans(6, checkpoint=tmp_path / "ck").fit(data)
+    model.save(tmp_path / "m.npz")
+    assert SoftKMeans.load(tmp_path / "m.npz").checkpoint == str(tmp_path / "ck")
+
+
+def test_refit_drops_labels_of_the_earlier_fit(data):
+    model = SoftKMeans(6).fit(data)
+    model.set_params(compute_labels=False).fit(data[:100])
+    assert not hasattr(model, "labels_")

@@ -135,3 +135,16 @@ def test_split_every_below_two_is_refused(data):
     x, c = data
     with pytest.raises(InputError, match="split_every"):
         soft_statistics(da.from_array(x, chunks=100), c, 1.0, split_every=1)
+
+
+def test_in_memory_passes_do_not_depend_on_the_thread_count():
+    """Fixed-size row blocks summed in order: the same sums on a 1-core and a 64-core machine."""
+    from dask_softkmeans import _engine
+    from dask_softkmeans._kernels import block_statistics
+
+    x = np.random.default_rng(0).normal(size=(3 * _engine.LOCAL_BLOCK_ROWS + 7, 3))
+    centers = x[:5]
+    pooled = _engine.Runner(x).statistics(centers, 0.7)
+    blocks = [block_statistics(x[i : i + _engine.LOCAL_BLOCK_ROWS], centers, 0.7)
+              for i in range(0, len(x), _engine.LOCAL_BLOCK_ROWS)]
+    np.testing.assert_array_equal(pooled, _engine._sum_vectors(*blocks))
