@@ -168,6 +168,11 @@ class _RBFNetwork(BaseEstimator):
         if y is None:
             raise InputError(
                 f"{type(self).__name__} requires y to be passed, but the target y is None.")
+        reserved = sorted({"n_clusters", "compute_labels"} & set(self.clustering or {}))
+        if reserved:
+            raise InputError(
+                f"clustering={self.clustering!r} sets {', '.join(reserved)}, which the network "
+                "sets itself: give the number of centers as n_centers and drop these keys.")
         data = self._data(X, reset=True)
         n_samples = data.shape[0]
         if n_samples < self.n_centers:

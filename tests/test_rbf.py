@@ -194,3 +194,9 @@ def test_bad_input_is_explained(rings):
 )
 def test_scikit_learn_estimator_checks(estimator, check):
     check(estimator)
+
+
+def test_clustering_may_not_set_the_number_of_centers():
+    x = np.random.default_rng(0).normal(size=(60, 2))
+    with pytest.raises(InputError, match="give the number of centers as n_centers"):
+        RBFNetworkRegressor(n_centers=3, clustering={"n_clusters": 5}).fit(x, x[:, 0])
