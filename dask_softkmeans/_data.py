@@ -135,6 +135,16 @@ def as_data(
     return X if X.dtype == dtype else X.astype(dtype)
 
 
+def _checked_weights(block: np.ndarray) -> np.ndarray:
+    """A block of Dask sample weights, refused when any is negative or not finite."""
+    bad = np.count_nonzero(~np.isfinite(block) | (block < 0))
+    if bad:
+        raise InputError(
+            f"sample_weight must be finite and non-negative; found {bad} bad values in a "
+            "block of the Dask array. Fix them, e.g. da.where(w >= 0, w, 0).")
+    return block
+
+
 def as_weights(
     sample_weight: ArrayLike | None, X: np.ndarray | da.Array
 ) -> np.ndarray | da.Array | None:
@@ -159,9 +169,10 @@ def as_weights(
                 f"sample_weight must be finite and non-negative; found {bad} bad values."
             )
     if isinstance(X, da.Array):
-        # Dask weights are checked inside the first pass (non-finite or negative
-        # weights show up as a non-finite or negative total).
-        sample_weight = da.asarray(sample_weight).astype(np.float64).rechunk((X.chunks[0],))
+        # Dask weights are checked block by block when a pass reads them, not by
+        # an extra pass (fit's first pass also counts them).
+        sample_weight = (da.asarray(sample_weight).astype(np.float64).rechunk((X.chunks[0],))
+                         .map_blocks(_checked_weights, dtype=np.float64))
     elif isinstance(sample_weight, da.Array):
         return as_weights(sample_weight.compute(), X)
     return sample_weight

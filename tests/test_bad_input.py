@@ -346,3 +346,23 @@ def test_random_small_arrays_fit_or_get_a_documented_error(case):
             np.testing.assert_array_equal(np.asarray(model.predict(data)), model.labels_)
     assert before.dtype == x.dtype and before.shape == x.shape
     assert np.array_equal(before, x, equal_nan=x.dtype.kind in "fc")
+
+
+def test_bad_dask_weights_are_refused_outside_fit_too():
+    """score, soft_statistics and partial_fit read Dask weights without fit's first pass."""
+    import dask.array as da
+
+    from dask_softkmeans import soft_statistics
+
+    x = np.random.default_rng(0).normal(size=(200, 2))
+    w = np.ones(200)
+    w[5] = -1.0
+    X, W = da.from_array(x, chunks=50), da.from_array(w, chunks=50)
+    model = SoftKMeans(2).fit(x)
+    centers = model.cluster_centers_.copy()
+    for call in (lambda: model.score(X, sample_weight=W),
+                 lambda: soft_statistics(X, centers, 1.0, sample_weight=W),
+                 lambda: model.partial_fit(X, sample_weight=W)):
+        with pytest.raises(InputError, match="sample_weight must be finite and non-negative"):
+            call()
+    np.testing.assert_array_equal(model.cluster_centers_, centers)
