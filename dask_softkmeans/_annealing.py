@@ -10,8 +10,10 @@ coordinates:
 1. One codevector at the mean; the first critical temperature is
    ``T_c = 2 lambda_max(Sigma)``.  Above it the solution is known (every
    center at the mean), so cooling starts just below it.
-2. At each temperature, EM passes (``c_k = S_k / N_k``, ``pi_k = N_k / N``) until
-   the largest squared shift is below ``tol * T``.
+2. At each temperature, EM passes (``c_k <- c_k + 1.8 (S_k / N_k - c_k)``, an
+   over-relaxed EM step with the same fixed point, and ``pi_k = N_k / N``) until
+   the largest squared shift is below ``tol * T``.  With a sample (see
+   ``Annealer(sample=...)``) these passes run on it.
 3. Codevectors closer than ``merge_tol * T`` (squared) merge.  Each cluster's
    own critical temperature ``2 lambda_max(Sigma_k)`` comes from a second-moment
    statistic folded into the pass: the full ``Q_k`` for small D, one
@@ -19,8 +21,11 @@ coordinates:
 4. While fewer than K codevectors exist, the temperature jumps to just below
    the next critical temperature, and the clusters that are unstable there
    split along their principal axis, each half taking half the prior.
-5. When K codevectors exist and the average largest responsibility exceeds
-   ``stop_confidence``, Lloyd passes at ``T = 0`` run to a fixed point.
+5. When K codevectors exist, the temperature falls by ``final_cooling`` per
+   step; when the average largest responsibility exceeds ``stop_confidence``,
+   Lloyd passes at ``T = 0`` (over-relaxed, safeguarded) run to an exact fixed
+   point, then a swap check; with a sample, on it first and then on the full
+   data.
 
 Without randomness (``rng=None``) the procedure is deterministic.
 """
@@ -107,7 +112,7 @@ class AnnealState:
     """Everything a run needs to continue where it stopped (a checkpoint's content).
 
     ``stage`` is "anneal" (about to equilibrate at ``temperature``), "finish"
-    (annealing done; Lloyd and swaps on the full data remain) or "done".
+    (annealing done; Lloyd and swaps on the full data remain).
     """
 
     stage: str

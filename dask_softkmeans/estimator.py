@@ -125,7 +125,8 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         ``1 / (2 N_k)`` on ``dF/dc_k = 2 (N_k c_k - S_k)``; the others are
         gradient optimisers of :mod:`dask_softkmeans.optim` (default
         hyperparameters) on the same tree-reduced gradient, their state
-        rebuilt whenever clusters split, merge or vanish.  They share the
+        rebuilt at each temperature and whenever clusters split, merge or
+        vanish.  They share the
         fixed points; the Lloyd passes at ``T = 0`` are the same for all.
 
     Attributes

@@ -12,7 +12,9 @@ that their step sizes do not depend on the size of the data.
   point is a gradient step with the per-cluster step size ``1 / (2 n_k)``,
   the inverse of the free energy's curvature ``2 n_k`` in the T -> 0 limit
   (a diagonal Newton step).  It needs no step size and decreases ``F``
-  monotonically (it is the EM / majorise-minimise step).
+  monotonically (it is the EM / majorise-minimise step).  ``SoftKMeans``
+  over-relaxes it during the annealing (step ``1.8 / (2 n_k)``): the same
+  fixed point in fewer passes, without the monotonicity guarantee.
 - ``gd``: ``c <- c - lr g`` (one step size for every cluster).
 - ``momentum``: heavy ball, ``v <- beta v + g``, ``c <- c - lr v``.
 - ``adam``: Kingma & Ba (2015) with bias correction; ``lr`` is a distance in
