@@ -53,6 +53,11 @@ _PAD = 40
 #: Blocks with at most this many features are transposed per chunk for the first product.
 _TRANSPOSE_MAX_DIM = 8
 
+#: Soft chunks are tested for being one-hot (and then summed as hard assignments)
+#: from this many features on; with fewer, the exp and the second product that the
+#: test may save cost less than the test.
+_ONE_HOT_MIN_DIM = 16
+
 #: The soft sums of a chunk are scattered, not a dense product, when at most one in
 #: this many responsibilities is nonzero.
 _SPARSE_FACTOR = 4
@@ -256,6 +261,24 @@ def _prepare_chunk(x, start, m, offset, weights, xw, xt, norms, wc, x64, need_x6
     return bad
 
 
+@nb.njit(inline="always", fastmath=_FASTMATH)
+def _nearest_update(dist, c, m, best, second, label, removal):  # pragma: no cover - compiled
+    """Fold center ``c``'s distances into the nearest (and second-nearest) per point."""
+    if removal:
+        for i in range(m):
+            v = np.float64(dist[i])
+            closer = v < best[i]
+            second[i] = min(second[i], max(v, best[i]))
+            label[i] = c if closer else label[i]
+            best[i] = v if closer else best[i]
+    else:
+        for i in range(m):
+            v = np.float64(dist[i])
+            closer = v < best[i]
+            label[i] = c if closer else label[i]
+            best[i] = v if closer else best[i]
+
+
 @nb.njit(_signatures(), nogil=True, cache=True, fastmath=_FASTMATH, error_model="numpy")
 def soft_block(
     x, weights, offset, rel_centers, centers_work, center_norms, log_priors, temperature,
@@ -332,10 +355,10 @@ def soft_block(
         else:
             np.dot(centers_work, xw[:m].T, g)
 
-        # Squared distances, nearest (and second-nearest) center, along the points.
-        # With a_ik = T log pi_k - d_ik the shifted logits are
-        # u_ik - max_j u_ij = (a_ik - max_j a_ij) / T, so the row maximum is
-        # found in the same sweep as the nearest center.
+        # Squared distances, nearest (and second-nearest) center, largest logits,
+        # along the points.  With a_ik = T log pi_k - d_ik the shifted logits are
+        # u_ik - max_j u_ij = (a_ik - max_j a_ij) / T.  Each loop touches few
+        # arrays: with more (say, a second-largest logit too) it is not vectorised.
         for i in range(m):
             best[i] = np.inf
             second[i] = np.inf
@@ -345,33 +368,33 @@ def soft_block(
             gr = g[c]
             cn = center_norms[c]
             tlp = temperature * log_priors[c] if soft else 0.0
-            # One loop per variant, each fused (distance, then the minima on the
-            # distance as rounded to the working precision), so that it vectorises.
-            if removal:
-                for i in range(m):
-                    gr[i] = max(norms[i] + cn - 2.0 * np.float64(gr[i]), 0.0)
-                    v = np.float64(gr[i])
-                    closer = v < best[i]
-                    second[i] = best[i] if closer else (v if v < second[i] else second[i])
-                    label[i] = c if closer else label[i]
-                    best[i] = v if closer else best[i]
-                    a = tlp - v
-                    amax[i] = a if a > amax[i] else amax[i]
-            elif soft:
-                for i in range(m):
-                    gr[i] = max(norms[i] + cn - 2.0 * np.float64(gr[i]), 0.0)
-                    v = np.float64(gr[i])
-                    closer = v < best[i]
-                    label[i] = c if closer else label[i]
-                    best[i] = v if closer else best[i]
-                    a = tlp - v
-                    amax[i] = a if a > amax[i] else amax[i]
-            else:
+            if not (soft or removal):
+                # A plain Lloyd pass needs the distances only here: not stored.
                 for i in range(m):
                     v = np.float64(gr.dtype.type(max(norms[i] + cn - 2.0 * np.float64(gr[i]), 0.0)))
                     closer = v < best[i]
                     label[i] = c if closer else label[i]
                     best[i] = v if closer else best[i]
+                continue
+            if soft and not removal:
+                # Fused: the distances (rounded to the working precision, which the
+                # logits use), the nearest and the largest logit.
+                for i in range(m):
+                    gr[i] = max(norms[i] + cn - 2.0 * np.float64(gr[i]), 0.0)
+                    v = np.float64(gr[i])
+                    closer = v < best[i]
+                    label[i] = c if closer else label[i]
+                    best[i] = v if closer else best[i]
+                    a = tlp - v
+                    amax[i] = a if a > amax[i] else amax[i]
+                continue
+            for i in range(m):
+                gr[i] = max(norms[i] + cn - 2.0 * np.float64(gr[i]), 0.0)
+            _nearest_update(gr, c, m, best, second, label, removal)
+            if soft:
+                for i in range(m):
+                    a = tlp - np.float64(gr[i])
+                    amax[i] = a if a > amax[i] else amax[i]
 
         # The nearest distance again, directly in float64: the expanded product
         # cancels when clusters are far apart relative to their size.
@@ -390,7 +413,41 @@ def soft_block(
             hard_counts[lab] += wi
             j_sum += wi * acc
 
-        if soft:
+        # A row whose every other shifted logit is at the floor is one-hot: its
+        # other terms are the floor's exp(-60) relative, which the soft sums below
+        # drop anyway.  When every row of the chunk is, the chunk is summed as hard
+        # assignments to the largest logit: no exp, no second product (with
+        # separated clusters at low T, nearly every chunk of a pass).
+        one_hot = not soft
+        if soft and dim >= _ONE_HOT_MIN_DIM:
+            # Shifted logits above the floor: one per row (its largest) when one-hot.
+            above = 0.0  # a float count keeps the loop vectorised
+            for c in range(k):
+                gr = g[c]
+                tlp = temperature * log_priors[c]
+                for i in range(m):
+                    above += 1.0 if (tlp - np.float64(gr[i]) - amax[i]) * inv_t > floor else 0.0
+            one_hot = above == m
+        if soft and one_hot:
+            # The largest logit is the nearest center's unless the priors outweigh
+            # the distances; then look it up.
+            differs = 0.0
+            for i in range(m):
+                a = temperature * log_priors[label[i]] - best[i]
+                differs += 1.0 if a != amax[i] else 0.0
+            if differs:
+                for c in range(k):
+                    gr = g[c]
+                    tlp = temperature * log_priors[c]
+                    for i in range(m):
+                        label[i] = c if tlp - np.float64(gr[i]) == amax[i] else label[i]
+            for i in range(m):
+                wi = wc[i]
+                # z_i = 1 (the floor terms vanish in float64), so log z_i = 0.
+                f_sum += wi * (exact[i] - (amax[i] + best[i]))
+                d_sum += wi * np.float64(g[label[i], i])
+                conf_sum += wi
+        if soft and not one_hot:
             for i in range(m):
                 z[i] = 0.0
                 su[i] = 0.0
@@ -452,12 +509,13 @@ def soft_block(
                     for i in range(m):
                         r_flat[c * m + i] = np.float64(g[c, i])
             elif dim >= _SPARSE_MIN_DIM and nonzero * _SPARSE_FACTOR <= k * m:
-                for i in range(m):
-                    xi = xw[i]
-                    for c in range(k):
-                        pw = np.float64(g[c, i])
+                for c in range(k):
+                    gr = g[c]
+                    sc = sums[c]
+                    for i in range(m):
+                        pw = np.float64(gr[i])
                         if pw != 0.0:
-                            sc = sums[c]
+                            xi = xw[i]
                             for j in range(dim):
                                 sc[j] += pw * np.float64(xi[j])
             else:
@@ -466,18 +524,21 @@ def soft_block(
                     for j in range(dim):
                         sums[c, j] += np.float64(s_work[c, j])
         else:
+            # Hard assignments (T = 0, or a one-hot chunk: ``label`` is then the
+            # largest logit's index).
             for i in range(m):
                 wi = wc[i]
                 lab = label[i]
-                f_sum += wi * exact[i]
-                d_sum += wi * exact[i]
-                conf_sum += wi
+                if not soft:
+                    f_sum += wi * exact[i]
+                    d_sum += wi * exact[i]
+                    conf_sum += wi
                 counts[lab] += wi
                 if wi != 0.0:
                     xi = x[start + i]
                     for j in range(dim):
                         sums[lab, j] += wi * (np.float64(xi[j]) - offset[j])
-                if removal and k > 1:
+                if removal and k > 1 and not soft:
                     removal_costs[lab] += wi * (second[i] - best[i])
             if need_r64:
                 for c in range(k):
@@ -487,7 +548,7 @@ def soft_block(
         if need_r64:
             r = r_flat[: k * m].reshape((k, m))
             xs = x64[:m]
-            if soft:
+            if not one_hot:
                 s64 = np.dot(r, xs)
                 for c in range(k):
                     for j in range(dim):

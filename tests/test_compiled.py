@@ -235,3 +235,39 @@ def test_weights_persisted_with_the_data_travel_block_for_block(blobs32, client)
 def test_data_that_are_not_persisted_stream_through_the_graph(blobs32, client):
     x, _ = blobs32
     assert Runner(da.from_array(x, chunks=500))._futures is None
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-9), (np.float32, 2e-5)])
+def test_one_hot_chunks_match_the_textbook_soft_statistics(monkeypatch, dtype, rtol):
+    """Separated 32-D blobs at low T: every chunk is one-hot and is summed as hard
+    assignments to the largest logit.  A prior small enough to outweigh the distances
+    sends cluster 0's points to another center; chunks of 1, 7 and all rows (one-hot or
+    mixed with soft rows) agree with the formula on every statistic."""
+    rng = np.random.default_rng(11)
+    c = rng.uniform(-10, 10, size=(6, 32))
+    x = (c[rng.integers(6, size=900)] + rng.normal(size=(900, 32))).astype(dtype)
+    t = 1.0
+    log_priors = np.log(np.full(6, 1 / 6))
+    log_priors[0] = -5000.0  # a_i0 = T log pi_0 - d_i0 is far below another center's
+    x[:3] = 0.505 * c[1] + 0.495 * c[2]  # rows near halfway between two centers: soft
+    x64 = x.astype(np.float64)
+    d = ((x64[:, None, :] - c[None]) ** 2).sum(-1)
+    a = t * log_priors - d
+    u = (a - a.max(1, keepdims=True)) / t
+    z = np.exp(u).sum(1)
+    p = np.exp(u) / z[:, None]
+    assert p[:, 0].max() == 0.0 and (np.sort(u, axis=1)[:, -2] > -60).sum() == 3
+    for rows in (1, 7, None):
+        if rows:
+            monkeypatch.setattr(_kernels, "chunk_rows", lambda *args, rows=rows: rows)
+        s = StatsLayout(6, 32).unpack(block_statistics(x, c, t, log_priors=log_priors))
+        np.testing.assert_allclose(s.counts, p.sum(0), rtol=rtol, atol=1e-9)
+        np.testing.assert_allclose(s.sums, p.T @ x64, rtol=rtol, atol=rtol * 900)
+        np.testing.assert_allclose(s.free_energy, (-(a.max(1) + t * np.log(z))).sum(), rtol=rtol)
+        np.testing.assert_allclose(s.entropy, -(p * np.log(np.maximum(p, 1e-300))).sum(),
+                                   rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(s.distortion, (p * d).sum(), rtol=rtol)
+        np.testing.assert_allclose(s.confidence, p.max(1).sum(), rtol=rtol)
+        np.testing.assert_allclose(s.inertia, d.min(1).sum(), rtol=rtol)
+        np.testing.assert_allclose(s.hard_counts, np.bincount(d.argmin(1), minlength=6))
+        monkeypatch.undo()
