@@ -107,6 +107,11 @@ class _Clusters:
 _CLUSTER_FIELDS = ("centers", "log_priors", "directions", "variances", "ages")
 
 
+def _same_centers(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal up to rounding: no coordinate differs by more than 1e-12 of the largest."""
+    return bool(np.abs(a - b).max(initial=0.0) <= 1e-12 * np.abs(b).max(initial=0.0))
+
+
 @dataclass
 class AnnealState:
     """Everything a run needs to continue where it stopped (a checkpoint's content).
@@ -423,6 +428,11 @@ class Annealer:
             clusters = self._update(clusters, stats)
             if self.history[-1]["shift"] < cfg.tol * temperature:
                 break
+            if (clusters.size >= cfg.n_clusters
+                    and float(stats.confidence / stats.weight) > cfg.stop_confidence):
+                # The assignments are hard already: the annealing ends here, and
+                # Lloyd's cheaper passes take the centers the rest of the way.
+                break
         return clusters, stats
 
     def _merge(self, clusters: _Clusters, temperature: float) -> _Clusters:
@@ -503,7 +513,9 @@ class Annealer:
         # stretched by omega while the inertia keeps falling; a step that
         # raises it is taken back and replaced by the plain step.  Once two
         # passes give the same means (the partition no longer changes), the
-        # centers jump exactly onto them, so the end is an exact fixed point.
+        # centers jump exactly onto them, so the end is a fixed point.  "The
+        # same" allows for rounding: the sums of one partition differ in the
+        # last bits with the chunking and the offset, and the passes must not.
         cfg = self.config
         omega, last = 1.0, None  # last: (inertia, means) at the last accepted centers
         for iteration in range(cfg.max_lloyd_iter):
@@ -516,11 +528,12 @@ class Annealer:
                     break
                 clusters.centers, omega, last = last[1], 1.0, None
                 continue
-            if np.array_equal(means, clusters.centers):
+            if _same_centers(means, clusters.centers):
+                clusters.centers = means
                 return clusters, True, stats
             if iteration == cfg.max_lloyd_iter - 1:
                 break  # keep centers and statistics of the same pass
-            settled = last is not None and np.array_equal(means, last[1])
+            settled = last is not None and _same_centers(means, last[1])
             last = (float(stats.inertia), means)
             if settled:
                 omega = 1.0
