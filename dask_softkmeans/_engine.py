@@ -84,6 +84,59 @@ def _sum_vectors(*vectors: np.ndarray) -> np.ndarray:
     return total
 
 
+#: Blocks up to this size are allocated from the heap in worker processes, see
+#: :func:`_tune_worker_malloc`.
+WORKER_MMAP_THRESHOLD = 64 * 2**20
+
+_malloc_tuned = False
+
+
+def _tune_worker_malloc() -> None:
+    """Let a Dask worker process reuse freed block buffers instead of mapping fresh pages.
+
+    Dask starts workers with ``MALLOC_TRIM_THRESHOLD_`` set, which also pins
+    glibc's mmap threshold at 128 KiB: every block buffer above it (a Zarr
+    chunk and its decoded copy, megabytes each) is then mapped, faulted in
+    page by page and unmapped again, on every pass.  That cost as much as the
+    decoding itself (``benchmarks/out_of_core.py --mmap-threshold-mib``).
+    Raising the threshold once per worker process keeps such buffers in the
+    heap, where the next block reuses them; the trim threshold still returns
+    free memory at the heap's top to the system.  Only in a worker process
+    that a nanny started with that setting and without an mmap threshold of
+    its own; never in the caller's process (an in-process cluster), and
+    nothing without glibc.
+    """
+    global _malloc_tuned
+    if _malloc_tuned:
+        return
+    _malloc_tuned = True
+    import multiprocessing
+
+    if (multiprocessing.parent_process() is None
+            or "MALLOC_TRIM_THRESHOLD_" not in os.environ
+            or "MALLOC_MMAP_THRESHOLD_" in os.environ):
+        return
+    try:
+        from distributed import get_worker
+
+        get_worker()
+    except (ImportError, ValueError):
+        return
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        mallopt = getattr(libc, "mallopt", None)
+    except OSError:
+        mallopt = None
+    if mallopt is not None:
+        m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
+        mallopt(m_mmap_threshold, WORKER_MMAP_THRESHOLD)
+        mallopt(m_trim_threshold, 2 * WORKER_MMAP_THRESHOLD)
+
+
 def _statistics_task(x: np.ndarray, w: np.ndarray | None, params: dict[str, Any]) -> np.ndarray:
     return _kernels.block_statistics(x, weights=w, **params)
 
@@ -93,6 +146,7 @@ def _scan_task(x: np.ndarray, w: np.ndarray | None, params: dict[str, Any]) -> n
 
 
 def _streamed_task(x: np.ndarray, w: np.ndarray | None, params: dict[str, Any], task: Any) -> np.ndarray:
+    _tune_worker_malloc()
     return task(x, w, params)
 
 
@@ -100,7 +154,16 @@ def _blocks_task(
     task: Any, params: dict[str, Any], xs: list[np.ndarray], ws: list[np.ndarray] | None
 ) -> np.ndarray:
     """``task`` over several blocks of one worker: one row of statistics per block."""
+    _tune_worker_malloc()
     return np.stack([task(x, None if ws is None else ws[i], params) for i, x in enumerate(xs)])
+
+
+def _source_blocks_task(
+    task: Any, params: dict[str, Any], source: Any, bounds: list[tuple[int, int]]
+) -> np.ndarray:
+    """``task`` over row ranges read from ``source`` (a Zarr array), one range at a time."""
+    _tune_worker_malloc()
+    return np.stack([task(source[start:stop], None, params) for start, stop in bounds])
 
 
 def _tree_sum(parts: list[np.ndarray], split_every: int) -> np.ndarray:
@@ -252,6 +315,9 @@ class Runner:
         #: caller), a pass submits one task per worker thread over the blocks
         #: that worker holds (see _run_futures).
         self._futures = _block_futures(X, sample_weight)
+        #: Streamed straight from a Zarr array (see _run_source), without weights.
+        self._source = (None if persist or sample_weight is not None
+                        else getattr(X, "zarr_source", None))
         if persist:
             self._blocks = list(X.to_delayed(optimize_graph=False).ravel())
             self._weight_blocks = (
@@ -334,13 +400,39 @@ class Runner:
             )
             for worker, index in jobs
         ]
+        return self._sum_rows(client, [index for _, index in jobs], submitted)
+
+    def _run_source(self, client: Any, task: Any, params: dict[str, Any]) -> np.ndarray:
+        """The streamed pass as one task per worker thread, each reading its row blocks.
+
+        Each task reads its blocks from the Zarr array one at a time and
+        keeps only their statistics, so memory stays bounded as in the graph
+        pass, and each chunk is still read once per pass; but the scheduler
+        handles a few tasks, not a graph of one task per block plus a tree.
+        A task lost with its worker is run again elsewhere: it only reads.
+        """
+        stops = np.cumsum(self._x.chunks[0])
+        bounds = list(zip((0, *stops[:-1].tolist()), stops.tolist(), strict=True))
+        share = max(1, min(sum(client.nthreads().values()), len(bounds)))
+        # Contiguous runs of blocks, so that each task reads neighbouring chunks.
+        jobs = [index.tolist() for index in np.array_split(np.arange(len(bounds)), share)]
+        submitted = [
+            client.submit(_source_blocks_task, task, params, self._source,
+                          [bounds[i] for i in index], pure=False)
+            for index in jobs
+        ]
+        return self._sum_rows(client, jobs, submitted)
+
+    def _sum_rows(self, client: Any, jobs: list[list[int]], submitted: list[Any]) -> np.ndarray:
+        """Gather the tasks' rows of block statistics and sum them in block order."""
         with single_threaded_blas():
             stacked = client.gather(submitted)
-        parts: list[Any] = [None] * len(x_futures)
-        for (_, index), rows in zip(jobs, stacked, strict=True):
+        parts: list[Any] = [None] * sum(len(index) for index in jobs)
+        for index, rows in zip(jobs, stacked, strict=True):
             for i, row in zip(index, rows, strict=True):
                 parts[i] = row
-        # Blocks are summed in block order, whichever worker held them.
+        # Blocks are summed in block order, whichever worker ran them: the same
+        # sums as the graph's tree.
         return _tree_sum(parts, self.split_every)
 
     def _run(self, task: Any, params: dict[str, Any]) -> np.ndarray:
@@ -349,6 +441,10 @@ class Runner:
             return self._run_local(task, params)
         if self._futures is not None:
             return self._run_futures(task, params)
+        if self._source is not None:
+            client = active_client()
+            if client is not None:
+                return self._run_source(client, task, params)
         # One key holds the parameters: they are not copied into every task.
         shared = dask.delayed(params, traverse=False)
         if self.persisted:

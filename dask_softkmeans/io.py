@@ -23,15 +23,21 @@ from .errors import InputError, MissingDependencyError, StoreNotFoundError
 PathLike = str | os.PathLike
 
 #: Compressors :func:`write_blobs` and :func:`write_row_blocks` can use, by name.
-#: ``blosc-lz4`` (byte shuffle) is the default: ``benchmarks/out_of_core.py``
-#: measures it decoding several times faster than ``zstd`` on float data, which
-#: keeps a streamed pass close to a pass over data held in memory.
+#: ``blosc-lz4`` (byte shuffle) decodes 2-3x faster than ``zstd`` on float data
+#: (``benchmarks/out_of_core.py``) and is the default for per-sample outputs,
+#: whose responsibilities are mostly zeros and compress well.
 COMPRESSORS: dict[str, Callable[[], Any]] = {
     "blosc-lz4": lambda: zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
     "zstd": lambda: zarr.codecs.ZstdCodec(level=1),
     "none": lambda: None,
 }
 DEFAULT_COMPRESSOR = "blosc-lz4"
+
+#: The generated blobs are stored uncompressed by default: Gaussian float noise
+#: compresses to 0.91 of its size with ``blosc-lz4`` (0.92 with ``zstd``), while
+#: decoding it is the largest cost of a streamed pass (a streamed pass / a
+#: persisted one, ``benchmarks/out_of_core.py``: 1.2 uncompressed, 1.7 blosc-lz4).
+DEFAULT_DATA_COMPRESSOR = "none"
 
 #: A Dask block joins whole Zarr chunks (or shards) up to about this many bytes,
 #: so that small chunks do not make a pass thousands of tasks ...
@@ -147,7 +153,12 @@ def to_dask(array: zarr.Array, *, block_bytes: int = BLOCK_BYTES) -> da.Array:
     """
     if array.ndim != 2:
         raise InputError(f"Expected a 2-D Zarr array; got shape {array.shape}.")
-    return da.from_zarr(array, chunks=(block_rows(array, block_bytes=block_bytes), array.shape[1]))
+    x = da.from_zarr(array, chunks=(block_rows(array, block_bytes=block_bytes), array.shape[1]))
+    # The source travels with the Dask array, so that a streamed pass on a cluster
+    # can read its blocks in a few tasks instead of a graph (``_engine.Runner``).
+    # Anything derived from ``x`` (a slice, a cast) has no such attribute.
+    x.zarr_source = array
+    return x
 
 
 def _create_group(path: PathLike, storage_options: dict[str, Any] | None, overwrite: bool,
@@ -174,7 +185,7 @@ def write_blobs(
     center_box: float = 10.0,
     chunk_rows: int = 65_536,
     dtype: str = "float32",
-    compressor: str = DEFAULT_COMPRESSOR,
+    compressor: str = DEFAULT_DATA_COMPRESSOR,
     random_state: int = 0,
     overwrite: bool = False,
     storage_options: dict[str, Any] | None = None,
@@ -195,8 +206,8 @@ def write_blobs(
     chunk_rows : int, default=65536
         Rows per Zarr chunk of ``X`` and ``labels`` (every chunk holds all features).
     dtype : {"float32", "float64"}, default="float32"
-    compressor : {"blosc-lz4", "zstd", "none"}, default="blosc-lz4"
-        See :data:`COMPRESSORS`.
+    compressor : {"blosc-lz4", "zstd", "none"}, default="none"
+        See :data:`COMPRESSORS` and :data:`DEFAULT_DATA_COMPRESSOR`.
     storage_options : dict, optional
         fsspec options for a URL.
     n_threads : int, default=4

@@ -298,11 +298,15 @@ def test_write_blobs_is_reproducible_and_records_its_compressor(tmp_path):
     one = io.write_blobs(tmp_path / "a.zarr", 10_000, 3, 4, chunk_rows=1_000, n_threads=1)
     four = io.write_blobs(tmp_path / "b.zarr", 10_000, 3, 4, chunk_rows=1_000, n_threads=4,
                           compressor="zstd")
-    np.testing.assert_array_equal(one["X"][:], four["X"][:])
-    np.testing.assert_array_equal(one["labels"][:], four["labels"][:])
-    assert one.attrs["compressor"] == io.DEFAULT_COMPRESSOR == "blosc-lz4"
-    assert "blosc" in str(one["X"].compressors[0]).lower()
+    lz4 = io.write_blobs(tmp_path / "d.zarr", 10_000, 3, 4, chunk_rows=1_000,
+                         compressor="blosc-lz4")
+    for other in (four, lz4):
+        np.testing.assert_array_equal(one["X"][:], other["X"][:])
+        np.testing.assert_array_equal(one["labels"][:], other["labels"][:])
+    assert one.attrs["compressor"] == io.DEFAULT_DATA_COMPRESSOR == "none"
+    assert one["X"].compressors == ()
     assert "zstd" in str(four["X"].compressors[0]).lower()
+    assert "blosc" in str(lz4["X"].compressors[0]).lower()
     assert one["labels"].dtype == np.int32 and one["centers"].shape == (4, 3)
     with pytest.raises(InputError, match="blosc-lz4, zstd, none"):
         io.write_blobs(tmp_path / "c.zarr", 10, 2, 2, compressor="gzip")

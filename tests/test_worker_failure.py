@@ -154,3 +154,45 @@ def test_persisted_blocks_lost_with_their_worker_are_recomputed_from_the_source(
     assert all(who_has[k] and victim not in who_has[k] for k in lost)  # rebuilt elsewhere
     _assert_same_fit(model, reference)
     np.testing.assert_array_equal(data.compute(), zarr.open_array(store, mode="r")[:])
+
+
+def test_a_worker_killed_during_a_pass_streamed_straight_from_zarr(client, tmp_path):
+    """A Zarr source on a cluster streams in one task per worker thread (``_run_source``);
+    killing a worker while its task reads and computes costs a rerun of that task, and
+    the pass equals the graph pass over the same blocks on the threaded scheduler, bit
+    for bit."""
+    from dask_softkmeans._data import as_data
+    from dask_softkmeans._engine import Runner
+
+    rng = np.random.default_rng(8)
+    path = str(tmp_path / "big.zarr")
+    array = zarr.create_array(path, shape=(1_000_000, 8), chunks=(62_500, 8), dtype="float32")
+    array[:] = rng.normal(size=array.shape).astype("float32")
+    centers = rng.normal(size=(256, 8))  # heavy enough that a pass takes a while
+    runner = Runner(as_data(zarr.open_array(path, mode="r")), persist=False)
+    assert runner._source is not None
+    with dask.config.set(scheduler="threads"):
+        expected = Runner(da.from_zarr(path, chunks=(62_500, 8)), persist=False).statistics(
+            centers, 1.0)
+
+    pids = _worker_pids(client)
+    victim = sorted(pids)[0]
+    seen: dict = {}
+
+    def kill_when_busy() -> None:
+        deadline = time.monotonic() + 60
+        while not client.processing(workers=[victim]).get(victim):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.001)
+        time.sleep(0.05)
+        os.kill(pids[victim], signal.SIGKILL)
+        seen["killed"] = True
+
+    killer = threading.Thread(target=kill_when_busy, daemon=True)
+    killer.start()
+    got = runner.statistics(centers, 1.0)
+    killer.join(timeout=60)
+    assert seen.get("killed"), "the worker was not killed"
+    assert pids[victim] not in _worker_pids(client).values()
+    np.testing.assert_array_equal(got, expected)
