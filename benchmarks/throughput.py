@@ -23,7 +23,10 @@ Sections:
   centering, the final assignment).  faiss: ``Kmeans(niter=1).train`` on all
   rows.  dask-ml: ``KMeans(init=C, max_iter=1).fit`` on the persisted array.
   Ours: ``soft_statistics(X, C, T)`` on the persisted array, at T = 1 (a
-  soft pass) and T = 0 (a Lloyd pass), and the peak memory of the workers.
+  soft pass; these blobs are far apart against T = 1, so nearly every chunk
+  is one-hot and summed without exp), at a temperature where every chunk
+  is soft (:func:`dense_temperature`), and at T = 0 (a Lloyd pass); and the
+  peak memory of the workers.
 - ``fixed``: the fixed cost of a pass, a pass over 16 tiny blocks minus
   their kernel time, on the cluster and on the threaded scheduler.
 - ``scaling``: our soft pass at the largest shape on 1 and on 2 workers.
@@ -112,6 +115,19 @@ def start_centers(d: int, k: int) -> np.ndarray:
 
 
 # -- timing -----------------------------------------------------------------
+def dense_temperature(centers: np.ndarray) -> float:
+    """A temperature at which the responsibilities of these blobs are soft everywhere.
+
+    At T = 1 the unit-spread blobs are far apart against T: every row's other
+    logits sit at the floor and the kernel sums the chunk as hard assignments
+    (no exp, no second product).  At a twentieth of the median squared
+    distance between centers, a row's two largest logits are at most ~20
+    apart (the floor is 60) for most rows: every chunk takes the dense path.
+    """
+    d2 = ((centers[:, None, :] - centers[None, :, :]) ** 2).sum(-1)
+    return float(np.median(d2[np.triu_indices(len(centers), 1)]) / 20.0)
+
+
 def median_time(func: Callable[[], Any], repeats: int) -> float:
     func()
     times = []
@@ -220,6 +236,8 @@ def section_pass(config: dict, repeats: int, faiss: Any, dask_ml: Any) -> list[d
             else:
                 row["daskml"] = np.nan
             row["ours_soft"] = median_time(partial(soft_statistics, X, c, 1.0), repeats)
+            row["ours_dense"] = median_time(partial(soft_statistics, X, c, dense_temperature(c)),
+                                            repeats)
             row["ours_lloyd"] = median_time(partial(soft_statistics, X, c, 0.0), repeats)
             row["peak_worker_mb"] = max(peak_worker_memory(client)) / 2**20
             row["data_per_worker_mb"] = X.nbytes / 2 / 2**20
@@ -350,7 +368,8 @@ def ratio(a: float, b: float) -> str:
 def print_pass_row(r: dict) -> None:
     print(f"  {r['shape']}: sklearn {fmt(r['sklearn'])} (fit max_iter=1 {fmt(r['sklearn_fit1'])}), "
           f"faiss {fmt(r['faiss'])}, dask-ml {fmt(r['daskml'])}, ours soft {fmt(r['ours_soft'])}, "
-          f"ours T=0 {fmt(r['ours_lloyd'])}; peak worker memory {r['peak_worker_mb']:.0f} MiB "
+          f"dense {fmt(r['ours_dense'])}, ours T=0 {fmt(r['ours_lloyd'])}; "
+          f"peak worker memory {r['peak_worker_mb']:.0f} MiB "
           f"(data {r['data_per_worker_mb']:.0f} MiB per worker)", flush=True)
 
 
@@ -359,13 +378,15 @@ def print_tables(passes: list[dict], fixed: dict | None, scaling: dict | None,
     if passes:
         print("\n### One pass (seconds; ratios = ours / theirs, < 1 means we are faster)\n")
         print("| shape | sklearn Lloyd iter | sklearn fit(max_iter=1) | faiss | dask-ml | "
-              "ours soft (T=1) | ours T=0 | soft / sklearn iter | soft / sklearn fit1 | "
-              "dask-ml / soft | peak worker MiB (data) |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+              "ours soft (T=1) | ours soft, dense T | ours T=0 | soft / sklearn iter | "
+              "dense / sklearn iter | soft / sklearn fit1 | dask-ml / soft | "
+              "peak worker MiB (data) |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in passes:
             print(f"| {r['shape']} | {fmt(r['sklearn'], '')} | {fmt(r['sklearn_fit1'], '')} | "
                   f"{fmt(r['faiss'], '')} | {fmt(r['daskml'], '')} | {fmt(r['ours_soft'], '')} | "
-                  f"{fmt(r['ours_lloyd'], '')} | {ratio(r['ours_soft'], r['sklearn'])} | "
+                  f"{fmt(r['ours_dense'], '')} | {fmt(r['ours_lloyd'], '')} | "
+                  f"{ratio(r['ours_soft'], r['sklearn'])} | {ratio(r['ours_dense'], r['sklearn'])} | "
                   f"{ratio(r['ours_soft'], r['sklearn_fit1'])} | "
                   f"{ratio(r['daskml'], r['ours_soft'])} | "
                   f"{r['peak_worker_mb']:.0f} ({r['data_per_worker_mb']:.0f}) |")

@@ -84,57 +84,65 @@ def _sum_vectors(*vectors: np.ndarray) -> np.ndarray:
     return total
 
 
-#: Blocks up to this size are allocated from the heap in worker processes, see
-#: :func:`_tune_worker_malloc`.
-WORKER_MMAP_THRESHOLD = 64 * 2**20
+#: At most this much freed memory stays in a worker's heap for the next block
+#: (and blocks up to this size come from the heap), see :func:`_tune_worker_malloc`.
+WORKER_HEAP_KEEP = 64 * 2**20
 
+_worker_libc: Any = None  # glibc, once _tune_worker_malloc has tuned this worker process
 _malloc_tuned = False
 
 
-def _tune_worker_malloc() -> None:
+def _tune_worker_malloc() -> Any:
     """Let a Dask worker process reuse freed block buffers instead of mapping fresh pages.
 
     Dask starts workers with ``MALLOC_TRIM_THRESHOLD_`` set, which also pins
     glibc's mmap threshold at 128 KiB: every block buffer above it (a Zarr
     chunk and its decoded copy, megabytes each) is then mapped, faulted in
-    page by page and unmapped again, on every pass.  That cost as much as the
-    decoding itself (``benchmarks/out_of_core.py --mmap-threshold-mib``).
-    Raising the threshold once per worker process keeps such buffers in the
-    heap, where the next block reuses them; the trim threshold still returns
-    free memory at the heap's top to the system.  Only in a worker process
-    that a nanny started with that setting and without an mmap threshold of
-    its own; never in the caller's process (an in-process cluster), and
-    nothing without glibc.
+    page by page and unmapped again, on every pass (~40,000 page faults per
+    worker per pass over 256 MB; ``benchmarks/out_of_core.py``).  Raising
+    both thresholds to :data:`WORKER_HEAP_KEEP` (at most an eighth of the
+    worker's memory limit) keeps such buffers in the heap, where the next
+    block reuses them; a task that streamed its blocks hands the heap back
+    with ``malloc_trim`` when it ends (:func:`_source_blocks_task`), so a
+    memory-limited worker does not hold it between passes.
+
+    Only in a worker process that a nanny started with that setting and
+    without an mmap threshold of its own; never in the caller's process (an
+    in-process cluster), and nothing without glibc.  Returns glibc when the
+    process is tuned, else None.
     """
-    global _malloc_tuned
+    global _worker_libc, _malloc_tuned
     if _malloc_tuned:
-        return
+        return _worker_libc
     _malloc_tuned = True
     import multiprocessing
 
     if (multiprocessing.parent_process() is None
             or "MALLOC_TRIM_THRESHOLD_" not in os.environ
             or "MALLOC_MMAP_THRESHOLD_" in os.environ):
-        return
+        return None
     try:
         from distributed import get_worker
 
-        get_worker()
-    except (ImportError, ValueError):
-        return
+        limit = get_worker().memory_manager.memory_limit
+    except (ImportError, ValueError, AttributeError):
+        return None
     import ctypes
     import ctypes.util
 
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name) if name else None
-        mallopt = getattr(libc, "mallopt", None)
     except OSError:
-        mallopt = None
-    if mallopt is not None:
-        m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
-        mallopt(m_mmap_threshold, WORKER_MMAP_THRESHOLD)
-        mallopt(m_trim_threshold, 2 * WORKER_MMAP_THRESHOLD)
+        libc = None
+    if libc is None or not hasattr(libc, "mallopt") or not hasattr(libc, "malloc_trim"):
+        return None
+    keep = min(WORKER_HEAP_KEEP, limit // 8) if limit else WORKER_HEAP_KEEP
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
+    libc.mallopt(m_mmap_threshold, int(keep))
+    libc.mallopt(m_trim_threshold, int(keep))
+    _worker_libc = libc
+    return libc
 
 
 def _statistics_task(x: np.ndarray, w: np.ndarray | None, params: dict[str, Any]) -> np.ndarray:
@@ -162,8 +170,12 @@ def _source_blocks_task(
     task: Any, params: dict[str, Any], source: Any, bounds: list[tuple[int, int]]
 ) -> np.ndarray:
     """``task`` over row ranges read from ``source`` (a Zarr array), one range at a time."""
-    _tune_worker_malloc()
-    return np.stack([task(source[start:stop], None, params) for start, stop in bounds])
+    libc = _tune_worker_malloc()
+    try:
+        return np.stack([task(source[start:stop], None, params) for start, stop in bounds])
+    finally:
+        if libc is not None:
+            libc.malloc_trim(0)  # the block buffers go back to the system between passes
 
 
 def _tree_sum(parts: list[np.ndarray], split_every: int) -> np.ndarray:
