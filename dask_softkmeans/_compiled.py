@@ -223,7 +223,8 @@ def _exp_nonpositive32(v):  # pragma: no cover - compiled
 def _prepare_chunk(x, start, m, offset, weights, xw, xt, norms, wc, x64, need_x64):  # pragma: no cover
     """Rows ``start:start+m`` as ``x - offset`` in the working precision (``xw``, and
     transposed in ``xt`` unless it is empty), their
-    squared norms and weights; returns how many rows hold NaN or infinity.
+    squared norms and weights (1 when ``weights`` is empty); returns how many
+    rows hold NaN or infinity.
 
     Those rows get weight 0 and zero coordinates, so they add nothing.  The
     test is a comparison (``|v| <= max``, false for NaN and infinity), which
@@ -244,7 +245,7 @@ def _prepare_chunk(x, start, m, offset, weights, xw, xt, norms, wc, x64, need_x6
             s += rv * rv
         if finite:
             norms[i] = s
-            wc[i] = weights[start + i]
+            wc[i] = weights[start + i] if weights.size else 1.0
         else:
             bad += 1
             norms[i] = 0.0

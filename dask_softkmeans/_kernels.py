@@ -262,7 +262,8 @@ def _fused_statistics(
     center_norms = np.einsum("ij,ij->i", centers_work, centers_work, dtype=np.float64)
     priors = (np.zeros(n_clusters) if log_priors is None
               else np.ascontiguousarray(log_priors, dtype=np.float64))
-    w = np.ones(x.shape[0]) if weights is None else np.ascontiguousarray(weights, np.float64)
+    # No weights: an empty array, read as 1 per row (not n ones to allocate and read).
+    w = np.empty(0) if weights is None else np.ascontiguousarray(weights, np.float64)
     mode = {"none": _compiled.MOMENTS_NONE, "full": _compiled.MOMENTS_FULL,
             "power": _compiled.MOMENTS_POWER}[moments]
     if moments == "power":
