@@ -18,7 +18,10 @@ slower here); float32 blocks take a float32 version
 per-point ``log`` of the normaliser is inline too (:func:`_log_positive`).
 Responsibilities within ln 2 of the logit floor are stored as exact zeros;
 with many features and mostly zeros, the soft sums of a chunk are a float64
-scatter of the nonzero terms instead of the second product.
+scatter of the nonzero terms instead of the second product.  A chunk whose
+rows are all one-hot (every other logit at the floor: separated clusters at
+low T) skips ``exp`` and the second product altogether and is summed as hard
+assignments to the largest logits.
 
 The functions are compiled eagerly for float32 and float64 blocks and cached
 on disk (``cache=True``), so a fresh process loads machine code instead of
