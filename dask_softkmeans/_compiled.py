@@ -265,24 +265,6 @@ def _prepare_chunk(x, start, m, offset, weights, xw, xt, norms, wc, x64, need_x6
     return bad
 
 
-@nb.njit(inline="always", fastmath=_FASTMATH)
-def _nearest_update(dist, c, m, best, second, label, removal):  # pragma: no cover - compiled
-    """Fold center ``c``'s distances into the nearest (and second-nearest) per point."""
-    if removal:
-        for i in range(m):
-            v = np.float64(dist[i])
-            closer = v < best[i]
-            second[i] = min(second[i], max(v, best[i]))
-            label[i] = c if closer else label[i]
-            best[i] = v if closer else best[i]
-    else:
-        for i in range(m):
-            v = np.float64(dist[i])
-            closer = v < best[i]
-            label[i] = c if closer else label[i]
-            best[i] = v if closer else best[i]
-
-
 @nb.njit(_signatures(), nogil=True, cache=True, fastmath=_FASTMATH, error_model="numpy")
 def soft_block(
     x, weights, offset, rel_centers, centers_work, center_norms, log_priors, temperature,
@@ -392,9 +374,15 @@ def soft_block(
                     a = tlp - v
                     amax[i] = a if a > amax[i] else amax[i]
                 continue
+            # The removal costs' pass: the second-nearest too.
             for i in range(m):
                 gr[i] = max(norms[i] + cn - 2.0 * np.float64(gr[i]), 0.0)
-            _nearest_update(gr, c, m, best, second, label, removal)
+            for i in range(m):
+                v = np.float64(gr[i])
+                closer = v < best[i]
+                second[i] = min(second[i], max(v, best[i]))
+                label[i] = c if closer else label[i]
+                best[i] = v if closer else best[i]
             if soft:
                 for i in range(m):
                     a = tlp - np.float64(gr[i])
