@@ -12,8 +12,9 @@ coordinates:
    center at the mean), so cooling starts just below it.
 2. At each temperature, EM passes (``c_k <- c_k + 1.8 (S_k / N_k - c_k)``, an
    over-relaxed EM step with the same fixed point, and ``pi_k = N_k / N``) until
-   the largest squared shift is below ``tol * T``.  With a sample (see
-   ``Annealer(sample=...)``) these passes run on it.
+   the largest squared shift is below ``tol * T``, or, once K codevectors
+   exist, until a pass finds the assignments hard already (step 5).  With a
+   sample (see ``Annealer(sample=...)``) these passes run on it.
 3. Codevectors closer than ``merge_tol * T`` (squared) merge.  Each cluster's
    own critical temperature ``2 lambda_max(Sigma_k)`` comes from a second-moment
    statistic folded into the pass: the full ``Q_k`` for small D, one
@@ -23,9 +24,9 @@ coordinates:
    split along their principal axis, each half taking half the prior.
 5. When K codevectors exist, the temperature falls by ``final_cooling`` per
    step; when the average largest responsibility exceeds ``stop_confidence``,
-   Lloyd passes at ``T = 0`` (over-relaxed, safeguarded) run to an exact fixed
-   point, then a swap check; with a sample, on it first and then on the full
-   data.
+   Lloyd passes at ``T = 0`` (over-relaxed, safeguarded) run to a fixed point
+   (to rounding), then a swap check; with a sample, on it first and then on the
+   full data.
 
 Without randomness (``rng=None``) the procedure is deterministic.
 """
