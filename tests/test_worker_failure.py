@@ -196,3 +196,19 @@ def test_a_worker_killed_during_a_pass_streamed_straight_from_zarr(client, tmp_p
     assert seen.get("killed"), "the worker was not killed"
     assert pids[victim] not in _worker_pids(client).values()
     np.testing.assert_array_equal(got, expected)
+
+
+def _heap_tuned() -> bool:
+    from dask_softkmeans import _engine
+
+    return _engine._tune_worker_malloc() is not None
+
+
+def test_worker_heap_is_tuned_in_nanny_workers_only(client):
+    """Nanny-started workers (started with Dask's MALLOC_TRIM_THRESHOLD_) get the heap
+    thresholds that let block buffers be reused; the caller's own process never does."""
+    workers = sorted(client.scheduler_info()["workers"])
+    tuned = client.gather([client.submit(_heap_tuned, workers=[w], allow_other_workers=False,
+                                         pure=False) for w in workers])
+    assert tuned == [True] * len(workers)
+    assert _heap_tuned() is False
