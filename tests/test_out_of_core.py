@@ -164,6 +164,7 @@ def test_streamed_passes_read_each_chunk_once_per_pass(blobs_path, client):
     array, store = counted(blobs_path / "X")
     runner = Runner(as_data(array), persist=False)
     assert not runner.persisted
+    assert runner._source is not None  # one task per worker thread reads its blocks
     centers = np.array([[0.0] * 4, [1.0] * 4, [-1.0] * 4])
     store.clear()
     for passes in (1, 2, 3):
