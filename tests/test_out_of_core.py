@@ -160,16 +160,24 @@ def test_sharded_array_is_read_shard_by_shard(tmp_path):
 
 
 # -- one read of each chunk per pass ------------------------------------------------------------
-def test_streamed_passes_read_each_chunk_once_per_pass(blobs_path, client):
+@pytest.mark.parametrize("path", ["zarr source", "graph"])
+def test_streamed_passes_read_each_chunk_once_per_pass(blobs_path, client, path):
+    """Opened from Zarr, a pass runs one task per worker thread that reads its blocks; any
+    other Dask array, one task per block with the read fused in.  Both read each chunk once."""
     array, store = counted(blobs_path / "X")
-    runner = Runner(as_data(array), persist=False)
+    x = as_data(array)
+    if path == "graph":
+        x = da.from_zarr(array, chunks=x.chunks)  # the same blocks, without the source tag
+    runner = Runner(x, persist=False)
     assert not runner.persisted
-    assert runner._source is not None  # one task per worker thread reads its blocks
+    assert (runner._source is not None) == (path == "zarr source")
     centers = np.array([[0.0] * 4, [1.0] * 4, [-1.0] * 4])
     store.clear()
+    results = []
     for passes in (1, 2, 3):
-        runner.statistics(centers, 1.0)
+        results.append(runner.statistics(centers, 1.0))
         assert store.chunk_reads() == {f"c/{i}/0": passes for i in range(20)}
+    np.testing.assert_array_equal(results[0], results[2])
     # Nothing stays in the workers' memory between passes.
     assert workers_hold_nothing(client)
 
