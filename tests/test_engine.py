@@ -148,3 +148,61 @@ def test_in_memory_passes_do_not_depend_on_the_thread_count():
     blocks = [block_statistics(x[i : i + _engine.LOCAL_BLOCK_ROWS], centers, 0.7)
               for i in range(0, len(x), _engine.LOCAL_BLOCK_ROWS)]
     np.testing.assert_array_equal(pooled, _engine._sum_vectors(*blocks))
+
+
+@pytest.mark.parametrize(
+    "rows, holders, threads, loads",
+    [
+        # 10 and 6 equal blocks, as one persist left them: 8 and 8.
+        ([5] * 16, [("a",)] * 10 + [("b",)] * 6, {"a": 1, "b": 1}, {"a": 40, "b": 40}),
+        # Everything on one worker of three, the others with 2 threads and 1.
+        ([6] * 8, [("a",)] * 8, {"a": 1, "b": 2, "c": 1}, {"a": 12, "b": 24, "c": 12}),
+        # A block held twice goes to the less busy holder; unheld blocks go anywhere.
+        ([4, 4, 4], [("a", "b"), ("a",), ()], {"a": 1, "b": 1}, {"a": 8, "b": 4}),
+        # One block: nothing to balance.
+        ([7], [("b",)], {"a": 1, "b": 1}, {"b": 7}),
+    ],
+)
+def test_blocks_are_shared_out_by_rows_per_thread(rows, holders, threads, loads):
+    from dask_softkmeans._engine import balanced_assignment
+
+    plan = balanced_assignment(rows, holders, threads)
+    assert sorted(i for index in plan.values() for i in index) == list(range(len(rows)))
+    assert {w: sum(rows[i] for i in index) for w, index in plan.items()} == loads
+
+
+def _held_blocks(dask_worker) -> int:
+    return sum(len(actor._xs) for actor in dask_worker.state.actors.values())
+
+
+def test_persisted_passes_run_on_balanced_block_holders(client):
+    """Data persisted on one worker: the pass runs on both, through one block holder (actor)
+    each, and equals the threaded scheduler's pass bit for bit; the holders go when the
+    data do."""
+    import gc
+    import time
+
+    from distributed import futures_of, wait
+
+    from dask_softkmeans import _engine
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(4000, 3))
+    centers = x[:4] + 0.1
+    first, second = sorted(client.scheduler_info()["workers"])
+    X = client.persist(da.from_array(x, chunks=500), workers=[first])
+    wait(X)
+    assert {w for f in futures_of(X) for w in client.who_has(f)[f.key]} == {first}
+    with dask.config.set(scheduler="threads"):
+        expected = _engine.Runner(da.from_array(x, chunks=500)).statistics(centers, 0.5)
+    runner = _engine.Runner(X)
+    for _ in range(2):  # the holders are made by the first pass and used by the next
+        np.testing.assert_array_equal(runner.statistics(centers, 0.5), expected)
+    assert client.run(_held_blocks) == {first: 4, second: 4}
+
+    del X, runner
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while any(client.run(_held_blocks).values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert client.run(_held_blocks) == {first: 0, second: 0}

@@ -15,6 +15,8 @@ import os
 import signal
 import threading
 import time
+from functools import partial
+from pathlib import Path
 
 import dask
 import dask.array as da
@@ -196,6 +198,66 @@ def test_a_worker_killed_during_a_pass_streamed_straight_from_zarr(client, tmp_p
     assert seen.get("killed"), "the worker was not killed"
     assert pids[victim] not in _worker_pids(client).values()
     np.testing.assert_array_equal(got, expected)
+
+
+def _marked_statistics(flags: str, x: np.ndarray, w: np.ndarray | None, params: dict) -> np.ndarray:
+    """The statistics of a block; while ``flags/slow`` exists, first mark this process as
+    busy (``flags/<pid>``) and take 0.2 s, so that a kill lands in the middle of a call."""
+    from dask_softkmeans._engine import _statistics_task
+
+    if (Path(flags) / "slow").exists():
+        (Path(flags) / str(os.getpid())).touch()
+        time.sleep(0.2)
+    return _statistics_task(x, w, params)
+
+
+def test_a_worker_killed_during_a_pass_over_persisted_blocks(client, tmp_path):
+    """Persisted blocks run through one block holder (an actor) per worker.  A worker
+    killed during its holder's call costs a rerun of the pass as tasks, which rebuild the
+    lost blocks from their lineage; the pass equals the threaded scheduler's bit for bit,
+    and the next pass makes new holders."""
+    from dask_softkmeans import _engine
+
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(8000, 3))
+    params = {"centers": x[:3] + 0.1, "temperature": 1.0}
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    task = partial(_marked_statistics, str(flags))
+    with dask.config.set(scheduler="threads"):
+        expected = _engine.Runner(da.from_array(x, chunks=500)).reduce(task, params)
+    data = da.from_array(x, chunks=500).persist()
+    distributed.wait(data)
+    runner = _engine.Runner(data)
+    np.testing.assert_array_equal(runner.reduce(task, params), expected)  # makes the holders
+    first_block = runner._futures[1][0]
+    assert first_block in _engine._holders
+
+    pids = _worker_pids(client)
+    victim = sorted(pids)[0]
+    seen: dict = {}
+
+    def kill_when_busy() -> None:
+        deadline = time.monotonic() + 60
+        while not (flags / str(pids[victim])).exists():
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.001)
+        os.kill(pids[victim], signal.SIGKILL)
+        seen["killed"] = True
+        (flags / "slow").unlink()
+
+    (flags / "slow").touch()
+    killer = threading.Thread(target=kill_when_busy, daemon=True)
+    killer.start()
+    got = runner.reduce(task, params)
+    killer.join(timeout=60)
+    assert seen.get("killed"), "the worker was not killed"
+    assert first_block not in _engine._holders  # the holders failed: the pass ran as tasks
+    np.testing.assert_array_equal(got, expected)
+    assert pids[victim] not in _worker_pids(client).values()
+    np.testing.assert_array_equal(runner.reduce(task, params), expected)
+    assert first_block in _engine._holders  # new holders, on the workers there are now
 
 
 def _heap_tuned() -> bool:
