@@ -56,10 +56,10 @@ _PAD = 40
 #: Blocks with at most this many features are transposed per chunk for the first product.
 _TRANSPOSE_MAX_DIM = 8
 
-#: Soft chunks are tested for being one-hot (and then summed as hard assignments)
-#: from this many features on; with fewer, the exp and the second product that the
-#: test may save cost less than the test.
-_ONE_HOT_MIN_DIM = 16
+#: After a soft chunk that is not one-hot, the test is skipped for this many
+#: chunks: where the responsibilities are soft (annealing at a high temperature)
+#: it would fail on every chunk and cost a sweep over the ``(K, rows)`` buffer.
+_ONE_HOT_RETRY = 8
 
 #: The soft sums of a chunk are scattered, not a dense product, when at most one in
 #: this many responsibilities is nonzero.
@@ -223,45 +223,70 @@ def _exp_nonpositive32(v):  # pragma: no cover - compiled
 
 
 @nb.njit(nogil=True, cache=True, fastmath=_FASTMATH, error_model="numpy")
-def _prepare_chunk(x, start, m, offset, weights, xw, xt, norms, wc, x64, need_x64):  # pragma: no cover
+def _prepare_chunk(x, start, m, offset_tiled, weights, xw, xt, norms, wc, x64, need_x64):  # pragma: no cover
     """Rows ``start:start+m`` as ``x - offset`` in the working precision (``xw``, and
-    transposed in ``xt`` unless it is empty), their
-    squared norms and weights (1 when ``weights`` is empty); returns how many
-    rows hold NaN or infinity.
+    transposed in ``xt`` unless it is empty), their squared norms and weights (1 when
+    ``weights`` is empty); returns how many rows hold NaN or infinity.
 
-    Those rows get weight 0 and zero coordinates, so they add nothing.  The
-    test is a comparison (``|v| <= max``, false for NaN and infinity), which
-    fast math leaves alone, unlike arithmetic such as ``v - v``.
+    ``offset_tiled`` is the offset repeated once per row, so that the rows go
+    through as one flat vectorised loop (a loop per row is too short to
+    vectorise with few features: ~2x slower at 8).  Rows holding NaN or
+    infinity get weight 0 and zero coordinates, so they add nothing.  The test
+    is a comparison (``|v| <= max``, false for NaN and infinity), which fast
+    math leaves alone, unlike arithmetic such as ``v - v``.
     """
     dim = x.shape[1]
+    size = m * dim
+    flat = x[start : start + m].reshape(size)
+    work = xw[:m].reshape(size)
+    outside = 0.0  # a float count keeps the loop vectorised
+    for t in range(size):
+        v = np.float64(flat[t]) - offset_tiled[t]
+        outside += 0.0 if abs(v) <= _FLOAT64_MAX else 1.0
+        work[t] = v  # rounded to the working precision
+    if need_x64:
+        wide = x64[:m].reshape(size)
+        for t in range(size):
+            wide[t] = np.float64(flat[t]) - offset_tiled[t]
+    if weights.size:
+        for i in range(m):
+            wc[i] = weights[start + i]
+    else:
+        for i in range(m):
+            wc[i] = 1.0
     bad = 0
-    for i in range(m):
-        xi = x[start + i]
-        row = xw[i]
-        finite = True
-        s = 0.0
-        for j in range(dim):
-            v = np.float64(xi[j]) - offset[j]
-            finite &= abs(v) <= _FLOAT64_MAX
-            row[j] = v  # rounded to the working precision
-            rv = np.float64(row[j])
-            s += rv * rv
-        if finite:
-            norms[i] = s
-            wc[i] = weights[start + i] if weights.size else 1.0
-        else:
-            bad += 1
-            norms[i] = 0.0
-            wc[i] = 0.0
+    if outside:
+        for i in range(m):
+            finite = True
             for j in range(dim):
-                row[j] = 0.0
-        if need_x64:
-            for j in range(dim):
-                x64[i, j] = np.float64(xi[j]) - offset[j] if finite else 0.0
+                finite &= abs(np.float64(x[start + i, j])) <= _FLOAT64_MAX
+            if not finite:
+                bad += 1
+                wc[i] = 0.0
+                for j in range(dim):
+                    xw[i, j] = 0.0
+                if need_x64:
+                    for j in range(dim):
+                        x64[i, j] = 0.0
     if xt.size:
         for i in range(m):
             for j in range(dim):
                 xt[j, i] = xw[i, j]
+        for i in range(m):
+            norms[i] = 0.0
+        for j in range(dim):
+            row = xt[j]
+            for i in range(m):
+                v = np.float64(row[i])
+                norms[i] += v * v
+    else:
+        for i in range(m):
+            row = xw[i]
+            acc = 0.0
+            for j in range(dim):
+                v = np.float64(row[j])
+                acc += v * v
+            norms[i] = acc
     return bad
 
 
@@ -292,6 +317,9 @@ def soft_block(
     e_cut = 2.0 * math.exp(floor)
 
     xw = np.empty((chunk, dim), centers_work.dtype)  # (x - offset) in the working precision
+    offset_tiled = np.empty(chunk * dim)
+    for i in range(chunk):
+        offset_tiled[i * dim : (i + 1) * dim] = offset
     # Few features: the same transposed, as BLAS runs ``C xt`` ~2x faster than ``C xw^T``
     # there; with many the transposition costs more than it saves.
     transposed = dim <= _TRANSPOSE_MAX_DIM
@@ -331,10 +359,12 @@ def soft_block(
     j_sum = 0.0
     conf_sum = 0.0
     bad_rows = 0
+    untested = 0  # chunks left before the one-hot test runs again
     for start in range(0, n, chunk):
         m = min(chunk, n - start)
         xt = xt_flat[: dim * m if transposed else 0].reshape((dim if transposed else 0, m))
-        bad_rows += _prepare_chunk(x, start, m, offset, weights, xw, xt, norms, wc, x64, need_r64)
+        bad_rows += _prepare_chunk(x, start, m, offset_tiled, weights, xw, xt, norms, wc, x64,
+                                   need_r64)
         g = g_flat[: k * m].reshape((k, m))
         if transposed:
             np.dot(centers_work, xt, g)
@@ -411,7 +441,9 @@ def soft_block(
         # assignments to the largest logit: no exp, no second product (with
         # separated clusters at low T, nearly every chunk of a pass).
         one_hot = not soft
-        if soft and dim >= _ONE_HOT_MIN_DIM:
+        if soft and untested > 0:
+            untested -= 1
+        elif soft:
             # Shifted logits above the floor: one per row (its largest) when one-hot.
             above = 0.0  # a float count keeps the loop vectorised
             for c in range(k):
@@ -420,6 +452,7 @@ def soft_block(
                 for i in range(m):
                     above += 1.0 if (tlp - np.float64(gr[i]) - amax[i]) * inv_t > floor else 0.0
             one_hot = above == m
+            untested = 0 if one_hot else _ONE_HOT_RETRY
         if soft and one_hot:
             # The largest logit is the nearest center's unless the priors outweigh
             # the distances; then look it up.
