@@ -61,6 +61,10 @@ _TRANSPOSE_MAX_DIM = 8
 #: it would fail on every chunk and cost a sweep over the ``(K, rows)`` buffer.
 _ONE_HOT_RETRY = 8
 
+#: A chunk's one-hot rows are summed as hard assignments, and its other rows alone
+#: take the soft path, when at most one row in this many is not one-hot.
+_MIXED_FACTOR = 2
+
 #: The soft sums of a chunk are scattered, not a dense product, when at most one in
 #: this many responsibilities is nonzero.
 _SPARSE_FACTOR = 4
@@ -332,7 +336,7 @@ def soft_block(
     # The per-point arrays are rows of one buffer whose row stride is not a multiple
     # of 4 KiB: at 512 rows separate arrays sit 4 KiB apart, and the CPU then takes
     # the loads of one for stores to another (4K aliasing), ~2x slower sweeps.
-    per_point = np.empty((10, chunk + _PAD))
+    per_point = np.empty((12, chunk + _PAD))
     norms = per_point[0][:chunk]
     wc = per_point[1][:chunk]
     best = per_point[2][:chunk]
@@ -343,6 +347,8 @@ def soft_block(
     su = per_point[7][:chunk]
     sd = per_point[8][:chunk]
     label = per_point[9][:chunk].view(np.int64)
+    soft_w = per_point[10][:chunk]
+    soft_index = per_point[11][:chunk].view(np.int64)
     proj_sums = np.zeros(k)
     center_proj = np.zeros(k)
     if moment_mode == MOMENTS_POWER:
@@ -437,43 +443,97 @@ def soft_block(
 
         # A row whose every other shifted logit is at the floor is one-hot: its
         # other terms are the floor's exp(-60) relative, which the soft sums below
-        # drop anyway.  When every row of the chunk is, the chunk is summed as hard
-        # assignments to the largest logit: no exp, no second product (with
-        # separated clusters at low T, nearly every chunk of a pass).
-        one_hot = not soft
+        # drop anyway.  One-hot rows are summed as hard assignments to the largest
+        # logit: no exp, no second product.  With separated clusters at low T nearly
+        # every row is; when a few are not (points between clusters), those few are
+        # moved to the front of the buffers and take the soft path alone.
+        n_soft = m if soft else 0  # rows that take the soft path
         if soft and untested > 0:
             untested -= 1
         elif soft:
-            # Shifted logits above the floor: one per row (its largest) when one-hot.
-            above = 0.0  # a float count keeps the loop vectorised
+            # Per row, the shifted logits above the floor: one (its largest) when one-hot.
+            for i in range(m):
+                z[i] = 0.0
             for c in range(k):
                 gr = g[c]
                 tlp = temperature * log_priors[c]
                 for i in range(m):
-                    above += 1.0 if (tlp - np.float64(gr[i]) - amax[i]) * inv_t > floor else 0.0
-            one_hot = above == m
-            untested = 0 if one_hot else _ONE_HOT_RETRY
-        if soft and one_hot:
-            # The largest logit is the nearest center's unless the priors outweigh
-            # the distances; then look it up.
-            differs = 0.0
+                    z[i] += 1.0 if (tlp - np.float64(gr[i]) - amax[i]) * inv_t > floor else 0.0
+            soft_rows = 0.0  # a float count keeps the loop vectorised
             for i in range(m):
-                a = temperature * log_priors[label[i]] - best[i]
-                differs += 1.0 if a != amax[i] else 0.0
-            if differs:
-                for c in range(k):
-                    gr = g[c]
-                    tlp = temperature * log_priors[c]
-                    for i in range(m):
-                        label[i] = c if tlp - np.float64(gr[i]) == amax[i] else label[i]
+                soft_rows += 1.0 if z[i] > 1.0 else 0.0
+            if soft_rows == 0.0:
+                n_soft = 0
+            elif not need_r64 and soft_rows * _MIXED_FACTOR <= m:
+                # The soft rows' weights move to ``soft_w`` (in order), leaving zeros
+                # in ``wc``: the hard sums below then skip those rows.
+                n_soft = int(soft_rows)
+                s_at = 0
+                for i in range(m):
+                    if z[i] > 1.0:
+                        soft_index[s_at] = i
+                        soft_w[s_at] = wc[i]
+                        wc[i] = 0.0
+                        s_at += 1
+            untested = 0 if n_soft < m else _ONE_HOT_RETRY
+
+        if n_soft < m:
+            if soft:
+                # The largest logit is the nearest center's unless the priors outweigh
+                # the distances; then look it up.
+                differs = 0.0
+                for i in range(m):
+                    a = temperature * log_priors[label[i]] - best[i]
+                    differs += 1.0 if a != amax[i] else 0.0
+                if differs:
+                    for c in range(k):
+                        gr = g[c]
+                        tlp = temperature * log_priors[c]
+                        for i in range(m):
+                            label[i] = c if tlp - np.float64(gr[i]) == amax[i] else label[i]
+            # Hard assignments (T = 0, or one-hot rows: ``label`` is then the largest
+            # logit's index).
             for i in range(m):
                 wi = wc[i]
-                # z_i = 1 (the floor terms vanish in float64), so log z_i = 0.
-                f_sum += wi * (exact[i] - (amax[i] + best[i]))
-                d_sum += wi * np.float64(g[label[i], i])
+                lab = label[i]
+                if soft:
+                    # z_i = 1 (the floor terms vanish in float64), so log z_i = 0.
+                    f_sum += wi * (exact[i] - (amax[i] + best[i]))
+                    d_sum += wi * np.float64(g[lab, i])
+                else:
+                    f_sum += wi * exact[i]
+                    d_sum += wi * exact[i]
                 conf_sum += wi
-        if soft and not one_hot:
-            for i in range(m):
+                counts[lab] += wi
+                if wi != 0.0:
+                    xi = x[start + i]
+                    for j in range(dim):
+                        sums[lab, j] += wi * (np.float64(xi[j]) - offset[j])
+                if removal and k > 1 and not soft:
+                    removal_costs[lab] += wi * (second[i] - best[i])
+            if need_r64:
+                for c in range(k):
+                    for i in range(m):
+                        r_flat[c * m + i] = wc[i] if label[i] == c else 0.0
+        ms = n_soft
+        if 0 < ms < m:
+            # The soft rows to the front, in order: per-point values, rows of xw, and
+            # the columns of g (whose row stride becomes ms).  Every value moves to a
+            # position at or before its own, so nothing is overwritten before it is read.
+            for t in range(ms):
+                i = soft_index[t]
+                amax[t] = amax[i]
+                best[t] = best[i]
+                exact[t] = exact[i]
+                wc[t] = soft_w[t]
+                for j in range(dim):
+                    xw[t, j] = xw[i, j]
+            for c in range(k):
+                for t in range(ms):
+                    g_flat[c * ms + t] = g_flat[c * m + soft_index[t]]
+            g = g_flat[: k * ms].reshape((k, ms))
+        if n_soft:
+            for i in range(ms):
                 z[i] = 0.0
                 su[i] = 0.0
                 sd[i] = 0.0
@@ -481,7 +541,7 @@ def soft_block(
                 gr = g[c]
                 tlp = temperature * log_priors[c]
                 if single:
-                    for i in range(m):
+                    for i in range(ms):
                         d = np.float64(gr[i])
                         v = (tlp - d - amax[i]) * inv_t
                         v = v if v > floor else floor
@@ -492,7 +552,7 @@ def soft_block(
                         sd[i] += e * d
                         gr[i] = e32
                 else:
-                    for i in range(m):
+                    for i in range(ms):
                         d = np.float64(gr[i])
                         v = (tlp - d - amax[i]) * inv_t
                         v = v if v > floor else floor
@@ -501,7 +561,7 @@ def soft_block(
                         su[i] += e * v
                         sd[i] += e * d
                         gr[i] = e
-            for i in range(m):
+            for i in range(ms):
                 wi = wc[i]
                 q = wi / z[i]
                 log_z = _log_positive(z[i])
@@ -520,7 +580,7 @@ def soft_block(
                 gr = g[c]
                 acc = 0.0
                 count = 0.0  # a float count keeps the loop vectorised
-                for i in range(m):
+                for i in range(ms):
                     e = np.float64(gr[i])
                     keep = e > e_cut
                     pw = e * z[i] if keep else 0.0
@@ -531,49 +591,27 @@ def soft_block(
                 nonzero += count
             if need_r64:
                 for c in range(k):
-                    for i in range(m):
-                        r_flat[c * m + i] = np.float64(g[c, i])
-            elif dim >= _SPARSE_MIN_DIM and nonzero * _SPARSE_FACTOR <= k * m:
+                    for i in range(ms):
+                        r_flat[c * ms + i] = np.float64(g[c, i])
+            elif dim >= _SPARSE_MIN_DIM and nonzero * _SPARSE_FACTOR <= k * ms:
                 for c in range(k):
                     gr = g[c]
                     sc = sums[c]
-                    for i in range(m):
+                    for i in range(ms):
                         pw = np.float64(gr[i])
                         if pw != 0.0:
                             xi = xw[i]
                             for j in range(dim):
                                 sc[j] += pw * np.float64(xi[j])
             else:
-                np.dot(g, xw[:m], s_work)
+                np.dot(g, xw[:ms], s_work)
                 for c in range(k):
                     for j in range(dim):
                         sums[c, j] += np.float64(s_work[c, j])
-        else:
-            # Hard assignments (T = 0, or a one-hot chunk: ``label`` is then the
-            # largest logit's index).
-            for i in range(m):
-                wi = wc[i]
-                lab = label[i]
-                if not soft:
-                    f_sum += wi * exact[i]
-                    d_sum += wi * exact[i]
-                    conf_sum += wi
-                counts[lab] += wi
-                if wi != 0.0:
-                    xi = x[start + i]
-                    for j in range(dim):
-                        sums[lab, j] += wi * (np.float64(xi[j]) - offset[j])
-                if removal and k > 1 and not soft:
-                    removal_costs[lab] += wi * (second[i] - best[i])
-            if need_r64:
-                for c in range(k):
-                    for i in range(m):
-                        r_flat[c * m + i] = wc[i] if label[i] == c else 0.0
-
         if need_r64:
             r = r_flat[: k * m].reshape((k, m))
             xs = x64[:m]
-            if not one_hot:
+            if n_soft:
                 s64 = np.dot(r, xs)
                 for c in range(k):
                     for j in range(dim):

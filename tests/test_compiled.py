@@ -241,8 +241,10 @@ def test_data_that_are_not_persisted_stream_through_the_graph(blobs32, client):
 def test_one_hot_chunks_match_the_textbook_soft_statistics(monkeypatch, dtype, rtol):
     """Separated 32-D blobs at low T: every chunk is one-hot and is summed as hard
     assignments to the largest logit.  A prior small enough to outweigh the distances
-    sends cluster 0's points to another center; chunks of 1, 7 and all rows (one-hot or
-    mixed with soft rows) agree with the formula on every statistic."""
+    sends cluster 0's points to another center.  Three rows lie between two centers and
+    are soft: in chunks of 7 rows they are moved to the front and take the soft path
+    alone while the 4 others are summed as hard assignments.  Chunks of 1, 7 and all
+    rows agree with the formula on every statistic."""
     rng = np.random.default_rng(11)
     c = rng.uniform(-10, 10, size=(6, 32))
     x = (c[rng.integers(6, size=900)] + rng.normal(size=(900, 32))).astype(dtype)
