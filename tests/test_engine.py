@@ -206,3 +206,32 @@ def test_persisted_passes_run_on_balanced_block_holders(client):
     while any(client.run(_held_blocks).values()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert client.run(_held_blocks) == {first: 0, second: 0}
+
+
+def test_block_holders_use_every_thread_of_their_worker_and_the_weights():
+    """One worker with 2 threads: its holder runs the blocks on 2 threads; persisted
+    weights travel with their blocks; the pass equals the threaded scheduler's bit for bit."""
+    from distributed import Client, LocalCluster, wait
+
+    from dask_softkmeans import _engine
+
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(3000, 4))
+    w = rng.uniform(0.5, 2.0, size=3000)
+    centers = x[:3] + 0.1
+    with dask.config.set(scheduler="threads"):
+        expected = _engine.Runner(da.from_array(x, chunks=400),
+                                  da.from_array(w, chunks=400)).statistics(centers, 0.3)
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        X, W = client.persist([da.from_array(x, chunks=400), da.from_array(w, chunks=400)])
+        wait([X, W])
+        runner = _engine.Runner(X, W)
+        for _ in range(2):
+            np.testing.assert_array_equal(runner.statistics(centers, 0.3), expected)
+        holders = _engine._holders[runner._futures[1][0]]
+        assert [len(index) for index in holders.jobs] == [8]
+        (threads,) = client.run(
+            lambda dask_worker: next(iter(dask_worker.state.actors.values()))._pool._max_workers
+        ).values()
+        assert threads == 2
