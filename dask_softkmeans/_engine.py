@@ -168,7 +168,7 @@ def _blocks_task(
 
 
 def _source_blocks_task(
-    task: Any, params: dict[str, Any], source: Any, bounds: list[tuple[int, int]]
+    bounds: list[tuple[int, int]], *, task: Any, params: dict[str, Any], source: Any
 ) -> np.ndarray:
     """``task`` over row ranges read from ``source`` (a Zarr array), one range at a time."""
     libc = _tune_worker_malloc()
@@ -562,11 +562,10 @@ class Runner:
         share = max(1, min(sum(client.nthreads().values()), len(bounds)))
         # Contiguous runs of blocks, so that each task reads neighbouring chunks.
         jobs = [index.tolist() for index in np.array_split(np.arange(len(bounds)), share)]
-        submitted = [
-            client.submit(_source_blocks_task, task, params, self._source,
-                          [bounds[i] for i in index], pure=False)
-            for index in jobs
-        ]
+        # One map, not one submit per task: the client batches messages sent within
+        # 10 ms of each other, which would hold every task after the first back.
+        submitted = client.map(_source_blocks_task, [[bounds[i] for i in index] for index in jobs],
+                               task=task, params=params, source=self._source, pure=False)
         return self._sum_rows(client, jobs, submitted)
 
     def _sum_rows(self, client: Any, jobs: list[list[int]], submitted: list[Any]) -> np.ndarray:
