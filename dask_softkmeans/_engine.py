@@ -180,33 +180,46 @@ def _source_blocks_task(
 
 
 class _BlockHolder:
-    """An actor on one worker: holds its share of a persisted array's blocks and runs passes on them.
+    """An actor on one worker that runs its share of every pass over one dataset.
 
-    A pass through futures costs the scheduler's round trip (the task goes
+    It holds either references to persisted blocks (the arrays themselves, no
+    copy) or a Zarr array and the row ranges it reads from it at each pass.
+    A pass through tasks costs the scheduler's round trip (a task goes
     client -> scheduler -> worker, its result worker -> scheduler -> client,
     then a gather), ~12 ms on a 2-worker ``LocalCluster``; a call to an actor
-    goes client -> worker -> client, ~3 ms.  The holder keeps references to
-    the blocks it was given (the persisted arrays themselves, no copy), so it
-    needs no lookup of the worker's data at each pass.
+    goes client -> worker -> client, ~3 ms.
     """
 
-    def __init__(self, xs: list[np.ndarray], ws: list[np.ndarray] | None) -> None:
+    def __init__(self, xs: list[np.ndarray] | None = None, ws: list[np.ndarray] | None = None,
+                 *, source: Any = None, bounds: list[tuple[int, int]] | None = None) -> None:
         self._xs, self._ws = xs, ws
+        self._source, self._bounds = source, bounds
         self._pool: ThreadPoolExecutor | None = None
 
+    def _block_statistics(self, i: int, task: Any, params: dict[str, Any]) -> np.ndarray:
+        if self._source is not None:
+            start, stop = self._bounds[i]
+            return task(self._source[start:stop], None, params)
+        return task(self._xs[i], None if self._ws is None else self._ws[i], params)
+
     def run(self, task: Any, params: dict[str, Any]) -> np.ndarray:
-        """``task`` over the held blocks, on as many threads as the worker has: one row per block."""
+        """``task`` over the blocks, on as many threads as the worker has: one row per block."""
         from distributed import get_worker
 
-        _tune_worker_malloc()
-        xs, ws = self._xs, self._ws or [None] * len(self._xs)
-        threads = min(get_worker().state.nthreads, len(xs))
-        if threads <= 1:
-            return np.stack([task(x, w, params) for x, w in zip(xs, ws, strict=True)])
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(threads, thread_name_prefix="softkmeans-holder")
-        return np.stack(list(self._pool.map(lambda xw: task(xw[0], xw[1], params),
-                                            zip(xs, ws, strict=True))))
+        libc = _tune_worker_malloc()
+        n_blocks = len(self._bounds) if self._source is not None else len(self._xs)
+        threads = min(get_worker().state.nthreads, n_blocks)
+        try:
+            if threads <= 1:
+                return np.stack([self._block_statistics(i, task, params)
+                                 for i in range(n_blocks)])
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(threads, thread_name_prefix="softkmeans-holder")
+            return np.stack(list(self._pool.map(
+                lambda i: self._block_statistics(i, task, params), range(n_blocks))))
+        finally:
+            if self._source is not None and libc is not None:
+                libc.malloc_trim(0)  # the read buffers go back to the system between passes
 
     def __del__(self) -> None:
         if self._pool is not None:
@@ -251,13 +264,23 @@ def balanced_assignment(rows: list[int], holders: list[tuple[str, ...]],
 
 
 class _Holders(NamedTuple):
-    """The block holders (actors) of one persisted array on one client."""
+    """The holders (actors) of one dataset on one client."""
 
     client: Any
     keys: tuple
     actors: list[Any]
     jobs: list[list[int]]  # block indices held by each actor, in actor order
     futures: list[Any]  # the actors' futures: the actors live as long as these
+    release: weakref.finalize  # releases the futures once, when its owner goes or when called
+
+
+def _release(futures: list[Any], actors: list[Any]) -> None:
+    """Release the holders' futures now, so the actors (and their references to blocks)
+    go at once, not whenever a garbage collection breaks the reference cycles of
+    ``distributed``'s actor proxies (each proxy holds a future of its own)."""
+    for future in [*futures, *(getattr(actor, "_future", None) for actor in actors)]:
+        if future is not None:
+            future.release()
 
 
 #: Holders by the first block's future of the persisted array they serve.  The
@@ -418,6 +441,8 @@ class Runner:
         #: Streamed straight from a Zarr array (see _run_source), without weights.
         self._source = (None if persist or sample_weight is not None
                         else getattr(X, "zarr_source", None))
+        self._source_passes = 0
+        self._source_holders: _Holders | None = None
         if persist:
             self._blocks = list(X.to_delayed(optimize_graph=False).ravel())
             self._weight_blocks = (
@@ -492,29 +517,77 @@ class Runner:
             actors = [future.result() for future in futures]
         except Exception:  # a worker lost while they were made: passes use tasks
             return None
-        holders = _Holders(client, keys, actors, list(plan.values()), futures)
+        holders = _Holders(client, keys, actors, list(plan.values()), futures,
+                           weakref.finalize(x_futures[0], _release, futures, actors))
         with _lock:
             _holders[x_futures[0]] = holders
         return holders
 
-    def _run_holders(self, task: Any, params: dict[str, Any]) -> np.ndarray | None:
-        """The pass as one call to each block holder; None if a holder failed (a lost worker)."""
-        holders = self._block_holders()
-        if holders is None:
-            return None
+    def _call_holders(self, holders: _Holders, task: Any,
+                      params: dict[str, Any]) -> np.ndarray | None:
+        """The pass as one call to each holder; None if a call failed (a lost worker)."""
         try:
             with single_threaded_blas():
                 calls = [actor.run(task, params) for actor in holders.actors]
                 stacked = [call.result() for call in calls]
         except Exception:
-            # A holder's worker is gone (or the call failed): this pass runs as
-            # tasks, which recompute lost blocks from their lineage (and raise
-            # again an error of the task itself); the next pass makes new holders.
+            # The caller runs this pass as tasks instead, which rerun what a lost
+            # worker held or read (and raise again an error of the task itself),
+            # and drops these holders: the next pass makes new ones.
+            return None
+        return self._sum_in_block_order(holders.jobs, stacked)
+
+    def _run_holders(self, task: Any, params: dict[str, Any]) -> np.ndarray | None:
+        """A pass over persisted blocks through their holders; None if it must run as tasks."""
+        holders = self._block_holders()
+        if holders is None:
+            return None
+        result = self._call_holders(holders, task, params)
+        if result is None:
             with _lock:
                 if _holders.get(self._futures[1][0]) is holders:
                     del _holders[self._futures[1][0]]
+            holders.release()
+        return result
+
+    def _run_source_holders(self, client: Any, task: Any,
+                            params: dict[str, Any]) -> np.ndarray | None:
+        """A streamed pass through one reader (holder) per worker; None if it must run as tasks.
+
+        The first streamed pass runs as tasks (one pass, as ``soft_statistics``
+        makes, would not repay making the actors); from the second on, each
+        worker's holder reads a contiguous run of blocks, as many runs as the
+        worker has threads, from the Zarr array.
+        """
+        self._source_passes += 1
+        if self._source_passes == 1:
             return None
-        return self._sum_in_block_order(holders.jobs, stacked)
+        holders = self._source_holders
+        if holders is None or holders.client is not client:
+            bounds = self._block_bounds()
+            threads = client.nthreads()
+            runs = np.array_split(np.arange(len(bounds)), max(1, sum(threads.values())))
+            plan: dict[str, list[int]] = {}
+            for worker, run in zip(np.repeat(list(threads), list(threads.values())), runs,
+                                   strict=True):
+                plan.setdefault(str(worker), []).extend(run.tolist())
+            plan = {w: index for w, index in plan.items() if index}
+            try:
+                futures = [client.submit(_BlockHolder, source=self._source,
+                                         bounds=[bounds[i] for i in index], workers=[worker],
+                                         actor=True, pure=False)
+                           for worker, index in plan.items()]
+                actors = [future.result() for future in futures]
+            except Exception:  # a worker lost while they were made: tasks
+                return None
+            holders = self._source_holders = _Holders(
+                client, (), actors, list(plan.values()), futures,
+                weakref.finalize(self, _release, futures, actors))
+        result = self._call_holders(holders, task, params)
+        if result is None:
+            self._source_holders = None
+            holders.release()
+        return result
 
     def _run_futures(self, task: Any, params: dict[str, Any]) -> np.ndarray:
         """The pass as one task per worker thread, each over blocks its worker holds.
@@ -548,6 +621,11 @@ class Runner:
         ]
         return self._sum_rows(client, [index for _, index in jobs], submitted)
 
+    def _block_bounds(self) -> list[tuple[int, int]]:
+        """``(start, stop)`` rows of each block."""
+        stops = np.cumsum(self._x.chunks[0])
+        return list(zip((0, *stops[:-1].tolist()), stops.tolist(), strict=True))
+
     def _run_source(self, client: Any, task: Any, params: dict[str, Any]) -> np.ndarray:
         """The streamed pass as one task per worker thread, each reading its row blocks.
 
@@ -557,8 +635,7 @@ class Runner:
         handles a few tasks, not a graph of one task per block plus a tree.
         A task lost with its worker is run again elsewhere: it only reads.
         """
-        stops = np.cumsum(self._x.chunks[0])
-        bounds = list(zip((0, *stops[:-1].tolist()), stops.tolist(), strict=True))
+        bounds = self._block_bounds()
         share = max(1, min(sum(client.nthreads().values()), len(bounds)))
         # Contiguous runs of blocks, so that each task reads neighbouring chunks.
         jobs = [index.tolist() for index in np.array_split(np.arange(len(bounds)), share)]
@@ -594,7 +671,8 @@ class Runner:
         if self._source is not None:
             client = active_client()
             if client is not None:
-                return self._run_source(client, task, params)
+                result = self._run_source_holders(client, task, params)
+                return self._run_source(client, task, params) if result is None else result
         # One key holds the parameters: they are not copied into every task.
         shared = dask.delayed(params, traverse=False)
         if self.persisted:

@@ -46,10 +46,11 @@ class CountingStore(WrapperStore):
                 if root == str(self._store.root) and key.startswith("c/")}
 
 
-def workers_hold_nothing(client, timeout: float = 10.0) -> bool:
-    """True once no worker holds a key (results are released just after a compute returns)."""
+def workers_hold_nothing(client, timeout: float = 10.0, but: frozenset = frozenset()) -> bool:
+    """True once no worker holds a key but those in ``but`` (results are released just
+    after a compute returns)."""
     deadline = time.monotonic() + timeout
-    while any(client.has_what().values()):
+    while any(set(keys) - but for keys in client.has_what().values()):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
@@ -177,9 +178,15 @@ def test_streamed_passes_read_each_chunk_once_per_pass(blobs_path, client, path)
     for passes in (1, 2, 3):
         results.append(runner.statistics(centers, 1.0))
         assert store.chunk_reads() == {f"c/{i}/0": passes for i in range(20)}
+    # From the second pass on, a Zarr source is read by one holder (actor) per worker.
+    assert (runner._source_holders is not None) == (path == "zarr source")
+    np.testing.assert_array_equal(results[0], results[1])
     np.testing.assert_array_equal(results[0], results[2])
-    # Nothing stays in the workers' memory between passes.
-    assert workers_hold_nothing(client)
+    # Nothing stays in the workers' memory between passes: the holders keep only the
+    # Zarr array and their row ranges.
+    holders = runner._source_holders
+    assert workers_hold_nothing(client, but=frozenset(
+        () if holders is None else (f.key for f in holders.futures)))
 
 
 def test_persisted_data_are_read_once_for_all_passes(blobs_path, client):

@@ -211,12 +211,15 @@ def _marked_statistics(flags: str, x: np.ndarray, w: np.ndarray | None, params: 
     return _statistics_task(x, w, params)
 
 
-def test_a_worker_killed_during_a_pass_over_persisted_blocks(client, tmp_path):
-    """Persisted blocks run through one block holder (an actor) per worker.  A worker
-    killed during its holder's call costs a rerun of the pass as tasks, which rebuild the
-    lost blocks from their lineage; the pass equals the threaded scheduler's bit for bit,
-    and the next pass makes new holders."""
+@pytest.mark.parametrize("kind", ["persisted", "zarr source"])
+def test_a_worker_killed_during_a_pass_through_holders(client, tmp_path, kind):
+    """Persisted blocks, and a Zarr source from a runner's second pass on, run through one
+    holder (an actor) per worker.  A worker killed during its holder's call costs a rerun
+    of the pass as tasks, which rebuild lost persisted blocks from their lineage (or read
+    the Zarr blocks again); the pass equals the threaded scheduler's bit for bit, and the
+    next pass makes new holders."""
     from dask_softkmeans import _engine
+    from dask_softkmeans._data import as_data
 
     rng = np.random.default_rng(9)
     x = rng.normal(size=(8000, 3))
@@ -224,14 +227,26 @@ def test_a_worker_killed_during_a_pass_over_persisted_blocks(client, tmp_path):
     flags = tmp_path / "flags"
     flags.mkdir()
     task = partial(_marked_statistics, str(flags))
+    if kind == "persisted":
+        data = da.from_array(x, chunks=500).persist()
+        distributed.wait(data)
+        runner = _engine.Runner(data)
+
+        def holders():
+            return _engine._holders.get(runner._futures[1][0])
+    else:
+        path = str(tmp_path / "x.zarr")
+        zarr.create_array(path, shape=x.shape, chunks=(500, 3), dtype="float64")[:] = x
+        runner = _engine.Runner(as_data(zarr.open_array(path, mode="r")), persist=False)
+
+        def holders():
+            return runner._source_holders
     with dask.config.set(scheduler="threads"):
-        expected = _engine.Runner(da.from_array(x, chunks=500)).reduce(task, params)
-    data = da.from_array(x, chunks=500).persist()
-    distributed.wait(data)
-    runner = _engine.Runner(data)
-    np.testing.assert_array_equal(runner.reduce(task, params), expected)  # makes the holders
-    first_block = runner._futures[1][0]
-    assert first_block in _engine._holders
+        expected = _engine.Runner(da.from_array(x, chunks=runner._x.chunks)).reduce(task, params)
+    for _ in range(2):  # the holders are made by the second pass at the latest
+        np.testing.assert_array_equal(runner.reduce(task, params), expected)
+    made = holders()
+    assert made is not None
 
     pids = _worker_pids(client)
     victim = sorted(pids)[0]
@@ -253,11 +268,11 @@ def test_a_worker_killed_during_a_pass_over_persisted_blocks(client, tmp_path):
     got = runner.reduce(task, params)
     killer.join(timeout=60)
     assert seen.get("killed"), "the worker was not killed"
-    assert first_block not in _engine._holders  # the holders failed: the pass ran as tasks
+    assert holders() is None  # the holders failed: the pass ran as tasks
     np.testing.assert_array_equal(got, expected)
     assert pids[victim] not in _worker_pids(client).values()
     np.testing.assert_array_equal(runner.reduce(task, params), expected)
-    assert first_block in _engine._holders  # new holders, on the workers there are now
+    assert holders() not in (None, made)  # new holders, on the workers there are now
 
 
 def _heap_tuned() -> bool:
