@@ -37,14 +37,17 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: (rows, features, clusters, dtype, temperature)
+#: (rows, features, clusters, dtype, temperature, spread of the centers): unit-variance
+#: blobs around centers drawn N(0, spread^2), or uniform in [-10, 10] for "box" (the
+#: blobs of ``throughput.py``: at T = 1 nearly every row is one-hot, a few are soft).
 CASES = [
-    (200_000, 32, 32, np.float32, 1.0),
-    (200_000, 32, 32, np.float64, 1.0),
-    (200_000, 8, 16, np.float32, 1.0),
-    (50_000, 256, 128, np.float32, 1.0),
-    (20_000, 2, 100, np.float64, 0.3),
-    (200_000, 32, 32, np.float32, 0.0),
+    (200_000, 32, 32, np.float32, 1.0, 3.0),
+    (200_000, 32, 32, np.float64, 1.0, 3.0),
+    (200_000, 8, 16, np.float32, 1.0, 3.0),
+    (200_000, 8, 16, np.float32, 1.0, "box"),
+    (50_000, 256, 128, np.float32, 1.0, 3.0),
+    (20_000, 2, 100, np.float64, 0.3, 3.0),
+    (200_000, 32, 32, np.float32, 0.0, 3.0),
 ]
 
 
@@ -98,8 +101,9 @@ def main() -> None:
               "| speed-up | max rel. diff |")
         print("|---|---|---|---|---|---|")
         rng = np.random.default_rng(0)
-        for n, d, k, dtype, t in CASES:
-            centers = rng.normal(size=(k, d)) * 3
+        for n, d, k, dtype, t, spread in CASES:
+            centers = (rng.uniform(-10, 10, size=(k, d)) if spread == "box"
+                       else rng.normal(size=(k, d)) * spread)
             x = (centers[rng.integers(k, size=n)] + rng.normal(size=(n, d))).astype(dtype)
             c = centers + rng.normal(scale=0.3, size=centers.shape)
             kernels = [(old, old_rows(k, d)), (_compiled, _kernels.chunk_rows(k, d))]
@@ -115,7 +119,8 @@ def main() -> None:
             diff = max(float(np.max(np.abs(outs[1][key] - outs[0][key])
                                     / (np.abs(outs[0][key]) + 1e-9))) for key in outs[0])
             per = 1e9 / (n * k)
-            print(f"| {n // 1000}k x {d}, K={k}, {np.dtype(dtype).name} | {t:g} | "
+            where = " (box)" if spread == "box" else ""
+            print(f"| {n // 1000}k x {d}, K={k}, {np.dtype(dtype).name}{where} | {t:g} | "
                   f"{before * 1e3:.1f} ({before * per:.2f}) | {after * 1e3:.1f} "
                   f"({after * per:.2f}) | {before / after:.2f} | {diff:.0e} |", flush=True)
 

@@ -18,10 +18,12 @@ slower here); float32 blocks take a float32 version
 per-point ``log`` of the normaliser is inline too (:func:`_log_positive`).
 Responsibilities within ln 2 of the logit floor are stored as exact zeros;
 with many features and mostly zeros, the soft sums of a chunk are a float64
-scatter of the nonzero terms instead of the second product.  A chunk whose
-rows are all one-hot (every other logit at the floor: separated clusters at
-low T) skips ``exp`` and the second product altogether and is summed as hard
-assignments to the largest logits.
+scatter of the nonzero terms instead of the second product.  Rows that are
+one-hot (every other logit at the floor: separated clusters at low T) skip
+``exp`` and the second product and are summed as hard assignments to their
+largest logits; in a chunk where at most half the rows are soft (points
+between clusters), those rows wait in a buffer that takes the soft path once
+it holds a chunk's worth.
 
 The functions are compiled eagerly for float32 and float64 blocks and cached
 on disk (``cache=True``), so a fresh process loads machine code instead of
@@ -294,6 +296,113 @@ def _prepare_chunk(x, start, m, offset_tiled, weights, xw, xt, norms, wc, x64, n
     return bad
 
 
+@nb.njit(inline="always", fastmath=_FASTMATH, error_model="numpy")
+def _soft_rows(g, ms, xw, amax, best, exact, wc, z, su, sd, log_priors, temperature, inv_t,
+               floor, e_cut, single, need_r64, r_flat, s_work, counts, sums):  # pragma: no cover
+    """The soft path over ``ms`` rows: ``g`` (K, ms) holds their distances and gets their
+    weighted responsibilities; adds the soft sums to ``counts`` and ``sums`` (or writes
+    the responsibilities to ``r_flat`` for the moments) and returns the rows' entropy,
+    free energy, distortion and confidence."""
+    k, dim = g.shape[0], xw.shape[1]
+    h_sum = 0.0
+    f_sum = 0.0
+    d_sum = 0.0
+    conf_sum = 0.0
+    for i in range(ms):
+        z[i] = 0.0
+        su[i] = 0.0
+        sd[i] = 0.0
+    for c in range(k):
+        gr = g[c]
+        tlp = temperature * log_priors[c]
+        if single:
+            for i in range(ms):
+                d = np.float64(gr[i])
+                v = (tlp - d - amax[i]) * inv_t
+                v = v if v > floor else floor
+                e32 = _exp_nonpositive32(np.float32(v))
+                e = np.float64(e32)
+                z[i] += e
+                su[i] += e * v
+                sd[i] += e * d
+                gr[i] = e32
+        else:
+            for i in range(ms):
+                d = np.float64(gr[i])
+                v = (tlp - d - amax[i]) * inv_t
+                v = v if v > floor else floor
+                e = _exp_nonpositive(v)
+                z[i] += e
+                su[i] += e * v
+                sd[i] += e * d
+                gr[i] = e
+    for i in range(ms):
+        wi = wc[i]
+        q = wi / z[i]
+        log_z = _log_positive(z[i])
+        # -sum_k p log p with log p = u - log z: never 0 * log 0.
+        h_sum += wi * (log_z - su[i] / z[i])
+        # -T log Z_i = d_min - (max_j a_ij + d_min) - T log z_i, d_min exact.
+        f_sum += wi * (exact[i] - (amax[i] + best[i]) - temperature * log_z)
+        d_sum += sd[i] * q
+        conf_sum += q
+        z[i] = q
+    # Terms at (or within ln 2 of) the logit floor weigh < 2e-26 of the row's
+    # largest: they become exact zeros, and when most are, the soft sums are
+    # a scatter of the nonzero terms (in float64) instead of a dense product.
+    nonzero = 0.0
+    for c in range(k):
+        gr = g[c]
+        acc = 0.0
+        count = 0.0  # a float count keeps the loop vectorised
+        for i in range(ms):
+            e = np.float64(gr[i])
+            keep = e > e_cut
+            pw = e * z[i] if keep else 0.0
+            gr[i] = pw
+            acc += pw
+            count += 1.0 if keep else 0.0
+        counts[c] += acc
+        nonzero += count
+    if need_r64:
+        for c in range(k):
+            for i in range(ms):
+                r_flat[c * ms + i] = np.float64(g[c, i])
+    elif dim >= _SPARSE_MIN_DIM and nonzero * _SPARSE_FACTOR <= k * ms:
+        for c in range(k):
+            gr = g[c]
+            sc = sums[c]
+            for i in range(ms):
+                pw = np.float64(gr[i])
+                if pw != 0.0:
+                    xi = xw[i]
+                    for j in range(dim):
+                        sc[j] += pw * np.float64(xi[j])
+    else:
+        np.dot(g, xw[:ms], s_work)
+        for c in range(k):
+            for j in range(dim):
+                sums[c, j] += np.float64(s_work[c, j])
+    return h_sum, f_sum, d_sum, conf_sum
+
+
+@nb.njit(inline="always", fastmath=_FASTMATH, error_model="numpy")
+def _soft_buffer_rows(b_g, rows, stride, b_xw, b_pp, z, su, sd, log_priors, temperature, inv_t,
+                      floor, e_cut, single, r_flat, s_work, counts, sums):  # pragma: no cover
+    """The soft path over the ``rows`` gathered in the soft-row buffer (see ``soft_block``).
+
+    Its distances sit in ``b_g`` with row stride ``stride``; they are first packed to
+    stride ``rows`` (every value moves to a position at or before its own).
+    """
+    k = b_g.size // stride
+    for c in range(1, k):
+        for t in range(rows):
+            b_g[c * rows + t] = b_g[c * stride + t]
+    return _soft_rows(b_g[: k * rows].reshape((k, rows)), rows, b_xw, b_pp[0], b_pp[1], b_pp[2],
+                      b_pp[3], z, su, sd, log_priors, temperature, inv_t, floor, e_cut, single,
+                      False, r_flat, s_work, counts, sums)
+
+
 @nb.njit(_signatures(), nogil=True, cache=True, fastmath=_FASTMATH, error_model="numpy")
 def soft_block(
     x, weights, offset, rel_centers, centers_work, center_norms, log_priors, temperature,
@@ -349,6 +458,12 @@ def soft_block(
     label = per_point[9][:chunk].view(np.int64)
     soft_w = per_point[10][:chunk]
     soft_index = per_point[11][:chunk].view(np.int64)
+    # Soft rows of mixed chunks wait here, their distances (K, chunk) and per-point
+    # values [amax, best, exact, weight], until a chunk's worth takes the soft path.
+    b_g = np.empty(k * chunk if soft else 0, centers_work.dtype)
+    b_xw = np.empty((chunk if soft else 0, dim), centers_work.dtype)
+    b_pp = np.empty((4, chunk + _PAD if soft else 0))
+    n_buf = 0
     proj_sums = np.zeros(k)
     center_proj = np.zeros(k)
     if moment_mode == MOMENTS_POWER:
@@ -445,8 +560,8 @@ def soft_block(
         # other terms are the floor's exp(-60) relative, which the soft sums below
         # drop anyway.  One-hot rows are summed as hard assignments to the largest
         # logit: no exp, no second product.  With separated clusters at low T nearly
-        # every row is; when a few are not (points between clusters), those few are
-        # moved to the front of the buffers and take the soft path alone.
+        # every row is; when a few are not (points between clusters), those few go
+        # to the soft-row buffer.
         n_soft = m if soft else 0  # rows that take the soft path
         if soft and untested > 0:
             untested -= 1
@@ -515,99 +630,42 @@ def soft_block(
                 for c in range(k):
                     for i in range(m):
                         r_flat[c * m + i] = wc[i] if label[i] == c else 0.0
-        ms = n_soft
-        if 0 < ms < m:
-            # The soft rows to the front, in order: per-point values, rows of xw, and
-            # the columns of g (whose row stride becomes ms).  Every value moves to a
-            # position at or before its own, so nothing is overwritten before it is read.
-            for t in range(ms):
+        if 0 < n_soft < m:
+            # A few soft rows: they join the soft-row buffer, which takes the soft path
+            # when full (a loop over a dozen rows runs far slower per row than one over
+            # hundreds).
+            if n_buf + n_soft > chunk:
+                dh, df, dd, dc = _soft_buffer_rows(
+                    b_g, n_buf, chunk, b_xw, b_pp, z, su, sd, log_priors, temperature, inv_t,
+                    floor, e_cut, single, r_flat, s_work, counts, sums)
+                h_sum += dh
+                f_sum += df
+                d_sum += dd
+                conf_sum += dc
+                n_buf = 0
+            for t in range(n_soft):
                 i = soft_index[t]
-                amax[t] = amax[i]
-                best[t] = best[i]
-                exact[t] = exact[i]
-                wc[t] = soft_w[t]
+                b_pp[0, n_buf + t] = amax[i]
+                b_pp[1, n_buf + t] = best[i]
+                b_pp[2, n_buf + t] = exact[i]
+                b_pp[3, n_buf + t] = soft_w[t]
                 for j in range(dim):
-                    xw[t, j] = xw[i, j]
+                    b_xw[n_buf + t, j] = xw[i, j]
             for c in range(k):
-                for t in range(ms):
-                    g_flat[c * ms + t] = g_flat[c * m + soft_index[t]]
-            g = g_flat[: k * ms].reshape((k, ms))
+                gr = g[c]
+                for t in range(n_soft):
+                    b_g[c * chunk + n_buf + t] = gr[soft_index[t]]
+            n_buf += n_soft
+            n_soft = 0
+        ms = n_soft
         if n_soft:
-            for i in range(ms):
-                z[i] = 0.0
-                su[i] = 0.0
-                sd[i] = 0.0
-            for c in range(k):
-                gr = g[c]
-                tlp = temperature * log_priors[c]
-                if single:
-                    for i in range(ms):
-                        d = np.float64(gr[i])
-                        v = (tlp - d - amax[i]) * inv_t
-                        v = v if v > floor else floor
-                        e32 = _exp_nonpositive32(np.float32(v))
-                        e = np.float64(e32)
-                        z[i] += e
-                        su[i] += e * v
-                        sd[i] += e * d
-                        gr[i] = e32
-                else:
-                    for i in range(ms):
-                        d = np.float64(gr[i])
-                        v = (tlp - d - amax[i]) * inv_t
-                        v = v if v > floor else floor
-                        e = _exp_nonpositive(v)
-                        z[i] += e
-                        su[i] += e * v
-                        sd[i] += e * d
-                        gr[i] = e
-            for i in range(ms):
-                wi = wc[i]
-                q = wi / z[i]
-                log_z = _log_positive(z[i])
-                # -sum_k p log p with log p = u - log z: never 0 * log 0.
-                h_sum += wi * (log_z - su[i] / z[i])
-                # -T log Z_i = d_min - (max_j a_ij + d_min) - T log z_i, d_min exact.
-                f_sum += wi * (exact[i] - (amax[i] + best[i]) - temperature * log_z)
-                d_sum += sd[i] * q
-                conf_sum += q
-                z[i] = q
-            # Terms at (or within ln 2 of) the logit floor weigh < 2e-26 of the row's
-            # largest: they become exact zeros, and when most are, the soft sums are
-            # a scatter of the nonzero terms (in float64) instead of a dense product.
-            nonzero = 0.0
-            for c in range(k):
-                gr = g[c]
-                acc = 0.0
-                count = 0.0  # a float count keeps the loop vectorised
-                for i in range(ms):
-                    e = np.float64(gr[i])
-                    keep = e > e_cut
-                    pw = e * z[i] if keep else 0.0
-                    gr[i] = pw
-                    acc += pw
-                    count += 1.0 if keep else 0.0
-                counts[c] += acc
-                nonzero += count
-            if need_r64:
-                for c in range(k):
-                    for i in range(ms):
-                        r_flat[c * ms + i] = np.float64(g[c, i])
-            elif dim >= _SPARSE_MIN_DIM and nonzero * _SPARSE_FACTOR <= k * ms:
-                for c in range(k):
-                    gr = g[c]
-                    sc = sums[c]
-                    for i in range(ms):
-                        pw = np.float64(gr[i])
-                        if pw != 0.0:
-                            xi = xw[i]
-                            for j in range(dim):
-                                sc[j] += pw * np.float64(xi[j])
-            else:
-                np.dot(g, xw[:ms], s_work)
-                for c in range(k):
-                    for j in range(dim):
-                        sums[c, j] += np.float64(s_work[c, j])
+            dh, df, dd, dc = _soft_rows(g, ms, xw, amax, best, exact, wc, z, su, sd, log_priors,
+                                        temperature, inv_t, floor, e_cut, single, need_r64,
+                                        r_flat, s_work, counts, sums)
+            h_sum += dh
+            f_sum += df
+            d_sum += dd
+            conf_sum += dc
         if need_r64:
             r = r_flat[: k * m].reshape((k, m))
             xs = x64[:m]
@@ -641,6 +699,16 @@ def soft_block(
                 for c in range(k):
                     for j in range(dim):
                         moments[c * dim + j] += mp[c, j]
+
+    if n_buf:
+        dh, df, dd, dc = _soft_buffer_rows(
+            b_g, n_buf, chunk, b_xw, b_pp, per_point[6][:chunk], per_point[7][:chunk],
+            per_point[8][:chunk], log_priors, temperature, inv_t, floor, e_cut, single, r_flat,
+            s_work, counts, sums)
+        h_sum += dh
+        f_sum += df
+        d_sum += dd
+        conf_sum += dc
 
     if moment_mode == MOMENTS_FULL:
         # sum p (x - c)(x - c)^T = sum p x x^T - c S^T - S c^T + N c c^T
