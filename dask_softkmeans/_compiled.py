@@ -481,6 +481,9 @@ def soft_block(
     conf_sum = 0.0
     bad_rows = 0
     untested = 0  # chunks left before the one-hot test runs again
+    equal_priors = True
+    for c in range(k):
+        equal_priors &= log_priors[c] == log_priors[0]
     for start in range(0, n, chunk):
         m = min(chunk, n - start)
         xt = xt_flat[: dim * m if transposed else 0].reshape((dim if transposed else 0, m))
@@ -513,9 +516,19 @@ def soft_block(
                     label[i] = c if closer else label[i]
                     best[i] = v if closer else best[i]
                 continue
+            if soft and not removal and equal_priors:
+                # The distances (rounded to the working precision, which the logits
+                # use) and the nearest; with equal priors the largest logit is the
+                # nearest center's, set below.
+                for i in range(m):
+                    gr[i] = max(norms[i] + cn - 2.0 * np.float64(gr[i]), 0.0)
+                    v = np.float64(gr[i])
+                    closer = v < best[i]
+                    label[i] = c if closer else label[i]
+                    best[i] = v if closer else best[i]
+                continue
             if soft and not removal:
-                # Fused: the distances (rounded to the working precision, which the
-                # logits use), the nearest and the largest logit.
+                # Fused: the distances, the nearest and the largest logit.
                 for i in range(m):
                     gr[i] = max(norms[i] + cn - 2.0 * np.float64(gr[i]), 0.0)
                     v = np.float64(gr[i])
@@ -538,6 +551,11 @@ def soft_block(
                 for i in range(m):
                     a = tlp - np.float64(gr[i])
                     amax[i] = a if a > amax[i] else amax[i]
+
+        if soft and equal_priors and not removal:
+            tlp = temperature * log_priors[0]
+            for i in range(m):
+                amax[i] = tlp - best[i]  # exactly max_c (tlp - d_ic): rounding is monotone
 
         # The nearest distance again, directly in float64: the expanded product
         # cancels when clusters are far apart relative to their size.
@@ -593,7 +611,7 @@ def soft_block(
             untested = 0 if n_soft < m else _ONE_HOT_RETRY
 
         if n_soft < m:
-            if soft:
+            if soft and not equal_priors:
                 # The largest logit is the nearest center's unless the priors outweigh
                 # the distances; then look it up.
                 differs = 0.0
