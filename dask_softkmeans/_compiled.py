@@ -296,14 +296,21 @@ def _prepare_chunk(x, start, m, offset_tiled, weights, xw, xt, norms, wc, x64, n
     return bad
 
 
-@nb.njit(inline="always", fastmath=_FASTMATH, error_model="numpy")
-def _soft_rows(g, ms, xw, amax, best, exact, wc, z, su, sd, log_priors, temperature, inv_t,
-               floor, e_cut, single, need_r64, r_flat, s_work, counts, sums):  # pragma: no cover
+@nb.njit(nogil=True, cache=True, fastmath=_FASTMATH, error_model="numpy")
+def _soft_rows(g, xw, amax, best, exact, wc, z, su, sd, log_priors, temperature, inv_t,
+               floor, e_cut, single, r_flat, s_work, counts, sums):  # pragma: no cover
     """The soft path over ``ms`` rows: ``g`` (K, ms) holds their distances and gets their
-    weighted responsibilities; adds the soft sums to ``counts`` and ``sums`` (or writes
-    the responsibilities to ``r_flat`` for the moments) and returns the rows' entropy,
-    free energy, distortion and confidence."""
-    k, dim = g.shape[0], xw.shape[1]
+    weighted responsibilities; adds the soft sums to ``counts`` and ``sums`` (or, when
+    ``r_flat`` is not empty, writes the responsibilities there for the moments) and
+    returns the rows' entropy, free energy, distortion and confidence.
+
+    Not inlined: the caller has three call sites, and inlined copies tripled the
+    compilation time for no speed.  The sizes come from the arrays, not from integer
+    arguments, which numba would compile again for each literal value passed.
+    """
+    k, ms = g.shape
+    dim = xw.shape[1]
+    need_r64 = r_flat.size > 0
     h_sum = 0.0
     f_sum = 0.0
     d_sum = 0.0
@@ -398,9 +405,9 @@ def _soft_buffer_rows(b_g, rows, stride, b_xw, b_pp, z, su, sd, log_priors, temp
     for c in range(1, k):
         for t in range(rows):
             b_g[c * rows + t] = b_g[c * stride + t]
-    return _soft_rows(b_g[: k * rows].reshape((k, rows)), rows, b_xw, b_pp[0], b_pp[1], b_pp[2],
+    return _soft_rows(b_g[: k * rows].reshape((k, rows)), b_xw, b_pp[0], b_pp[1], b_pp[2],
                       b_pp[3], z, su, sd, log_priors, temperature, inv_t, floor, e_cut, single,
-                      False, r_flat, s_work, counts, sums)
+                      r_flat, s_work, counts, sums)
 
 
 @nb.njit(_signatures(), nogil=True, cache=True, fastmath=_FASTMATH, error_model="numpy")
@@ -675,11 +682,10 @@ def soft_block(
                     b_g[c * chunk + n_buf + t] = gr[soft_index[t]]
             n_buf += n_soft
             n_soft = 0
-        ms = n_soft
         if n_soft:
-            dh, df, dd, dc = _soft_rows(g, ms, xw, amax, best, exact, wc, z, su, sd, log_priors,
-                                        temperature, inv_t, floor, e_cut, single, need_r64,
-                                        r_flat, s_work, counts, sums)
+            dh, df, dd, dc = _soft_rows(g, xw, amax, best, exact, wc, z, su, sd, log_priors,
+                                        temperature, inv_t, floor, e_cut, single, r_flat,
+                                        s_work, counts, sums)
             h_sum += dh
             f_sum += df
             d_sum += dd
