@@ -1,11 +1,16 @@
 """Dask orchestration: one pass over the data is a map over row blocks plus a tree reduction.
 
 The per-block mathematics lives in :mod:`._kernels`; here we only decide where
-it runs.  A pass builds a fresh graph on top of the (possibly persisted) data:
-one task per block, one literal key holding the small parameters (centers,
-temperature, ...), and a tree of float64 sums with ``split_every`` inputs per
-node.  Only the packed statistics, ``O(K D)`` numbers, reach the driver, and the
-graph does not grow from pass to pass.
+it runs.  On the threaded scheduler a pass builds a fresh graph on top of the
+(possibly persisted) data: one task per block, one literal key holding the
+small parameters (centers, temperature, ...), and a tree of float64 sums with
+``split_every`` inputs per node.  On a distributed client, persisted blocks
+(and Zarr sources from a runner's second pass on) go through one holder actor
+per worker, which runs the kernel over its blocks at each call; lacking
+holders, a pass is one task per worker thread.  Every path sums the blocks'
+statistics in the graph's tree order, so they agree bit for bit.  Only the
+packed statistics, ``O(K D)`` numbers, reach the driver, and nothing grows
+from pass to pass.
 """
 
 from __future__ import annotations
