@@ -526,7 +526,8 @@ def soft_block(
             if soft and not removal and equal_priors:
                 # The distances (rounded to the working precision, which the logits
                 # use) and the nearest; with equal priors the largest logit is the
-                # nearest center's, set below.
+                # nearest center's, set below.  (One loop with a flag for the largest
+                # logit, instead of this loop and the next, measured 2-6% slower.)
                 for i in range(m):
                     gr[i] = max(norms[i] + cn - 2.0 * np.float64(gr[i]), 0.0)
                     v = np.float64(gr[i])
