@@ -288,6 +288,26 @@ def _release(futures: list[Any], actors: list[Any]) -> None:
             future.release()
 
 
+def _start_holders(client: Any, plan: dict[str, list[int]],
+                   arguments: Any) -> tuple[list[Any], list[Any]] | None:
+    """One :class:`_BlockHolder` per worker of ``plan`` (``{worker: block indices}``),
+    made with the keyword arguments ``arguments(indices)``: ``(futures, actors)``, or
+    None, with nothing left behind, when a worker was lost meanwhile (the pass then
+    runs as tasks)."""
+    futures: list[Any] = []
+    actors: list[Any] = []
+    try:
+        for worker, index in plan.items():
+            futures.append(client.submit(_BlockHolder, **arguments(index), workers=[worker],
+                                         actor=True, pure=False))
+        for future in futures:
+            actors.append(future.result())
+    except Exception:
+        _release(futures, actors)
+        return None
+    return futures, actors
+
+
 #: Holders by the first block's future of the persisted array they serve.  The
 #: entry (and with it the actors and their references to the blocks) goes away
 #: when that array's futures do: the holders never keep released data alive.
@@ -510,18 +530,17 @@ class Runner:
             return holders
         try:
             who_has = client.who_has(x_futures)
-            plan = balanced_assignment(list(self._x.chunks[0]),
-                                       [tuple(who_has.get(f.key, ())) for f in x_futures],
-                                       client.nthreads())
-            futures = [
-                client.submit(_BlockHolder, [x_futures[i] for i in index],
-                              None if w_futures is None else [w_futures[i] for i in index],
-                              workers=[worker], actor=True, pure=False)
-                for worker, index in plan.items()
-            ]
-            actors = [future.result() for future in futures]
-        except Exception:  # a worker lost while they were made: passes use tasks
+        except Exception:  # the scheduler is unreachable: the tasks will say why
             return None
+        plan = balanced_assignment(list(self._x.chunks[0]),
+                                   [tuple(who_has.get(f.key, ())) for f in x_futures],
+                                   client.nthreads())
+        started = _start_holders(client, plan, lambda index: {
+            "xs": [x_futures[i] for i in index],
+            "ws": None if w_futures is None else [w_futures[i] for i in index]})
+        if started is None:
+            return None
+        futures, actors = started
         holders = _Holders(client, keys, actors, list(plan.values()), futures,
                            weakref.finalize(x_futures[0], _release, futures, actors))
         with _lock:
@@ -571,20 +590,21 @@ class Runner:
         if holders is None or holders.client is not client:
             bounds = self._block_bounds()
             threads = client.nthreads()
-            runs = np.array_split(np.arange(len(bounds)), max(1, sum(threads.values())))
+            if not threads:
+                return None
+            # As many contiguous runs of blocks as there are threads, a worker's runs
+            # in a row: each holder reads neighbouring chunks.
+            runs = np.array_split(np.arange(len(bounds)), sum(threads.values()))
             plan: dict[str, list[int]] = {}
             for worker, run in zip(np.repeat(list(threads), list(threads.values())), runs,
                                    strict=True):
                 plan.setdefault(str(worker), []).extend(run.tolist())
             plan = {w: index for w, index in plan.items() if index}
-            try:
-                futures = [client.submit(_BlockHolder, source=self._source,
-                                         bounds=[bounds[i] for i in index], workers=[worker],
-                                         actor=True, pure=False)
-                           for worker, index in plan.items()]
-                actors = [future.result() for future in futures]
-            except Exception:  # a worker lost while they were made: tasks
+            started = _start_holders(client, plan, lambda index: {
+                "source": self._source, "bounds": [bounds[i] for i in index]})
+            if started is None:
                 return None
+            futures, actors = started
             holders = self._source_holders = _Holders(
                 client, (), actors, list(plan.values()), futures,
                 weakref.finalize(self, _release, futures, actors))
