@@ -516,9 +516,14 @@ def soft_block(
             cn = center_norms[c]
             tlp = temperature * log_priors[c] if soft else 0.0
             if not (soft or removal):
-                # A plain Lloyd pass needs the distances only here: not stored.
+                # A plain Lloyd pass needs only the nearest center: the smallest
+                # |c|^2 - 2 x.c (|x|^2 is the same for every center), in the working
+                # precision, as the product itself (~10% of a pass faster in float32
+                # than the distance in float64).  The exact distance comes later.
+                cw = gr.dtype.type(cn)
+                two = gr.dtype.type(2.0)
                 for i in range(m):
-                    v = np.float64(gr.dtype.type(max(norms[i] + cn - 2.0 * np.float64(gr[i]), 0.0)))
+                    v = np.float64(cw - two * gr[i])
                     closer = v < best[i]
                     label[i] = c if closer else label[i]
                     best[i] = v if closer else best[i]
