@@ -85,12 +85,19 @@ def _worker_pids(client) -> dict[str, int]:
     return client.run(os.getpid)
 
 
-def _wait_until_gone(client, address: str, timeout: float = 30) -> None:
+def _wait_for(condition, timeout: float, step: float) -> bool:
+    """Poll ``condition()`` every ``step`` seconds; False if ``timeout`` passes first."""
     deadline = time.monotonic() + timeout
-    while address in client.scheduler_info()["workers"]:
+    while not condition():
         if time.monotonic() > deadline:
-            raise TimeoutError(f"the scheduler still lists {address}")
-        time.sleep(0.05)
+            return False
+        time.sleep(step)
+    return True
+
+
+def _wait_until_gone(client, address: str, timeout: float = 30) -> None:
+    if not _wait_for(lambda: address not in client.scheduler_info()["workers"], timeout, 0.05):
+        raise TimeoutError(f"the scheduler still lists {address}")
 
 
 def test_a_worker_killed_in_the_middle_of_a_pass(client, store, reference, tmp_path):
@@ -104,11 +111,8 @@ def test_a_worker_killed_in_the_middle_of_a_pass(client, store, reference, tmp_p
 
     def kill_during_the_next_pass() -> None:
         # The next pass has started once the victim is working on one of its reads.
-        deadline = time.monotonic() + 30
-        while not client.processing(workers=[victim]).get(victim):
-            if time.monotonic() > deadline:
-                return
-            time.sleep(0.01)
+        if not _wait_for(lambda: client.processing(workers=[victim]).get(victim), 30, 0.01):
+            return
         seen["passes_done_at_kill"] = len(passes)
         os.kill(pids[victim], signal.SIGKILL)
         seen["killed"] = True
@@ -182,11 +186,8 @@ def test_a_worker_killed_during_a_pass_streamed_straight_from_zarr(client, tmp_p
     seen: dict = {}
 
     def kill_when_busy() -> None:
-        deadline = time.monotonic() + 60
-        while not client.processing(workers=[victim]).get(victim):
-            if time.monotonic() > deadline:
-                return
-            time.sleep(0.001)
+        if not _wait_for(lambda: client.processing(workers=[victim]).get(victim), 60, 0.001):
+            return
         time.sleep(0.05)
         os.kill(pids[victim], signal.SIGKILL)
         seen["killed"] = True
@@ -253,11 +254,8 @@ def test_a_worker_killed_during_a_pass_through_holders(client, tmp_path, kind):
     seen: dict = {}
 
     def kill_when_busy() -> None:
-        deadline = time.monotonic() + 60
-        while not (flags / str(pids[victim])).exists():
-            if time.monotonic() > deadline:
-                return
-            time.sleep(0.001)
+        if not _wait_for((flags / str(pids[victim])).exists, 60, 0.001):
+            return
         os.kill(pids[victim], signal.SIGKILL)
         seen["killed"] = True
         (flags / "slow").unlink()
