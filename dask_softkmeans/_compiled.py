@@ -231,8 +231,9 @@ def _exp_nonpositive32(v):  # pragma: no cover - compiled
 @nb.njit(nogil=True, cache=True, fastmath=_FASTMATH, error_model="numpy")
 def _prepare_chunk(x, start, m, offset_tiled, weights, xw, xt, norms, wc, x64, need_x64):  # pragma: no cover
     """Rows ``start:start+m`` as ``x - offset`` in the working precision (``xw``, and
-    transposed in ``xt`` unless it is empty), their squared norms and weights (1 when
-    ``weights`` is empty); returns how many rows hold NaN or infinity.
+    transposed in ``xt`` unless it is empty), their squared norms (unless ``norms`` is
+    empty) and weights (1 when ``weights`` is empty); returns how many rows hold NaN or
+    infinity.
 
     ``offset_tiled`` is the offset repeated once per row, so that the rows go
     through as one flat vectorised loop (a loop per row is too short to
@@ -278,6 +279,9 @@ def _prepare_chunk(x, start, m, offset_tiled, weights, xw, xt, norms, wc, x64, n
         for i in range(m):
             for j in range(dim):
                 xt[j, i] = xw[i, j]
+    if not norms.size:  # a plain Lloyd pass does not use them
+        return bad
+    if xt.size:
         for i in range(m):
             norms[i] = 0.0
         for j in range(dim):
@@ -498,7 +502,8 @@ def soft_block(
     for start in range(0, n, chunk):
         m = min(chunk, n - start)
         xt = xt_flat[: dim * m if transposed else 0].reshape((dim if transposed else 0, m))
-        bad_rows += _prepare_chunk(x, start, m, offset_tiled, weights, xw, xt, norms, wc, x64,
+        bad_rows += _prepare_chunk(x, start, m, offset_tiled, weights, xw, xt,
+                                   norms if soft or removal else norms[:0], wc, x64,
                                    need_r64)
         g = g_flat[: k * m].reshape((k, m))
         if transposed:
