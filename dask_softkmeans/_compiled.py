@@ -671,10 +671,20 @@ def soft_block(
                     d_sum += wi * exact[i]
                 conf_sum += wi
                 counts[lab] += wi
-                if wi != 0.0:
-                    xi = x[start + i]
+                # From the chunk's rows as the soft sums take them (in the working
+                # precision, or in float64 with the moments, whose correction about the
+                # centers must see the same sums): they are in the cache, already offset,
+                # and zero where not finite.  Through the row, not ``sums[lab, j]``:
+                # ~1.5x faster.
+                sr = sums[lab]
+                if need_r64:
+                    xd = x64[i]
                     for j in range(dim):
-                        sums[lab, j] += wi * (np.float64(xi[j]) - offset[j])
+                        sr[j] += wi * xd[j]
+                else:
+                    xi = xw[i]
+                    for j in range(dim):
+                        sr[j] += wi * np.float64(xi[j])
                 if removal and k > 1 and not soft:
                     removal_costs[lab] += wi * (second[i] - best[i])
             if need_r64:

@@ -233,9 +233,12 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             shape = check_in_memory(X)
             if not reset and shape[1] != self.n_features_in_:
                 raise feature_count_error(shape[1], self.n_features_in_, type(self).__name__)
+            # float16 widens to float32, as for Dask and Zarr input (scikit-learn would
+            # pick the first dtype listed for it).
+            half = getattr(X, "dtype", None) == np.float16
             data = as_data(validate_data(
-                self, X, reset=reset, dtype=[np.float64, np.float32],
-                ensure_all_finite=False, accept_sparse=False))
+                self, X, reset=reset, dtype=[np.float32, np.float64] if half else
+                [np.float64, np.float32], ensure_all_finite=False, accept_sparse=False))
         if not reset and data.shape[1] != self.n_features_in_:
             raise feature_count_error(data.shape[1], self.n_features_in_, type(self).__name__)
         if reset and data.shape[0] < self.n_clusters:
