@@ -479,6 +479,7 @@ def soft_block(
     norms_w = np.empty(chunk + _PAD, centers_work.dtype)[:chunk]
     best_w = np.empty(chunk + _PAD, centers_work.dtype)[:chunk]
     label_w = np.empty(chunk + _PAD, np.int32)[:chunk]
+    second_w = np.empty(chunk + _PAD, centers_work.dtype)[:chunk]
     proj_sums = np.zeros(k)
     center_proj = np.zeros(k)
     if moment_mode == MOMENTS_POWER:
@@ -520,10 +521,16 @@ def soft_block(
             second[i] = np.inf
             amax[i] = -np.inf
             label[i] = 0
+        # With equal priors, and unless the last chunks were soft, the sweep finds the
+        # nearest and second-nearest centers from |c|^2 - 2 x.c alone and leaves the
+        # products in place: a row is one-hot when the second is far enough, and only
+        # soft rows need their distances (below).
+        gap = soft and equal_priors and not removal and untested == 0
         if soft and equal_priors and not removal:
             for i in range(m):
                 norms_w[i] = norms[i]
                 best_w[i] = np.inf
+                second_w[i] = np.inf
                 label_w[i] = 0
         for c in range(k):
             gr = g[c]
@@ -541,6 +548,16 @@ def soft_block(
                     closer = v < best[i]
                     label[i] = c if closer else label[i]
                     best[i] = v if closer else best[i]
+                continue
+            if gap:
+                cw = gr.dtype.type(cn)
+                two = gr.dtype.type(2.0)
+                for i in range(m):
+                    v = cw - two * gr[i]
+                    closer = v < best_w[i]
+                    second_w[i] = min(second_w[i], max(v, best_w[i]))
+                    label_w[i] = c if closer else label_w[i]
+                    best_w[i] = v if closer else best_w[i]
                 continue
             if soft and not removal and equal_priors:
                 # The distances and the nearest, all in the working precision (the
@@ -585,10 +602,17 @@ def soft_block(
 
         if soft and equal_priors and not removal:
             tlp = temperature * log_priors[0]
+            zero = best_w.dtype.type(0.0)
             for i in range(m):
-                best[i] = np.float64(best_w[i])
+                b = max(norms_w[i] + best_w[i], zero) if gap else best_w[i]
+                best[i] = np.float64(b)
                 label[i] = label_w[i]
                 amax[i] = tlp - best[i]  # exactly max_c (tlp - d_ic): rounding is monotone
+            if gap:
+                # Soft rows (z = 2): the second-nearest logit is above the floor.
+                for i in range(m):
+                    near = (np.float64(best_w[i]) - np.float64(second_w[i])) * inv_t > floor
+                    z[i] = 2.0 if near else 1.0
 
         # The nearest distance again, directly in float64: the expanded product
         # cancels when clusters are far apart relative to their size.
@@ -617,14 +641,16 @@ def soft_block(
         if soft and untested > 0:
             untested -= 1
         elif soft:
-            # Per row, the shifted logits above the floor: one (its largest) when one-hot.
-            for i in range(m):
-                z[i] = 0.0
-            for c in range(k):
-                gr = g[c]
-                tlp = temperature * log_priors[c]
+            if not gap:
+                # Per row, the shifted logits above the floor: one (its largest) when
+                # one-hot.
                 for i in range(m):
-                    z[i] += 1.0 if (tlp - np.float64(gr[i]) - amax[i]) * inv_t > floor else 0.0
+                    z[i] = 0.0
+                for c in range(k):
+                    gr = g[c]
+                    tlp = temperature * log_priors[c]
+                    for i in range(m):
+                        z[i] += 1.0 if (tlp - np.float64(gr[i]) - amax[i]) * inv_t > floor else 0.0
             soft_rows = 0.0  # a float count keeps the loop vectorised
             for i in range(m):
                 soft_rows += 1.0 if z[i] > 1.0 else 0.0
@@ -665,7 +691,8 @@ def soft_block(
                 if soft:
                     # z_i = 1 (the floor terms vanish in float64), so log z_i = 0.
                     f_sum += wi * (exact[i] - (amax[i] + best[i]))
-                    d_sum += wi * np.float64(g[lab, i])
+                    # The largest logit's distance: the nearest's with equal priors.
+                    d_sum += wi * (best[i] if equal_priors else np.float64(g[lab, i]))
                 else:
                     f_sum += wi * exact[i]
                     d_sum += wi * exact[i]
@@ -714,10 +741,38 @@ def soft_block(
                     b_xw[n_buf + t, j] = xw[i, j]
             for c in range(k):
                 gr = g[c]
+                if gap:  # the distances from the products
+                    cw = gr.dtype.type(center_norms[c])
+                    two = gr.dtype.type(2.0)
+                    zero = gr.dtype.type(0.0)
+                    for t in range(n_soft):
+                        i = soft_index[t]
+                        b_g[c * chunk + n_buf + t] = max(norms_w[i] + cw - two * gr[i], zero)
+                else:
+                    for t in range(n_soft):
+                        b_g[c * chunk + n_buf + t] = gr[soft_index[t]]
+            if gap:
+                # The nearest distance as just stored, so that its logit is exactly the
+                # largest (the sum above rounds differently from norms + the nearest).
+                tlp = temperature * log_priors[0]
                 for t in range(n_soft):
-                    b_g[c * chunk + n_buf + t] = gr[soft_index[t]]
+                    d = np.float64(b_g[label[soft_index[t]] * chunk + n_buf + t])
+                    b_pp[1, n_buf + t] = d
+                    b_pp[0, n_buf + t] = tlp - d
             n_buf += n_soft
             n_soft = 0
+        if gap and n_soft == m:  # a soft chunk: the distances from the products
+            for c in range(k):
+                gr = g[c]
+                cw = gr.dtype.type(center_norms[c])
+                two = gr.dtype.type(2.0)
+                zero = gr.dtype.type(0.0)
+                for i in range(m):
+                    gr[i] = max(norms_w[i] + cw - two * gr[i], zero)
+            tlp = temperature * log_priors[0]
+            for i in range(m):  # the nearest distance as stored, as for the buffer
+                best[i] = np.float64(g[label[i], i])
+                amax[i] = tlp - best[i]
         if n_soft:
             dh, df, dd, dc = _soft_rows(g, xw, amax, best, exact, wc, z, su, sd, log_priors,
                                         temperature, inv_t, floor, e_cut, single, r_flat,
