@@ -12,7 +12,9 @@ process's memory (for scikit-learn and faiss) and once persisted on a
 ``LocalCluster`` of 2 single-threaded worker processes (for dask-softkmeans
 and dask-ml); the blocks are identical.  Times are medians of ``--repeats``
 runs (default 5) after one warm-up run; ratios come from the same run, which
-is what to compare on a shared machine.
+is what to compare on a shared machine.  The passes whose ratios are targets
+(scikit-learn's Lloyd iteration and our three passes) run in turns of a few
+runs each, so that a change of load lands on all of them alike.
 
 Sections:
 
@@ -73,6 +75,7 @@ QUICK = {
     "daskml_max_rows": 400_000,
 }
 BLOCKS_PER_WORKER = 8
+TIMED_PER_TURN = 2  # see interleaved_medians
 
 
 # -- data -------------------------------------------------------------------
@@ -137,6 +140,27 @@ def median_time(func: Callable[[], Any], repeats: int) -> float:
         func()
         times.append(time.perf_counter() - start)
     return float(np.median(times))
+
+
+def interleaved_medians(funcs: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    """Median time of each function over ``repeats`` runs, taken in turns, so that a
+    change of load on the shared machine lands on all of them alike: their ratios are
+    what counts.
+
+    A turn is one untimed run then ``TIMED_PER_TURN`` timed runs back to back, as the
+    passes of a fit run: a pass of ours right after scikit-learn's measured ~25% slower
+    (its OpenMP threads keep spinning for a while), and one after a pause was slower too
+    (idle workers wake up).
+    """
+    times: dict[str, list[float]] = {name: [] for name in funcs}
+    for _ in range(-(-repeats // TIMED_PER_TURN)):
+        for name, func in funcs.items():
+            func()
+            for _ in range(TIMED_PER_TURN):
+                start = time.perf_counter()
+                func()
+                times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def cluster(n_workers: int) -> tuple[Any, Any]:
@@ -226,8 +250,15 @@ def section_pass(config: dict, repeats: int, faiss: Any, dask_ml: Any) -> list[d
             c = start_centers(d, k)
             row: dict[str, Any] = {"shape": f"{n // 1000}k x {d}, K={k}" if n < 10**6
                                    else f"{n // 10**6}M x {d}, K={k}"}
+            # The passes whose ratios are the targets run in turns.
+            turns = {"ours_soft": partial(soft_statistics, X, c, 1.0),
+                     "ours_dense": partial(soft_statistics, X, c, dense_temperature(c)),
+                     "ours_lloyd": partial(soft_statistics, X, c, 0.0)}
             lloyd = sklearn_lloyd_pass(x, c)
-            row["sklearn"] = median_time(lloyd, repeats) if lloyd else np.nan
+            if lloyd:
+                turns["sklearn"] = lloyd
+            row.update(interleaved_medians(turns, repeats))
+            row.setdefault("sklearn", np.nan)
             row["sklearn_fit1"] = median_time(sklearn_fit_one(x, c), repeats)
             row["faiss"] = median_time(faiss_pass(faiss, x, c), repeats) if faiss else np.nan
             if dask_ml and n <= config["daskml_max_rows"]:
@@ -236,10 +267,6 @@ def section_pass(config: dict, repeats: int, faiss: Any, dask_ml: Any) -> list[d
                     row["daskml"] = median_time(daskml_pass(X, c), repeats)
             else:
                 row["daskml"] = np.nan
-            row["ours_soft"] = median_time(partial(soft_statistics, X, c, 1.0), repeats)
-            row["ours_dense"] = median_time(partial(soft_statistics, X, c, dense_temperature(c)),
-                                            repeats)
-            row["ours_lloyd"] = median_time(partial(soft_statistics, X, c, 0.0), repeats)
             row["peak_worker_mb"] = max(peak_worker_memory(client)) / 2**20
             row["data_per_worker_mb"] = X.nbytes / 2 / 2**20
             rows.append(row)
