@@ -698,22 +698,28 @@ def soft_block(
                     d_sum += wi * exact[i]
                 conf_sum += wi
                 counts[lab] += wi
-                # From the chunk's rows as the soft sums take them (in the working
-                # precision, or in float64 with the moments, whose correction about the
-                # centers must see the same sums): they are in the cache, already offset,
-                # and zero where not finite.  Through the row, not ``sums[lab, j]``:
-                # ~1.5x faster.
-                sr = sums[lab]
-                if need_r64:
+                if removal and k > 1 and not soft:
+                    removal_costs[lab] += wi * (second[i] - best[i])
+            # The sums from the chunk's rows as the soft sums take them (in the working
+            # precision, or in float64 with the moments, whose correction about the
+            # centers must see the same sums): they are in the cache, already offset, and
+            # zero where not finite (soft rows of the chunk have weight 0 here).  A loop of
+            # its own, through the center's row (not ``sums[lab, j]``): 1.1x (32-D) to
+            # 1.3x (8-D) faster a pass than inside the loop above.
+            if need_r64:
+                for i in range(m):
+                    sr = sums[label[i]]
+                    wi = wc[i]
                     xd = x64[i]
                     for j in range(dim):
                         sr[j] += wi * xd[j]
-                else:
+            else:
+                for i in range(m):
+                    sr = sums[label[i]]
+                    wi = wc[i]
                     xi = xw[i]
                     for j in range(dim):
                         sr[j] += wi * np.float64(xi[j])
-                if removal and k > 1 and not soft:
-                    removal_costs[lab] += wi * (second[i] - best[i])
             if need_r64:
                 for c in range(k):
                     for i in range(m):
