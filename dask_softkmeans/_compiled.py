@@ -607,7 +607,9 @@ def soft_block(
                 b = max(norms_w[i] + best_w[i], zero) if gap else best_w[i]
                 best[i] = np.float64(b)
                 label[i] = label_w[i]
-                amax[i] = tlp - best[i]  # exactly max_c (tlp - d_ic): rounding is monotone
+                # Exactly max_c (tlp - d_ic), rounding being monotone; after the gap sweep,
+                # up to the rounding of norms + nearest (soft rows get it again below).
+                amax[i] = tlp - best[i]
             if gap:
                 # Soft rows (z = 2): the second-nearest logit is above the floor.
                 for i in range(m):
