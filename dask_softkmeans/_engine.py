@@ -106,8 +106,10 @@ def _tune_worker_malloc() -> Any:
     chunk and its decoded copy, megabytes each) is then mapped, faulted in
     page by page and unmapped again, on every pass (~40,000 page faults per
     worker per pass over 256 MB; ``benchmarks/out_of_core.py``).  Raising
-    both thresholds to :data:`WORKER_HEAP_KEEP` (at most an eighth of the
-    worker's memory limit) keeps such buffers in the heap, where the next
+    both thresholds to :data:`WORKER_HEAP_KEEP` (at most a sixteenth of the
+    worker's memory limit: glibc may keep that much free in each of its arenas,
+    and at an eighth a 512 MiB worker spilled to disk now and then while it
+    gathered a sample) keeps such buffers in the heap, where the next
     block reuses them; a task that streamed its blocks hands the heap back
     with ``malloc_trim`` when it ends (:func:`_source_blocks_task`), so a
     memory-limited worker does not hold it between passes.
@@ -143,7 +145,7 @@ def _tune_worker_malloc() -> Any:
         libc = None
     if libc is None or not hasattr(libc, "mallopt") or not hasattr(libc, "malloc_trim"):
         return None
-    keep = min(WORKER_HEAP_KEEP, limit // 8) if limit else WORKER_HEAP_KEEP
+    keep = min(WORKER_HEAP_KEEP, limit // 16) if limit else WORKER_HEAP_KEEP
     m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
     libc.mallopt(m_mmap_threshold, int(keep))
     libc.mallopt(m_trim_threshold, int(keep))
