@@ -228,6 +228,16 @@ def _exp_nonpositive32(v):  # pragma: no cover - compiled
     return p * _float32_from_bits((np.int32(t) + np.int32(127)) << np.int32(23))
 
 
+@nb.njit(inline="always", fastmath=_FASTMATH)
+def _squared_norm(row):  # pragma: no cover - compiled
+    """``|row|^2``, summed in float64."""
+    acc = 0.0
+    for j in range(row.size):
+        v = np.float64(row[j])
+        acc += v * v
+    return acc
+
+
 @nb.njit(nogil=True, cache=True, fastmath=_FASTMATH, error_model="numpy")
 def _prepare_chunk(x, start, m, offset_tiled, weights, xw, xt, norms, wc, x64, need_x64):  # pragma: no cover
     """Rows ``start:start+m`` as ``x - offset`` in the working precision (``xw``, and
@@ -503,9 +513,14 @@ def soft_block(
     for start in range(0, n, chunk):
         m = min(chunk, n - start)
         xt = xt_flat[: dim * m if transposed else 0].reshape((dim if transposed else 0, m))
+        # With equal priors, and unless the last chunks were soft, the sweep finds the
+        # nearest and second-nearest centers from |c|^2 - 2 x.c alone and leaves the
+        # products in place: a row is one-hot when the second is far enough, and only
+        # soft rows need their norms and distances (below).
+        gap = soft and equal_priors and not removal and untested == 0
         bad_rows += _prepare_chunk(x, start, m, offset_tiled, weights, xw, xt,
-                                   norms if soft or removal else norms[:0], wc, x64,
-                                   need_r64)
+                                   norms if (soft or removal) and not gap else norms[:0], wc,
+                                   x64, need_r64)
         g = g_flat[: k * m].reshape((k, m))
         if transposed:
             np.dot(centers_work, xt, g)
@@ -521,43 +536,80 @@ def soft_block(
             second[i] = np.inf
             amax[i] = -np.inf
             label[i] = 0
-        # With equal priors, and unless the last chunks were soft, the sweep finds the
-        # nearest and second-nearest centers from |c|^2 - 2 x.c alone and leaves the
-        # products in place: a row is one-hot when the second is far enough, and only
-        # soft rows need their distances (below).
-        gap = soft and equal_priors and not removal and untested == 0
         if soft and equal_priors and not removal:
+            if not gap:
+                for i in range(m):
+                    norms_w[i] = norms[i]
             for i in range(m):
-                norms_w[i] = norms[i]
                 best_w[i] = np.inf
                 second_w[i] = np.inf
                 label_w[i] = 0
-        for c in range(k):
-            gr = g[c]
-            cn = center_norms[c]
-            tlp = temperature * log_priors[c] if soft else 0.0
-            if not (soft or removal):
-                # A plain Lloyd pass needs only the nearest center: the smallest
-                # |c|^2 - 2 x.c (|x|^2 is the same for every center), in the working
-                # precision, as the product itself (~10% of a pass faster in float32
-                # than the distance in float64).  The exact distance comes later.
-                cw = gr.dtype.type(cn)
-                two = gr.dtype.type(2.0)
+        if not (soft or removal):
+            # A plain Lloyd pass needs only the nearest center: the smallest
+            # |c|^2 - 2 x.c (|x|^2 is the same for every center), in the working
+            # precision, as the product itself (~10% of a pass faster in float32 than
+            # the distance in float64); the exact distance comes later.  Two centers
+            # at a time: half the loads and stores of the per-point values (ties go
+            # to the lower index, as one at a time).
+            two = g.dtype.type(2.0)
+            for c in range(0, k - 1, 2):
+                g0 = g[c]
+                g1 = g[c + 1]
+                cw0 = g.dtype.type(center_norms[c])
+                cw1 = g.dtype.type(center_norms[c + 1])
+                for i in range(m):
+                    v0 = cw0 - two * g0[i]
+                    v1 = cw1 - two * g1[i]
+                    first = v1 < v0
+                    lo = np.float64(v1 if first else v0)
+                    pair = c + 1 if first else c
+                    closer = lo < best[i]
+                    label[i] = pair if closer else label[i]
+                    best[i] = lo if closer else best[i]
+            if k % 2:
+                c = k - 1
+                gr = g[c]
+                cw = g.dtype.type(center_norms[c])
                 for i in range(m):
                     v = np.float64(cw - two * gr[i])
                     closer = v < best[i]
                     label[i] = c if closer else label[i]
                     best[i] = v if closer else best[i]
-                continue
-            if gap:
-                cw = gr.dtype.type(cn)
-                two = gr.dtype.type(2.0)
+        if gap:
+            # As the Lloyd sweep above, and the second-nearest too.
+            two = g.dtype.type(2.0)
+            for c in range(0, k - 1, 2):
+                g0 = g[c]
+                g1 = g[c + 1]
+                cw0 = g.dtype.type(center_norms[c])
+                cw1 = g.dtype.type(center_norms[c + 1])
+                for i in range(m):
+                    v0 = cw0 - two * g0[i]
+                    v1 = cw1 - two * g1[i]
+                    first = v1 < v0
+                    lo = v1 if first else v0
+                    hi = v0 if first else v1
+                    pair = c + 1 if first else c
+                    b = best_w[i]
+                    closer = lo < b
+                    second_w[i] = min(max(b, lo), min(second_w[i], hi))
+                    label_w[i] = pair if closer else label_w[i]
+                    best_w[i] = lo if closer else b
+            if k % 2:
+                c = k - 1
+                gr = g[c]
+                cw = g.dtype.type(center_norms[c])
                 for i in range(m):
                     v = cw - two * gr[i]
                     closer = v < best_w[i]
                     second_w[i] = min(second_w[i], max(v, best_w[i]))
                     label_w[i] = c if closer else label_w[i]
                     best_w[i] = v if closer else best_w[i]
+        for c in range(k):
+            gr = g[c]
+            cn = center_norms[c]
+            tlp = temperature * log_priors[c] if soft else 0.0
+            if not (soft or removal) or gap:  # swept above
                 continue
             if soft and not removal and equal_priors:
                 # The distances and the nearest, all in the working precision (the
@@ -601,20 +653,22 @@ def soft_block(
                     amax[i] = a if a > amax[i] else amax[i]
 
         if soft and equal_priors and not removal:
-            tlp = temperature * log_priors[0]
-            zero = best_w.dtype.type(0.0)
-            for i in range(m):
-                b = max(norms_w[i] + best_w[i], zero) if gap else best_w[i]
-                best[i] = np.float64(b)
-                label[i] = label_w[i]
-                # Exactly max_c (tlp - d_ic), rounding being monotone; after the gap sweep,
-                # up to the rounding of norms + nearest (soft rows get it again below).
-                amax[i] = tlp - best[i]
             if gap:
+                # The nearest distance and the largest logit are set from the exact
+                # distance below (soft rows get them again from their distances).
+                for i in range(m):
+                    label[i] = label_w[i]
                 # Soft rows (z = 2): the second-nearest logit is above the floor.
                 for i in range(m):
                     near = (np.float64(best_w[i]) - np.float64(second_w[i])) * inv_t > floor
                     z[i] = 2.0 if near else 1.0
+            else:
+                tlp = temperature * log_priors[0]
+                for i in range(m):
+                    best[i] = np.float64(best_w[i])
+                    label[i] = label_w[i]
+                    # Exactly max_c (tlp - d_ic), rounding being monotone.
+                    amax[i] = tlp - best[i]
 
         # The nearest distance again, directly in float64: the expanded product
         # cancels when clusters are far apart relative to their size.
@@ -632,6 +686,11 @@ def soft_block(
             w_sum += wi
             hard_counts[lab] += wi
             j_sum += wi * acc
+        if gap:
+            tlp = temperature * log_priors[0]
+            for i in range(m):
+                best[i] = exact[i]
+                amax[i] = tlp - exact[i]
 
         # A row whose every other shifted logit is at the floor is one-hot: its
         # other terms are the floor's exp(-60) relative, which the soft sums below
@@ -747,9 +806,11 @@ def soft_block(
                 b_pp[3, n_buf + t] = soft_w[t]
                 for j in range(dim):
                     b_xw[n_buf + t, j] = xw[i, j]
+                if gap:
+                    norms_w[i] = _squared_norm(xw[i])
             for c in range(k):
                 gr = g[c]
-                if gap:  # the distances from the products
+                if gap:  # the norms and distances from the products
                     cw = gr.dtype.type(center_norms[c])
                     two = gr.dtype.type(2.0)
                     zero = gr.dtype.type(0.0)
@@ -761,7 +822,7 @@ def soft_block(
                         b_g[c * chunk + n_buf + t] = gr[soft_index[t]]
             if gap:
                 # The nearest distance as just stored, so that its logit is exactly the
-                # largest (the sum above rounds differently from norms + the nearest).
+                # largest (the exact distance rounds differently).
                 tlp = temperature * log_priors[0]
                 for t in range(n_soft):
                     d = np.float64(b_g[label[soft_index[t]] * chunk + n_buf + t])
@@ -769,7 +830,9 @@ def soft_block(
                     b_pp[0, n_buf + t] = tlp - d
             n_buf += n_soft
             n_soft = 0
-        if gap and n_soft == m:  # a soft chunk: the distances from the products
+        if gap and n_soft == m:  # a soft chunk: the norms and distances from the products
+            for i in range(m):
+                norms_w[i] = _squared_norm(xw[i])
             for c in range(k):
                 gr = g[c]
                 cw = gr.dtype.type(center_norms[c])
