@@ -73,7 +73,7 @@ def one_run(module: ModuleType, chunk: int, x: np.ndarray, c: np.ndarray,
     """One call of ``soft_block`` on the whole block; its time and outputs."""
     n, d = x.shape
     k = c.shape[0]
-    offset = c.mean(0)
+    offset = c.mean(0).astype(x.dtype).astype(np.float64)  # exact in the block's precision
     rel = np.ascontiguousarray(c - offset)
     work = rel.astype(x.dtype)
     norms = np.einsum("ij,ij->i", work, work, dtype=np.float64)

@@ -250,21 +250,25 @@ def _prepare_chunk(x, start, m, offset_tiled, weights, xw, xt, norms, wc, x64, n
     vectorise with few features: ~2x slower at 8).  Rows holding NaN or
     infinity get weight 0 and zero coordinates, so they add nothing.  The test
     is a comparison (``|v| <= max``, false for NaN and infinity), which fast
-    math leaves alone, unlike arithmetic such as ``v - v``.
+    math leaves alone, unlike arithmetic such as ``v - v``.  Everything but
+    ``x64`` is in the block's precision (``offset_tiled`` is exact in it).
     """
     dim = x.shape[1]
     size = m * dim
     flat = x[start : start + m].reshape(size)
     work = xw[:m].reshape(size)
-    outside = 0.0  # a float count keeps the loop vectorised
+    limit = np.finfo(flat.dtype).max
+    one = flat.dtype.type(1.0)
+    none = flat.dtype.type(0.0)
+    outside = flat.dtype.type(0.0)  # a float count keeps the loop vectorised
     for t in range(size):
-        v = np.float64(flat[t]) - offset_tiled[t]
-        outside += 0.0 if abs(v) <= _FLOAT64_MAX else 1.0
-        work[t] = v  # rounded to the working precision
+        xv = flat[t]
+        outside += none if abs(xv) <= limit else one
+        work[t] = xv - offset_tiled[t]
     if need_x64:
         wide = x64[:m].reshape(size)
         for t in range(size):
-            wide[t] = np.float64(flat[t]) - offset_tiled[t]
+            wide[t] = np.float64(flat[t]) - np.float64(offset_tiled[t])
     if weights.size:
         for i in range(m):
             wc[i] = weights[start + i]
@@ -434,11 +438,15 @@ def soft_block(
 
     ``x`` (n, D) in its own precision; ``centers_work`` are ``rel_centers``
     (centers minus ``offset``) in that precision and ``center_norms`` their
-    squared norms.  ``temperature == 0`` gives hard assignments.  Rows are
-    taken ``chunk`` at a time, which bounds every temporary.  ``scalars``
-    receives ``[weight, free energy, entropy, distortion, inertia,
-    confidence, non-finite rows]``; ``moments`` is the flattened moment
-    statistic (empty for ``moment_mode == MOMENTS_NONE``) about the centers.
+    squared norms.  ``offset`` must be exact in that precision: ``x - offset``
+    is formed in it (float32 blocks: twice the SIMD lanes of float64, and the
+    same numbers as float64 rounded to float32, that rounding being innocuous
+    for a difference of two float32).  ``sums`` are of ``x - offset``.
+    ``temperature == 0`` gives hard assignments.  Rows are taken ``chunk`` at
+    a time, which bounds every temporary.  ``scalars`` receives ``[weight,
+    free energy, entropy, distortion, inertia, confidence, non-finite rows]``;
+    ``moments`` is the flattened moment statistic (empty for
+    ``moment_mode == MOMENTS_NONE``) about the centers.
     """
     n, dim = x.shape
     k = rel_centers.shape[0]
@@ -451,9 +459,12 @@ def soft_block(
     e_cut = 2.0 * math.exp(floor)
 
     xw = np.empty((chunk, dim), centers_work.dtype)  # (x - offset) in the working precision
-    offset_tiled = np.empty(chunk * dim)
+    offset_tiled = np.empty(chunk * dim, x.dtype)
     for i in range(chunk):
         offset_tiled[i * dim : (i + 1) * dim] = offset
+    for j in range(dim):
+        if np.float64(offset_tiled[j]) != offset[j]:
+            raise ValueError("the offset must be exact in the block's precision")
     # Few features: the same transposed, as BLAS runs ``C xt`` ~2x faster than ``C xw^T``
     # there; with many the transposition costs more than it saves.
     transposed = dim <= _TRANSPOSE_MAX_DIM

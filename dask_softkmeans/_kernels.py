@@ -257,7 +257,10 @@ def _fused_statistics(
     acc = layout.unpack(out)
     x = np.ascontiguousarray(x)
     offset = np.zeros(n_features) if offset is None else np.asarray(offset, np.float64)
-    rel_centers = np.ascontiguousarray(centers - offset)
+    # The kernel forms x - offset in the block's precision: it takes the offset rounded to
+    # it, and its sums are moved back to the caller's offset below, in float64.
+    kernel_offset = offset.astype(x.dtype).astype(np.float64)
+    rel_centers = np.ascontiguousarray(centers - kernel_offset)
     centers_work = rel_centers.astype(x.dtype)
     center_norms = np.einsum("ij,ij->i", centers_work, centers_work, dtype=np.float64)
     priors = (np.zeros(n_clusters) if log_priors is None
@@ -274,7 +277,7 @@ def _fused_statistics(
         directions = np.zeros((0, n_features))
     scalars = np.zeros(7)
     _compiled.soft_block(
-        x, w, offset, rel_centers, centers_work, center_norms, priors, float(temperature),
+        x, w, kernel_offset, rel_centers, centers_work, center_norms, priors, float(temperature),
         LOGIT_FLOOR, mode, directions, bool(removal), chunk_rows(n_clusters, n_features, moments),
         acc.counts, acc.sums, acc.hard_counts, acc.removal, acc.moments.reshape(-1), scalars,
     )
@@ -283,6 +286,7 @@ def _fused_statistics(
         scalars, strict=True,
     ):
         getattr(acc, name)[...] = value
+    acc.sums[...] += acc.counts[:, None] * (kernel_offset - offset)
     return out
 
 

@@ -123,6 +123,36 @@ def test_float32_blocks_match_float64_blocks(blobs32):
         np.testing.assert_allclose(s32, s64, rtol=2e-5, atol=2e-3)
 
 
+def test_float32_blocks_take_the_offset_rounded_and_give_sums_about_the_callers():
+    """The kernel forms x - offset in float32 for float32 blocks, so it takes the offset
+    rounded to float32; far from the origin that rounding moves every point by up to half
+    a float32 step (~5e-4 here, ~0.25 on the sums), and the sums come back about the
+    caller's offset all the same."""
+    rng = np.random.default_rng(11)
+    c = 1e4 + rng.uniform(-6, 6, size=(4, 3))
+    x = (c[rng.integers(4, size=2000)] + rng.normal(size=(2000, 3))).astype(np.float32)
+    offset = c.mean(0) + 1e-4 / 3
+    assert np.all(offset.astype(np.float32) != offset)
+    for t in (0.0, 0.7):
+        s32 = StatsLayout(4, 3).unpack(block_statistics(x, c, t, offset=offset))
+        s64 = StatsLayout(4, 3).unpack(block_statistics(x.astype(np.float64), c, t,
+                                                        offset=offset))
+        np.testing.assert_allclose(s32.counts, s64.counts, rtol=1e-6)
+        np.testing.assert_allclose(s32.sums, s64.sums, rtol=0, atol=1e-3)
+
+
+def test_the_kernel_refuses_an_offset_that_its_precision_cannot_hold(blobs32):
+    x, c = blobs32
+    k, d = c.shape
+    offset = np.full(d, 0.1)  # not a float32
+    rel = c - offset
+    with pytest.raises(ValueError, match="offset must be exact"):
+        _compiled.soft_block(
+            x, np.ones(len(x)), offset, rel, rel.astype(np.float32), (rel ** 2).sum(1),
+            np.zeros(k), 1.0, -60.0, 0, np.zeros((0, d)), False, 64, np.zeros(k),
+            np.zeros((k, d)), np.zeros(k), np.zeros(k), np.zeros(0), np.zeros(7))
+
+
 @pytest.mark.parametrize("temperature", [0.0, 0.7, 40.0])
 @pytest.mark.parametrize("moments", ["none", "full", "power"])
 @pytest.mark.parametrize("dtype, rtol, atol", [(np.float64, 1e-10, 1e-9), (np.float32, 2e-6, 1e-4)])
