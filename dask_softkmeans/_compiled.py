@@ -548,11 +548,12 @@ def soft_block(
         # along the points.  With a_ik = T log pi_k - d_ik the shifted logits are
         # u_ik - max_j u_ij = (a_ik - max_j a_ij) / T.  Each loop touches few
         # arrays: with more (say, a second-largest logit too) it is not vectorised.
-        for i in range(m):
-            best[i] = np.inf
-            second[i] = np.inf
-            amax[i] = -np.inf
-            label[i] = 0
+        if not gap:  # the gap sweep's rows get them below
+            for i in range(m):
+                best[i] = np.inf
+                second[i] = np.inf
+                amax[i] = -np.inf
+                label[i] = 0
         if soft and equal_priors and not removal:
             if not gap:
                 for i in range(m):
@@ -673,10 +674,9 @@ def soft_block(
             if gap:
                 # The nearest distance and the largest logit are set from the exact
                 # distance below (soft rows get them again from their distances).
-                for i in range(m):
-                    label[i] = label_w[i]
                 # Soft rows (z = 2): the second-nearest logit is above the floor.
                 for i in range(m):
+                    label[i] = label_w[i]
                     near = (np.float64(best_w[i]) - np.float64(second_w[i])) * inv_t > floor
                     z[i] = 2.0 if near else 1.0
             else:
