@@ -259,7 +259,9 @@ def _fused_statistics(
     offset = np.zeros(n_features) if offset is None else np.asarray(offset, np.float64)
     # The kernel forms x - offset in the block's precision: it takes the offset rounded to
     # it, and its sums are moved back to the caller's offset below, in float64.
-    kernel_offset = offset.astype(x.dtype).astype(np.float64)
+    with np.errstate(over="ignore"):
+        kernel_offset = offset.astype(x.dtype).astype(np.float64)
+    kernel_offset[~np.isfinite(kernel_offset)] = 0.0  # beyond float32: no centering helps there
     rel_centers = np.ascontiguousarray(centers - kernel_offset)
     centers_work = rel_centers.astype(x.dtype)
     center_norms = np.einsum("ij,ij->i", centers_work, centers_work, dtype=np.float64)
