@@ -238,6 +238,34 @@ def _squared_norm(row):  # pragma: no cover - compiled
     return acc
 
 
+@nb.njit(nogil=True, cache=True, fastmath=_FASTMATH, error_model="numpy", inline="always")
+def _exact_distance(xi, center):  # pragma: no cover - compiled
+    """``|xi - center|^2`` in float64 from the row itself: the expanded product
+    cancels when clusters are far apart relative to their size."""
+    acc = 0.0
+    for j in range(xi.size):
+        v = np.float64(xi[j]) - center[j]
+        acc += v * v
+    return acc
+
+
+@nb.njit(nogil=True, cache=True, fastmath=_FASTMATH, error_model="numpy")
+def _exact_rows(x, start, m, label, wc, abs_centers, exact, hard_counts):  # pragma: no cover
+    """The exact nearest distance of rows ``start:start+m`` into ``exact``, their
+    weights into ``hard_counts``; returns their summed weight and inertia."""
+    w_sum = 0.0
+    j_sum = 0.0
+    for i in range(m):
+        lab = label[i]
+        wi = wc[i]
+        acc = _exact_distance(x[start + i], abs_centers[lab]) if wi != 0.0 else 0.0
+        exact[i] = acc
+        w_sum += wi
+        hard_counts[lab] += wi
+        j_sum += wi * acc
+    return w_sum, j_sum
+
+
 @nb.njit(nogil=True, cache=True, fastmath=_FASTMATH, error_model="numpy")
 def _prepare_chunk(x, start, m, offset_tiled, weights, xw, xt, norms, wc, x64, need_x64):  # pragma: no cover
     """Rows ``start:start+m`` as ``x - offset`` in the working precision (``xw``, and
@@ -687,23 +715,17 @@ def soft_block(
                     # Exactly max_c (tlp - d_ic), rounding being monotone.
                     amax[i] = tlp - best[i]
 
-        # The nearest distance again, directly in float64: the expanded product
-        # cancels when clusters are far apart relative to their size.
-        for i in range(m):
-            lab = label[i]
-            xi = x[start + i]
-            cr = abs_centers[lab]
-            acc = 0.0
-            if wc[i] != 0.0:
-                for j in range(dim):
-                    v = np.float64(xi[j]) - cr[j]
-                    acc += v * v
-            exact[i] = acc
-            wi = wc[i]
-            w_sum += wi
-            hard_counts[lab] += wi
-            j_sum += wi * acc
-        if gap:
+        # The nearest distance again, directly in float64 (the inertia and the free
+        # energy of one-hot rows).  Fused: with one label per row (T = 0, or the gap
+        # sweep's one-hot rows) it is taken row by row with the hard sums below, one
+        # loop instead of three (~5% of a pass at 32 features); soft rows get theirs
+        # when they leave the chunk.
+        fused = (gap or not soft) and not need_r64 and not removal
+        if not fused:
+            dw, dj = _exact_rows(x, start, m, label, wc, abs_centers, exact, hard_counts)
+            w_sum += dw
+            j_sum += dj
+        if gap and not fused:
             tlp = temperature * log_priors[0]
             for i in range(m):
                 best[i] = exact[i]
@@ -745,9 +767,46 @@ def soft_block(
                         soft_w[s_at] = wc[i]
                         wc[i] = 0.0
                         s_at += 1
+                if fused:
+                    for t in range(n_soft):
+                        i = soft_index[t]
+                        wi = soft_w[t]
+                        lab = label[i]
+                        acc = _exact_distance(x[start + i], abs_centers[lab]) if wi != 0.0 else 0.0
+                        exact[i] = acc
+                        w_sum += wi
+                        hard_counts[lab] += wi
+                        j_sum += wi * acc
+            if fused and n_soft == m:
+                dw, dj = _exact_rows(x, start, m, label, wc, abs_centers, exact, hard_counts)
+                w_sum += dw
+                j_sum += dj
             untested = 0 if n_soft < m else _ONE_HOT_RETRY
 
-        if n_soft < m:
+        if n_soft < m and fused:
+            # One-hot rows (soft rows have weight 0 here): with z_i = 1, log z_i = 0 and
+            # the largest logit T log pi - d, the free energy is d - T log pi (equal priors).
+            tlp = temperature * log_priors[0] if soft else 0.0
+            hot_w = 0.0
+            hot_j = 0.0
+            for i in range(m):
+                wi = wc[i]
+                lab = label[i]
+                acc = _exact_distance(x[start + i], abs_centers[lab]) if wi != 0.0 else 0.0
+                hot_w += wi
+                hot_j += wi * acc
+                hard_counts[lab] += wi
+                counts[lab] += wi
+                sr = sums[lab]
+                xi = xw[i]
+                for j in range(dim):
+                    sr[j] += wi * np.float64(xi[j])
+            w_sum += hot_w
+            conf_sum += hot_w
+            j_sum += hot_j
+            d_sum += hot_j
+            f_sum += hot_j - tlp * hot_w
+        elif n_soft < m:
             if soft and not equal_priors:
                 # The largest logit is the nearest center's unless the priors outweigh
                 # the distances; then look it up.
