@@ -74,17 +74,35 @@ def test_inline_log_is_accurate():
     assert run(np.array([1.0]))[0] == 0.0
 
 
+@pytest.mark.parametrize("m", [1, 15, 16, 37, 128])
+@pytest.mark.parametrize("k", [16, 21, 32, 40])
+def test_the_tiled_product_is_the_plain_product_transposed(m, k):
+    """``x C^T`` transposed 16 x 16 in registers, and the edges by a loop, is ``C x^T``."""
+    rng = np.random.default_rng(m * 100 + k)
+    xw = rng.normal(size=(m, 24)).astype(np.float32)
+    centers = rng.normal(size=(k, 24)).astype(np.float32)
+    gt = np.empty((m, k), np.float32)
+    g = np.full((k, m), np.nan, np.float32)
+    _compiled._transposed_product(xw, np.ascontiguousarray(centers.T), gt, g)
+    np.testing.assert_array_equal(g, gt.T)
+    np.testing.assert_allclose(g, centers.astype(np.float64) @ xw.T.astype(np.float64),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("n_clusters", [7, 21])
 @pytest.mark.parametrize("dim", [2, 8, 9, 20, 64, 100])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_both_product_layouts_match_the_direct_formula(dim, dtype):
-    """Few features take the transposed product, more the plain one, and from 64 features
-    on these separated blobs (every off-cluster term at the logit floor) the soft sums are
-    a scatter of the nonzero responsibilities: all give the textbook soft statistics."""
+def test_both_product_layouts_match_the_direct_formula(dim, dtype, n_clusters):
+    """Few features take the transposed product, more the plain one (float32 with 16
+    clusters or more and up to 64 features: ``x C^T`` transposed in tiles), and from 64
+    features on these separated blobs (every off-cluster term at the logit floor) the soft
+    sums are a scatter of the nonzero responsibilities: all give the textbook soft
+    statistics."""
     rng = np.random.default_rng(dim)
-    c = rng.normal(scale=2.0, size=(7, dim))
-    x = (c[rng.integers(7, size=1500)] + rng.normal(size=(1500, dim))).astype(dtype)
+    c = rng.normal(scale=2.0, size=(n_clusters, dim))
+    x = (c[rng.integers(n_clusters, size=1500)] + rng.normal(size=(1500, dim))).astype(dtype)
     t = 0.9
-    s = StatsLayout(7, dim).unpack(block_statistics(x, c, t))
+    s = StatsLayout(n_clusters, dim).unpack(block_statistics(x, c, t))
     x64 = x.astype(np.float64)
     d = ((x64[:, None, :] - c[None]) ** 2).sum(-1)
     a = -d / t
@@ -267,25 +285,31 @@ def test_data_that_are_not_persisted_stream_through_the_graph(blobs32, client):
     assert Runner(da.from_array(x, chunks=500))._futures is None
 
 
+@pytest.mark.parametrize("n_clusters", [6, 20])
 @pytest.mark.parametrize("priors", ["equal", "outweighed"])
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-9), (np.float32, 2e-5)])
-def test_one_hot_chunks_match_the_textbook_soft_statistics(monkeypatch, dtype, rtol, priors):
+def test_one_hot_chunks_match_the_textbook_soft_statistics(monkeypatch, dtype, rtol, priors,
+                                                           n_clusters):
     """Separated 32-D blobs at low T: every chunk is one-hot and is summed as hard
     assignments to the largest logit.  With unequal priors, one small enough to outweigh
-    the distances sends cluster 0's points to another center (with equal priors the
+    the distances sends one cluster's points to other centers (with equal priors the
     kernel tests rows by their nearest two centers instead).  Fourteen rows lie between
     two centers and are soft: three in each of the first three chunks of 7 rows, where
     the 4 others are summed as hard assignments and the soft ones wait in the soft-row
     buffer (7 rows), which takes the soft path when the next chunk's would overflow it
     and at the end; five in the fourth chunk, which is soft as a whole.  Chunks of 1, 7
-    and all rows agree with the formula on every statistic."""
+    and all rows agree with the formula on every statistic.  With 20 clusters, float32
+    blocks take the tiled product (16 clusters or more)."""
     rng = np.random.default_rng(11)
-    c = rng.uniform(-10, 10, size=(6, 32))
-    x = (c[rng.integers(6, size=900)] + rng.normal(size=(900, 32))).astype(dtype)
+    k = n_clusters
+    c = rng.uniform(-10, 10, size=(k, 32))
+    x = (c[rng.integers(k, size=900)] + rng.normal(size=(900, 32))).astype(dtype)
     t = 1.0
-    log_priors = np.log(np.full(6, 1 / 6))
+    log_priors = np.log(np.full(k, 1 / k))
     if priors == "outweighed":
-        log_priors[0] = -5000.0  # a_i0 = T log pi_0 - d_i0 is far below another center's
+        # a_ij = T log pi_j - d_ij is far below another center's (a cluster whose points
+        # are not soft then).
+        log_priors[0 if k == 6 else 6] = -5000.0
     soft = [0, 1, 2, 7, 8, 9, 14, 15, 16, 21, 22, 23, 24, 25]
     x[soft] = 0.505 * c[1] + 0.495 * c[2]  # rows near halfway between two centers: soft
     x64 = x.astype(np.float64)
@@ -295,11 +319,11 @@ def test_one_hot_chunks_match_the_textbook_soft_statistics(monkeypatch, dtype, r
     z = np.exp(u).sum(1)
     p = np.exp(u) / z[:, None]
     assert (np.sort(u, axis=1)[:, -2] > -60).sum() == len(soft)
-    assert priors == "equal" or p[:, 0].max() == 0.0
+    assert priors == "equal" or p[:, 0 if k == 6 else 6].max() == 0.0
     for rows in (1, 7, None):
         if rows:
             monkeypatch.setattr(_kernels, "chunk_rows", lambda *args, rows=rows: rows)
-        s = StatsLayout(6, 32).unpack(block_statistics(x, c, t, log_priors=log_priors))
+        s = StatsLayout(k, 32).unpack(block_statistics(x, c, t, log_priors=log_priors))
         np.testing.assert_allclose(s.counts, p.sum(0), rtol=rtol, atol=1e-9)
         np.testing.assert_allclose(s.sums, p.T @ x64, rtol=rtol, atol=rtol * 900)
         np.testing.assert_allclose(s.free_energy, (-(a.max(1) + t * np.log(z))).sum(), rtol=rtol)
@@ -308,5 +332,5 @@ def test_one_hot_chunks_match_the_textbook_soft_statistics(monkeypatch, dtype, r
         np.testing.assert_allclose(s.distortion, (p * d).sum(), rtol=rtol)
         np.testing.assert_allclose(s.confidence, p.max(1).sum(), rtol=rtol)
         np.testing.assert_allclose(s.inertia, d.min(1).sum(), rtol=rtol)
-        np.testing.assert_allclose(s.hard_counts, np.bincount(d.argmin(1), minlength=6))
+        np.testing.assert_allclose(s.hard_counts, np.bincount(d.argmin(1), minlength=k))
         monkeypatch.undo()
