@@ -330,14 +330,17 @@ def _exact_distance(xi, center):  # pragma: no cover - compiled
 
 
 @nb.njit(nogil=True, cache=True, fastmath=_FASTMATH, error_model="numpy")
-def _exact_rows(x, start, m, label, wc, abs_centers, exact, hard_counts):  # pragma: no cover
-    """The exact nearest distance of rows ``start:start+m`` into ``exact``, their
-    weights into ``hard_counts``; returns their summed weight and inertia."""
+def _exact_rows(x, start, index, n, label, weights, abs_centers, exact,
+                hard_counts):  # pragma: no cover
+    """The exact nearest distance of the chunk's rows ``index[:n]`` (rows of ``x`` from
+    ``start``) into ``exact``, their weights ``weights[:n]`` into ``hard_counts``;
+    returns their summed weight and inertia."""
     w_sum = 0.0
     j_sum = 0.0
-    for i in range(m):
+    for t in range(n):
+        i = index[t]
         lab = label[i]
-        wi = wc[i]
+        wi = weights[t]
         acc = _exact_distance(x[start + i], abs_centers[lab]) if wi != 0.0 else 0.0
         exact[i] = acc
         w_sum += wi
@@ -603,6 +606,7 @@ def soft_block(
     label = per_point[9][:chunk].view(np.int64)
     soft_w = per_point[10][:chunk]
     soft_index = per_point[11][:chunk].view(np.int64)
+    all_rows = np.arange(chunk)
     # Soft rows of mixed chunks wait here, their distances (K, chunk) and per-point
     # values [amax, best, exact, weight], until a chunk's worth takes the soft path.
     b_g = np.empty(k * chunk if soft else 0, centers_work.dtype)
@@ -809,7 +813,7 @@ def soft_block(
         # when they leave the chunk.
         fused = (gap or not soft) and not need_r64 and not removal
         if not fused:
-            dw, dj = _exact_rows(x, start, m, label, wc, abs_centers, exact, hard_counts)
+            dw, dj = _exact_rows(x, start, all_rows, m, label, wc, abs_centers, exact, hard_counts)
             w_sum += dw
             j_sum += dj
         if gap and not fused:
@@ -855,17 +859,13 @@ def soft_block(
                         wc[i] = 0.0
                         s_at += 1
                 if fused:
-                    for t in range(n_soft):
-                        i = soft_index[t]
-                        wi = soft_w[t]
-                        lab = label[i]
-                        acc = _exact_distance(x[start + i], abs_centers[lab]) if wi != 0.0 else 0.0
-                        exact[i] = acc
-                        w_sum += wi
-                        hard_counts[lab] += wi
-                        j_sum += wi * acc
+                    dw, dj = _exact_rows(x, start, soft_index, n_soft, label, soft_w, abs_centers,
+                                         exact, hard_counts)
+                    w_sum += dw
+                    j_sum += dj
             if fused and n_soft == m:
-                dw, dj = _exact_rows(x, start, m, label, wc, abs_centers, exact, hard_counts)
+                dw, dj = _exact_rows(x, start, all_rows, m, label, wc, abs_centers, exact,
+                                     hard_counts)
                 w_sum += dw
                 j_sum += dj
             untested = 0 if n_soft < m else _ONE_HOT_RETRY
