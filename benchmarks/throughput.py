@@ -31,10 +31,12 @@ Sections:
   peak memory of the workers.
 - ``fixed``: the fixed cost of a pass, a pass over 16 tiny blocks minus
   their kernel time, on the cluster and on the threaded scheduler.
-- ``scaling``: our soft pass at the largest shape on 2, then 1, then 2 workers
+- ``scaling``: our soft pass at the largest shape on 2, then 1, then 2 workers,
   (one cluster up at a time, each timed in turns with scikit-learn's iteration;
   the speed-up compares the 1-worker pass with the mean of the two 2-worker
-  phases, so that a load that drifts steadily cancels).
+  phases, so that a load that drifts steadily cancels); first with
+  distributed's default configuration, then with its diagnostics lightened
+  as the command line starts its own cluster (``dask_softkmeans.launch``).
 - ``fit``: full fits: ``SoftKMeans`` (with its count of passes over the full
   data; the workers have loaded the compiled kernel first, a once-per-process
   cost that ``fixed`` reports), scikit-learn ``KMeans(n_init=10)``, dask-ml
@@ -64,6 +66,7 @@ from threadpoolctl import threadpool_info
 
 from dask_softkmeans import SoftKMeans, soft_statistics
 from dask_softkmeans._kernels import block_statistics, nearest
+from dask_softkmeans.launch import LIGHT_DIAGNOSTICS, local_cluster
 
 FULL = {
     "shapes": [(1_000_000, 32, 32), (4_000_000, 8, 16), (200_000, 256, 128), (8_000_000, 32, 32)],
@@ -175,11 +178,14 @@ def interleaved_medians(funcs: dict[str, Callable[[], Any]], repeats: int) -> di
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
-def cluster(n_workers: int) -> tuple[Any, Any]:
+def cluster(n_workers: int, light: bool = False) -> tuple[Any, Any]:
+    """A ``LocalCluster`` of ``n_workers`` single-threaded processes and its client;
+    ``light``: with distributed's diagnostics lightened, as the command line starts one."""
     from distributed import Client, LocalCluster
 
-    lc = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None, memory_limit="8GiB")
+    start = local_cluster if light else LocalCluster
+    lc = start(n_workers=n_workers, threads_per_worker=1, processes=True,
+               dashboard_address=None, memory_limit="8GiB")
     return lc, Client(lc)
 
 
@@ -336,7 +342,10 @@ def section_fixed(repeats: int) -> dict:
 
 def section_scaling(config: dict, repeats: int) -> dict:
     """The soft pass on 2, then 1, then 2 workers, one cluster up at a time, each
-    phase timed in turns with scikit-learn's iteration.
+    phase timed in turns with scikit-learn's iteration; first with distributed's
+    default configuration, then again with its diagnostics lightened
+    (:data:`dask_softkmeans.launch.LIGHT_DIAGNOSTICS`, as ``dask-softkmeans fit``
+    starts its own cluster).
 
     With both clusters up at once an idle 1-worker cluster (scheduler, nanny and
     worker waking up on a machine whose two cores run the 2-worker pass) made that
@@ -349,25 +358,31 @@ def section_scaling(config: dict, repeats: int) -> dict:
     x = local_data(n, d, k, 2)  # the rows of the 2-worker phases
     lloyd = sklearn_lloyd_pass(x, c)
     out: dict[str, Any] = {"shape": f"{n / 1e6:g}M x {d}, K={k}"}
-    for phase, workers in enumerate((2, 1, 2)):
-        lc, client = cluster(workers)
-        try:
-            _, X = build(n, d, k, client, workers, local=False)
-            funcs: dict[str, Callable[[], Any]] = {"ours": partial(soft_statistics, X, c, 1.0)}
-            if lloyd:
-                funcs["sklearn"] = lloyd
-            times = interleaved_medians(funcs, repeats)
-            out[f"phase{phase}"] = {
-                "workers": workers, "ours": times["ours"], "sklearn": times.get("sklearn", np.nan),
-                "mem": max(peak_worker_memory(client)) / 2**20, "data": X.nbytes / workers / 2**20}
-            del X
-        finally:
-            client.close()
-            lc.close()
-    two = [out["phase0"], out["phase2"]]
-    out["w1"] = out["phase1"]["ours"]
-    out["w2"] = float(np.mean([p["ours"] for p in two]))
-    out["sklearn"] = float(np.mean([p["sklearn"] for p in two]))
+    for light in (False, True):
+        phases = []
+        for workers in (2, 1, 2):
+            lc, client = cluster(workers, light)
+            try:
+                _, X = build(n, d, k, client, workers, local=False)
+                funcs: dict[str, Callable[[], Any]] = {
+                    "ours": partial(soft_statistics, X, c, 1.0)}
+                if lloyd:
+                    funcs["sklearn"] = lloyd
+                times = interleaved_medians(funcs, repeats)
+                phases.append({
+                    "workers": workers, "ours": times["ours"],
+                    "sklearn": times.get("sklearn", np.nan),
+                    "mem": max(peak_worker_memory(client)) / 2**20,
+                    "data": X.nbytes / workers / 2**20})
+                del X
+            finally:
+                client.close()
+                lc.close()
+        two = [phases[0], phases[2]]
+        out["light" if light else "default"] = {
+            "phases": phases, "w1": phases[1]["ours"],
+            "w2": float(np.mean([p["ours"] for p in two])),
+            "sklearn": float(np.mean([p["sklearn"] for p in two]))}
     del x
     return out
 
@@ -459,17 +474,22 @@ def print_tables(passes: list[dict], fixed: dict | None, scaling: dict | None,
               f"{fixed['compile']:.1f} s; once per process, loading it from the cache: "
               f"{fixed['load']:.2f} s")
     if scaling:
-        s = scaling
-        print(f"\n### Workers, {s['shape']} (soft pass, T=1; one cluster at a time, "
-              f"2, 1, then 2 workers)\n")
-        for phase in ("phase0", "phase1", "phase2"):
-            p = s[phase]
-            print(f"- {p['workers']} worker{'s' if p['workers'] > 1 else ''}: {fmt(p['ours'])} "
-                  f"(scikit-learn's iteration in turns: {fmt(p['sklearn'])}; peak "
-                  f"{p['mem']:.0f} MiB per worker, data {p['data']:.0f} MiB)")
-        print(f"- speed-up 2 vs 1: {ratio(s['w1'], s['w2'])} (1 worker against the mean of the "
-              f"two 2-worker phases); soft pass on 2 workers / sklearn Lloyd iteration: "
-              f"{ratio(s['w2'], s['sklearn'])}")
+        print(f"\n### Workers, {scaling['shape']} (soft pass, T=1; one cluster at a time, "
+              f"2, 1, then 2 workers)")
+        for name, title in (("default", "distributed's default configuration"),
+                            ("light", "diagnostics lightened as `dask-softkmeans fit` starts "
+                             "its cluster: " + ", ".join(f"{key} {value}" for key, value
+                                                         in LIGHT_DIAGNOSTICS.items()))):
+            s = scaling[name]
+            print(f"\n{title}:\n")
+            for p in s["phases"]:
+                print(f"- {p['workers']} worker{'s' if p['workers'] > 1 else ''}: "
+                      f"{fmt(p['ours'])} (scikit-learn's iteration in turns: "
+                      f"{fmt(p['sklearn'])}; peak {p['mem']:.0f} MiB per worker, "
+                      f"data {p['data']:.0f} MiB)")
+            print(f"- speed-up 2 vs 1: {ratio(s['w1'], s['w2'])} (1 worker against the mean "
+                  f"of the two 2-worker phases); soft pass on 2 workers / sklearn Lloyd "
+                  f"iteration: {ratio(s['w2'], s['sklearn'])}")
     if fit:
         f = fit
         print(f"\n### Full fit, {f['shape']}\n")

@@ -23,6 +23,7 @@ from . import io
 from ._progress import FitProgress
 from .errors import SoftKMeansError
 from .estimator import SoftKMeans
+from .launch import local_cluster
 
 
 class _Group(click.Group):
@@ -95,7 +96,7 @@ def _security(scheduler: str | None, tls_ca_file: str | None = None, tls_cert: s
 def _client(scheduler: str | None, workers: int, threads: int, memory_limit: str,
             quiet: bool) -> Iterator[Any]:
     """A client of an existing scheduler, or of a LocalCluster started here."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     context = click.get_current_context(silent=True)
     tls_options = context.meta.get("dask_softkmeans.tls", {}) if context else {}
@@ -115,8 +116,8 @@ def _client(scheduler: str | None, workers: int, threads: int, memory_limit: str
                 click.echo(f"Connected to {scheduler}, dashboard {client.dashboard_link}")
             yield client
         return
-    with LocalCluster(n_workers=workers, threads_per_worker=threads,
-                      memory_limit=memory_limit, dashboard_address=":0") as cluster, \
+    with local_cluster(n_workers=workers, threads_per_worker=threads,
+                       memory_limit=memory_limit, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         if not quiet:
             click.echo(f"Local cluster: {workers} workers x {threads} threads, "
