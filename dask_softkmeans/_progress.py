@@ -7,12 +7,18 @@ phase, temperature, free energy, inertia and seconds per pass, and prints a
 line above it at each phase transition.  When the output is not a terminal
 (a log file, a pipe, CI) it prints plain lines instead: one per temperature
 (the last pass there, i.e. the equilibrium), or one per pass when verbose.
+:func:`notice_if_slow` tells about a wait before the fit (the kernel compiling).
 """
 
 from __future__ import annotations
 
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 from rich.console import Console
 from rich.progress import (
@@ -156,3 +162,37 @@ class FitProgress:
             f"inertia={record['inertia']:.6g}  {record['seconds'] * 1e3:.1f} ms/pass{where}")
         self._progress.update(self._task, description=record["phase"], passes=self.passes,
                               completed=min(record["n_clusters"], self.n_clusters))
+
+
+@contextmanager
+def notice_if_slow(message: str, *, after: float = 2.0, file: IO[str] | None = None) -> Iterator[None]:
+    """Print ``message`` if the block is still running ``after`` seconds in, and
+    then how long it took: a wait the user should know about, silent when short.
+
+    Parameters
+    ----------
+    message : str
+        What is being waited for, e.g. "Compiling the kernel ...".
+    after : float, default=2.0
+        Seconds of silence first.
+    file : file-like, optional
+        Where to write; default standard error (read when the notice is printed).
+    """
+    start = time.perf_counter()
+    shown = threading.Event()
+
+    def show() -> None:
+        shown.set()
+        print(message, file=file or sys.stderr, flush=True)
+
+    timer = threading.Timer(after, show)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        timer.join()  # a notice being printed is finished before the next line
+        if shown.is_set():
+            print(f"  done in {time.perf_counter() - start:.1f} s", file=file or sys.stderr,
+                  flush=True)

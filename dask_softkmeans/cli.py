@@ -20,7 +20,7 @@ import click
 from sklearn.utils._param_validation import InvalidParameterError
 
 from . import io
-from ._progress import FitProgress
+from ._progress import FitProgress, notice_if_slow
 from .errors import SoftKMeansError
 from .estimator import SoftKMeans
 from .launch import local_cluster
@@ -123,6 +123,16 @@ def _client(scheduler: str | None, workers: int, threads: int, memory_limit: str
             click.echo(f"Local cluster: {workers} workers x {threads} threads, "
                        f"dashboard {client.dashboard_link}")
         yield client
+
+
+def _load_kernel(quiet: bool) -> None:
+    """Load the compiled kernel here before a fit is timed, saying so when numba
+    compiles it (an empty cache: once per installation and CPU, 28-40 s on this
+    2-core machine).  Otherwise the wait would be silent, and the fit's first
+    pass (on a sample, in this process) would take it."""
+    with contextlib.nullcontext() if quiet else notice_if_slow(
+            "Compiling the kernel with numba (once per installation; about half a minute)..."):
+        from . import _compiled  # noqa: F401
 
 
 def _fit(data: Any, k: int, quiet: bool, verbose: bool, resume: bool = False,
@@ -245,6 +255,7 @@ def fit(data: str, n_clusters: int, n_init: int, out: str | None, overwrite: boo
             f"The directory of {out!r} does not exist. Create it first, or choose another path.")
     io.open_array(data)  # fail on a bad path before starting a cluster
     with _client(scheduler, workers, threads, memory_limit, quiet):
+        _load_kernel(quiet)
         start = time.perf_counter()
         model = _fit(data, n_clusters, quiet, verbose, resume=resume, n_init=n_init,
                      checkpoint=checkpoint)
@@ -353,6 +364,7 @@ def demo(n_samples: int, n_features: int, n_clusters: int, workers: int,
                    f"clusters) to {path} in {time.perf_counter() - start:.1f} s")
         group = zarr.open_group(str(path), mode="r")
         with _client(None, workers, 1, "auto", quiet):
+            _load_kernel(quiet)
             start = time.perf_counter()
             model = _fit(str(path / "X"), n_clusters, quiet, verbose)
             seconds = time.perf_counter() - start

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import io
 import itertools
+import os
 import re
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -13,7 +17,7 @@ from rich.console import Console
 from sklearn.datasets import make_blobs
 
 from dask_softkmeans import SoftKMeans
-from dask_softkmeans._progress import FitProgress, format_record
+from dask_softkmeans._progress import FitProgress, format_record, notice_if_slow
 from dask_softkmeans.cli import main
 
 LINE = re.compile(r"^pass \d+ +\w+ +T=\S+ +clusters=\d+ +F=\S+ +inertia=\S+ +[\d.]+ ms/pass")
@@ -118,3 +122,39 @@ def test_passes_on_a_sample_are_marked(data):
     sampled = [r.get("data") == "sample" for r in model.history_]
     assert any(sampled) and not all(sampled)
     assert [line.endswith(" on a sample") for line in lines] == sampled
+
+
+def test_a_slow_wait_is_announced_while_it_lasts_and_timed():
+    out = io.StringIO()
+    with notice_if_slow("Waiting for the thing...", after=0.1, file=out):
+        time.sleep(0.6)
+        during = out.getvalue()
+    assert during == "Waiting for the thing...\n"  # printed while the block still ran
+    done = re.fullmatch(r"Waiting for the thing\.\.\.\n  done in ([\d.]+) s\n", out.getvalue())
+    assert done and 0.5 <= float(done.group(1)) < 5
+
+
+def test_a_short_wait_prints_nothing_and_errors_pass_through():
+    out = io.StringIO()
+    with notice_if_slow("Waiting...", after=0.5, file=out):
+        pass
+    with pytest.raises(KeyError), notice_if_slow("Waiting...", after=0.5, file=out):
+        raise KeyError("x")
+    time.sleep(0.7)  # the timers were cancelled: nothing comes later either
+    assert out.getvalue() == ""
+
+
+def test_first_run_says_the_kernel_compiles_and_times_the_fit_without_it(tmp_path):
+    """A new installation, as a new user's first command meets it: numba's cache empty."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    result = subprocess.run(
+        [sys.executable, "-m", "dask_softkmeans.cli", "demo", "--n-samples", "20000"],
+        capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    notice = re.search(r"^Compiling the kernel with numba .*\.\.\.\n  done in ([\d.]+) s$",
+                       result.stderr, re.MULTILINE)
+    assert notice, result.stderr
+    fitted = float(re.search(r"^Fitted in ([\d.]+) s", result.stdout, re.MULTILINE).group(1))
+    assert fitted < float(notice.group(1)) / 2
+    first_pass = re.search(r"^pass 1 .* ([\d.]+) ms/pass", result.stderr, re.MULTILINE)
+    assert float(first_pass.group(1)) < 1000  # the compilation is not in the first pass
