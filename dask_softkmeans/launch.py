@@ -18,12 +18,13 @@ import dask.config
 #: Distributed's two most frequent diagnostics, and the lighter values that
 #: :func:`local_cluster` starts with.  Every server (scheduler, nanny, worker)
 #: checks its event loop's health every 20 ms and every worker samples its
-#: threads' stacks every 10 ms.  On an idle 2-worker ``LocalCluster`` of this
-#: 2-core machine that was 120 ms of CPU per second (the client's process,
-#: which holds the scheduler and the nannies, 48; each worker 34-39); at these
-#: values 45 (25, and 10 each).  With every core busy with a pass, that time is
-#: taken from the kernel.  Both still work: the event loop's warning fires after
-#: 3 s without a tick, and the dashboard's profile has ten samples a second.
+#: threads' stacks every 10 ms.  An idle 2-worker ``LocalCluster`` on a 2-core
+#: machine used 91 ms of CPU per second (the process holding the scheduler and
+#: the nannies 34, the workers 30 and 27); at these values 26 (13, 7 and 6).
+#: With every core busy with a pass, that time is taken from the kernel: a
+#: 2-worker pass at 8M x 32 was 9% faster (``benchmarks/pass_anatomy.py``).
+#: Both still work: the event loop's warning fires after 3 s without a tick,
+#: and the dashboard's profile has ten samples a second.
 LIGHT_DIAGNOSTICS: dict[str, str] = {
     "distributed.admin.tick.interval": "500ms",
     "distributed.worker.profile.interval": "100ms",

@@ -1,0 +1,167 @@
+"""Where the time of a pass on a ``LocalCluster`` goes, and what distributed costs at rest.
+
+For each configuration (distributed's defaults, then the lightened diagnostics that
+``dask-softkmeans fit`` starts its own cluster with, ``dask_softkmeans.launch``), on a
+cluster of single-threaded worker processes holding persisted Gaussian blobs:
+
+1. **At rest**: CPU time per second of the client's process (which holds the
+   scheduler and the nannies) and of each worker, over ``--idle`` seconds of nothing.
+2. **A pass**: ``soft_statistics(X, C, T=1)`` repeated ``--passes`` times.  Each
+   worker logs the start, wall time and thread CPU time of its block holder's call
+   (``_BlockHolder.run``, wrapped on the workers for this benchmark); the clocks are
+   the machine's monotonic clock, shared by the processes.  Medians over the passes:
+
+   - ``pass``: the call of ``soft_statistics``, as the caller sees it;
+   - ``to workers``: until the later of the workers starts its share;
+   - ``kernel CPU``: the holder's thread CPU time (mean of the workers; then per
+     worker, whose difference is part of the wait for the slower worker);
+   - ``off core``: the holder's wall time minus its CPU time (the thread waiting
+     for a core that other threads and processes hold), mean of the workers;
+   - ``slower worker``: how much later the last worker finished than the first;
+   - ``back``: from the last worker's end until the caller has the result;
+   - CPU time per second of each process while the passes ran.
+
+Run from the repository root::
+
+    python benchmarks/pass_anatomy.py                     # 8M x 32, K=32, 2 workers
+    python benchmarks/pass_anatomy.py --rows 2000000 --workers 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from throughput import build, cluster, start_centers
+
+from dask_softkmeans import soft_statistics
+from dask_softkmeans.launch import LIGHT_DIAGNOSTICS
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux ``/proc``)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_rates(pids: list[int], seconds: float | None = None,
+              during: Any = None) -> tuple[list[float], float]:
+    """CPU milliseconds per second of each process, over ``seconds`` of rest or ``during()``."""
+    before, start = [cpu_seconds(p) for p in pids], time.perf_counter()
+    if during is None:
+        time.sleep(seconds)
+    else:
+        during()
+    wall = time.perf_counter() - start
+    return [(cpu_seconds(p) - b) / wall * 1e3 for p, b in zip(pids, before, strict=True)], wall
+
+
+def _log_holder_calls() -> None:
+    """On a worker: record (start, wall, thread CPU) of every block holder's call."""
+    from dask_softkmeans import _engine
+
+    if hasattr(_engine._BlockHolder, "calls"):
+        return
+    run = _engine._BlockHolder.run
+    calls: list[tuple[float, float, float]] = []
+
+    def logged(self: Any, task: Any, params: dict) -> Any:
+        start, cpu = time.perf_counter(), time.thread_time()
+        try:
+            return run(self, task, params)
+        finally:
+            calls.append((start, time.perf_counter() - start, time.thread_time() - cpu))
+
+    _engine._BlockHolder.run = logged
+    _engine._BlockHolder.calls = calls
+
+
+def _holder_calls() -> list[tuple[float, float, float]]:
+    from dask_softkmeans import _engine
+
+    return list(_engine._BlockHolder.calls)
+
+
+def anatomy(rows: int, features: int, k: int, workers: int, passes: int, idle: float,
+            light: bool) -> dict[str, Any]:
+    lc, client = cluster(workers, light)
+    try:
+        worker_pids = list(client.run(os.getpid).values())
+        pids = [os.getpid(), *worker_pids]
+        rest, _ = cpu_rates(pids, idle)
+        _, X = build(rows, features, k, client, workers, local=False)
+        client.run(_log_holder_calls)
+        centers = start_centers(features, k)
+        for _ in range(3):  # the holders are made, the kernel loaded
+            soft_statistics(X, centers, 1.0)
+        marks: list[tuple[float, float]] = []
+
+        def run_passes() -> None:
+            for _ in range(passes):
+                start = time.perf_counter()
+                soft_statistics(X, centers, 1.0)
+                marks.append((start, time.perf_counter()))
+
+        busy, _ = cpu_rates(pids, during=run_passes)
+        logs = [calls[-passes:] for calls in client.run(_holder_calls).values()]
+    finally:
+        client.close()
+        lc.close()
+    parts = []
+    for i, (start, end) in enumerate(marks):
+        calls = [log[i] for log in logs]
+        finishes = [s + w for s, w, _ in calls]
+        parts.append([
+            end - start,
+            max(s for s, _, _ in calls) - start,
+            np.mean([c for _, _, c in calls]),
+            np.mean([w - c for _, w, c in calls]),
+            max(finishes) - min(finishes),
+            end - max(finishes)])
+    names = ["pass", "to workers", "kernel CPU", "off core", "slower worker", "back"]
+    return {"parts": dict(zip(names, np.median(np.array(parts), axis=0) * 1e3, strict=True)),
+            "kernel": [float(np.median([c for _, _, c in log])) * 1e3 for log in logs],
+            "rest": rest, "busy": busy}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=8_000_000)
+    parser.add_argument("--features", type=int, default=32)
+    parser.add_argument("--k", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--passes", type=int, default=15)
+    parser.add_argument("--idle", type=float, default=10.0, help="Seconds at rest.")
+    args = parser.parse_args(argv)
+    command = " ".join(["python benchmarks/pass_anatomy.py",
+                        shlex.join(sys.argv[1:] if argv is None else argv)]).strip()
+    print(f"command: {command}")
+    print(f"{args.rows / 1e6:g}M x {args.features}, K={args.k}, {args.workers} single-threaded "
+          f"worker processes, soft pass at T=1, medians of {args.passes} passes (ms)\n")
+    results = {name: anatomy(args.rows, args.features, args.k, args.workers, args.passes,
+                             args.idle, light)
+               for name, light in (("defaults", False), ("light", True))}
+    names = list(results["defaults"]["parts"])
+    print("| configuration | " + " | ".join(names) + " | kernel CPU per worker | CPU ms/s at "
+          "rest: this process, workers | CPU ms/s in passes: this process, workers |")
+    print("|---" * (len(names) + 4) + "|")
+    for name, r in results.items():
+        kernel = ", ".join(f"{v:.1f}" for v in r["kernel"])
+        rates = [", ".join(f"{v:.0f}" for v in r[key]) for key in ("rest", "busy")]
+        print(f"| {name} | " + " | ".join(f"{v:.1f}" for v in r["parts"].values())
+              + f" | {kernel} | {rates[0]} | {rates[1]} |")
+    print("\nlight: " + ", ".join(f"{key} {value}" for key, value in LIGHT_DIAGNOSTICS.items()))
+    print("this process: the caller, the scheduler and the nannies (a LocalCluster's)")
+
+
+if __name__ == "__main__":
+    main()
