@@ -31,7 +31,7 @@ Sections:
   peak memory of the workers.
 - ``fixed``: the fixed cost of a pass, a pass over 16 tiny blocks minus
   their kernel time, on the cluster and on the threaded scheduler.
-- ``scaling``: our soft pass at the largest shape on 2, then 1, then 2 workers,
+- ``scaling``: our soft pass at the largest shape on 2, then 1, then 2 workers
   (one cluster up at a time, each timed in turns with scikit-learn's iteration;
   the speed-up compares the 1-worker pass with the mean of the two 2-worker
   phases, so that a load that drifts steadily cancels); first with
