@@ -177,6 +177,11 @@ def notice_if_slow(message: str, *, after: float = 2.0, file: IO[str] | None = N
         Seconds of silence first.
     file : file-like, optional
         Where to write; default standard error (read when the notice is printed).
+
+    Yields
+    ------
+    None
+        The block runs while a timer thread waits to print the notice.
     """
     start = time.perf_counter()
     shown = threading.Event()
@@ -188,11 +193,13 @@ def notice_if_slow(message: str, *, after: float = 2.0, file: IO[str] | None = N
     timer = threading.Timer(after, show)
     timer.daemon = True
     timer.start()
+    ended = "stopped after"
     try:
         yield
+        ended = "done in"
     finally:
         timer.cancel()
         timer.join()  # a notice being printed is finished before the next line
         if shown.is_set():
-            print(f"  done in {time.perf_counter() - start:.1f} s", file=file or sys.stderr,
+            print(f"  {ended} {time.perf_counter() - start:.1f} s", file=file or sys.stderr,
                   flush=True)

@@ -23,7 +23,7 @@ from . import io
 from ._progress import FitProgress, notice_if_slow
 from .errors import SoftKMeansError
 from .estimator import SoftKMeans
-from .launch import local_cluster
+from .launch import light_diagnostics, local_cluster
 
 
 class _Group(click.Group):
@@ -120,18 +120,21 @@ def _client(scheduler: str | None, workers: int, threads: int, memory_limit: str
                        memory_limit=memory_limit, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         if not quiet:
+            light = light_diagnostics()
+            lighter = (f"; lighter diagnostics: {', '.join(f'{k} {v}' for k, v in light.items())}"
+                       if light else "")
             click.echo(f"Local cluster: {workers} workers x {threads} threads, "
-                       f"dashboard {client.dashboard_link}")
+                       f"dashboard {client.dashboard_link}{lighter}")
         yield client
 
 
 def _load_kernel(quiet: bool) -> None:
     """Load the compiled kernel here before a fit is timed, saying so when numba
-    compiles it (an empty cache: once per installation and CPU, 28-40 s on this
-    2-core machine).  Otherwise the wait would be silent, and the fit's first
-    pass (on a sample, in this process) would take it."""
+    compiles it (an empty cache: once per installation and CPU, about half a
+    minute on a 2-core machine).  Otherwise the wait would be silent, and the
+    fit's first pass (on a sample, in this process) would take it."""
     with contextlib.nullcontext() if quiet else notice_if_slow(
-            "Compiling the kernel with numba (once per installation; about half a minute)..."):
+            "Compiling the kernel with numba (once per installation)..."):
         from . import _compiled  # noqa: F401
 
 

@@ -11,20 +11,23 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask.config
 
+if TYPE_CHECKING:
+    from distributed import LocalCluster
+
 #: Distributed's two most frequent diagnostics, and the lighter values that
 #: :func:`local_cluster` starts with.  Every server (scheduler, nanny, worker)
-#: checks its event loop's health every 20 ms and every worker samples its
-#: threads' stacks every 10 ms.  An idle 2-worker ``LocalCluster`` on a 2-core
-#: machine used 91 ms of CPU per second (the process holding the scheduler and
-#: the nannies 34, the workers 30 and 27); at these values 26 (13, 7 and 6).
-#: With every core busy with a pass, that time is taken from the kernel: a
-#: 2-worker pass at 8M x 32 was 9% faster (``benchmarks/pass_anatomy.py``).
-#: Both still work: the event loop's warning fires after 3 s without a tick,
-#: and the dashboard's profile has ten samples a second.
+#: checks its event loop's health every 20 ms, and every worker samples its
+#: threads' stacks for the dashboard's profile every 10 ms.  With every core
+#: busy with a pass, that CPU time is taken from the kernel
+#: (``benchmarks/pass_anatomy.py`` measures both, at rest and in a pass).  At
+#: these values both still work, more coarsely: the dashboard's event-loop
+#: interval reads ~500 ms, the "event loop was unresponsive" warning fires for
+#: a block of 2.5 s instead of 3 s, and the profile has ten samples a second
+#: (distributed's own test suite runs its servers with a 500 ms tick).
 LIGHT_DIAGNOSTICS: dict[str, str] = {
     "distributed.admin.tick.interval": "500ms",
     "distributed.worker.profile.interval": "100ms",
@@ -32,22 +35,42 @@ LIGHT_DIAGNOSTICS: dict[str, str] = {
 
 
 def light_diagnostics() -> dict[str, str]:
-    """:data:`LIGHT_DIAGNOSTICS`, less any setting that Dask's configuration has
-    changed from distributed's default: a value the user chose is kept."""
+    """:data:`LIGHT_DIAGNOSTICS`, less the settings the user chose.
+
+    A setting counts as chosen when Dask's configuration files or ``DASK_*``
+    environment variables name it (``DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL=20ms``
+    keeps distributed's own value), or when it differs from distributed's
+    default in this process (``dask.config.set``).
+    """
     defaults = dask.config.merge(*dask.config.defaults)
+    files_and_environment = dask.config.collect()
     return {key: value for key, value in LIGHT_DIAGNOSTICS.items()
-            if dask.config.get(key, None) == dask.config.get(key, None, config=defaults)}
+            if dask.config.get(key, None, config=files_and_environment) is None
+            and dask.config.get(key, None) == dask.config.get(key, None, config=defaults)}
 
 
-def local_cluster(**kwargs: Any) -> Any:
+def local_cluster(**kwargs: Any) -> LocalCluster:
     """A ``distributed.LocalCluster(**kwargs)`` whose servers run :func:`light_diagnostics`.
 
-    The settings reach the worker processes through their nannies, which copy
-    Dask's configuration when they are made; the caller's configuration is
-    left as it was.
+    The scheduler, the nannies and the workers started here read the settings
+    when they are made (a worker process gets them from its nanny, restarts
+    included); the caller's configuration is left as it was.  Workers added
+    later with ``scale`` or ``adapt`` start with the caller's configuration:
+    wrap those calls in ``dask.config.set(light_diagnostics())`` to keep them
+    alike.
+
+    Raises
+    ------
+    TypeError
+        With ``asynchronous=True``: such a cluster makes its workers when it is
+        awaited, after this function has restored the configuration.
     """
     from distributed import LocalCluster
 
+    if kwargs.get("asynchronous"):
+        raise TypeError("local_cluster starts a synchronous LocalCluster. For an asynchronous "
+                        "one, create and await it inside "
+                        "dask.config.set(dask_softkmeans.launch.light_diagnostics()).")
     with dask.config.set(light_diagnostics()):
         return LocalCluster(**kwargs)
 

@@ -127,21 +127,27 @@ def test_passes_on_a_sample_are_marked(data):
 def test_a_slow_wait_is_announced_while_it_lasts_and_timed():
     out = io.StringIO()
     with notice_if_slow("Waiting for the thing...", after=0.1, file=out):
-        time.sleep(0.6)
+        deadline = time.perf_counter() + 30
+        while not out.getvalue() and time.perf_counter() < deadline:
+            time.sleep(0.05)
         during = out.getvalue()
+        time.sleep(0.2)
     assert during == "Waiting for the thing...\n"  # printed while the block still ran
     done = re.fullmatch(r"Waiting for the thing\.\.\.\n  done in ([\d.]+) s\n", out.getvalue())
-    assert done and 0.5 <= float(done.group(1)) < 5
+    assert done and float(done.group(1)) >= 0.3
 
 
-def test_a_short_wait_prints_nothing_and_errors_pass_through():
+def test_a_short_wait_prints_nothing_and_a_failed_one_says_it_stopped():
     out = io.StringIO()
     with notice_if_slow("Waiting...", after=0.5, file=out):
         pass
     with pytest.raises(KeyError), notice_if_slow("Waiting...", after=0.5, file=out):
         raise KeyError("x")
-    time.sleep(0.7)  # the timers were cancelled: nothing comes later either
-    assert out.getvalue() == ""
+    assert out.getvalue() == ""  # the timers were cancelled and joined
+    with pytest.raises(KeyError), notice_if_slow("Waiting...", after=0.05, file=out):
+        time.sleep(0.3)
+        raise KeyError("x")
+    assert re.fullmatch(r"Waiting\.\.\.\n  stopped after [\d.]+ s\n", out.getvalue())
 
 
 def test_first_run_says_the_kernel_compiles_and_times_the_fit_without_it(tmp_path):
@@ -156,5 +162,7 @@ def test_first_run_says_the_kernel_compiles_and_times_the_fit_without_it(tmp_pat
     assert notice, result.stderr
     fitted = float(re.search(r"^Fitted in ([\d.]+) s", result.stdout, re.MULTILINE).group(1))
     assert fitted < float(notice.group(1)) / 2
+    # The first pass (on the sample, in this process) does not include the compilation.
     first_pass = re.search(r"^pass 1 .* ([\d.]+) ms/pass", result.stderr, re.MULTILINE)
-    assert float(first_pass.group(1)) < 1000  # the compilation is not in the first pass
+    assert first_pass, result.stderr
+    assert float(first_pass.group(1)) < 1000, first_pass.group(0)
