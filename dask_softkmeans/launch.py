@@ -25,8 +25,9 @@ if TYPE_CHECKING:
 #: busy with a pass, that CPU time is taken from the kernel
 #: (``benchmarks/pass_anatomy.py`` measures both, at rest and in a pass).  At
 #: these values both still work, more coarsely: the dashboard's event-loop
-#: interval reads ~500 ms, the "event loop was unresponsive" warning fires for
-#: a block of 2.5 s instead of 3 s, and the profile has ten samples a second
+#: interval reads ~500 ms, the "event loop was unresponsive" warning (3 s
+#: between ticks) can fire for a block of 2.5 s, and the profile has ten
+#: samples a second
 #: (distributed's own test suite runs its servers with a 500 ms tick).
 LIGHT_DIAGNOSTICS: dict[str, str] = {
     "distributed.admin.tick.interval": "500ms",
