@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 #: these values both still work, more coarsely: the dashboard's event-loop
 #: interval reads ~500 ms, the "event loop was unresponsive" warning (3 s
 #: between ticks) can fire for a block of 2.5 s, and the profile has ten
-#: samples a second
-#: (distributed's own test suite runs its servers with a 500 ms tick).
+#: samples a second (distributed's own test suite runs its servers with a
+#: 500 ms tick).
 LIGHT_DIAGNOSTICS: dict[str, str] = {
     "distributed.admin.tick.interval": "500ms",
     "distributed.worker.profile.interval": "100ms",
