@@ -128,14 +128,20 @@ def _client(scheduler: str | None, workers: int, threads: int, memory_limit: str
         yield client
 
 
-def _load_kernel(quiet: bool) -> None:
-    """Load the compiled kernel here before a fit is timed, saying so when numba
-    compiles it (an empty cache: once per installation and CPU, about half a
-    minute on a 2-core machine).  Otherwise the wait would be silent, and the
-    fit's first pass (on a sample, in this process) would take it."""
+def _import_kernel() -> None:
+    from . import _compiled  # noqa: F401
+
+
+def _load_kernel(client: Any, quiet: bool) -> None:
+    """Load the compiled kernel here, then on every worker, before a fit is timed,
+    saying so when numba compiles it (an empty cache: once per installation and
+    CPU, about half a minute on a 2-core machine).  Otherwise the wait would be
+    silent, in the fit's first pass on a sample (here) or over the data (on the
+    workers).  Workers of the same machine load what this process compiled."""
     with contextlib.nullcontext() if quiet else notice_if_slow(
             "Compiling the kernel with numba (once per installation)..."):
-        from . import _compiled  # noqa: F401
+        _import_kernel()
+        client.run(_import_kernel)
 
 
 def _fit(data: Any, k: int, quiet: bool, verbose: bool, resume: bool = False,
@@ -257,8 +263,8 @@ def fit(data: str, n_clusters: int, n_init: int, out: str | None, overwrite: boo
         raise click.ClickException(
             f"The directory of {out!r} does not exist. Create it first, or choose another path.")
     io.open_array(data)  # fail on a bad path before starting a cluster
-    with _client(scheduler, workers, threads, memory_limit, quiet):
-        _load_kernel(quiet)
+    with _client(scheduler, workers, threads, memory_limit, quiet) as client:
+        _load_kernel(client, quiet)
         start = time.perf_counter()
         model = _fit(data, n_clusters, quiet, verbose, resume=resume, n_init=n_init,
                      checkpoint=checkpoint)
@@ -366,8 +372,8 @@ def demo(n_samples: int, n_features: int, n_clusters: int, workers: int,
         click.echo(f"Wrote {n_samples} x {n_features} float32 Gaussian blobs ({n_clusters} "
                    f"clusters) to {path} in {time.perf_counter() - start:.1f} s")
         group = zarr.open_group(str(path), mode="r")
-        with _client(None, workers, 1, "auto", quiet):
-            _load_kernel(quiet)
+        with _client(None, workers, 1, "auto", quiet) as client:
+            _load_kernel(client, quiet)
             start = time.perf_counter()
             model = _fit(str(path / "X"), n_clusters, quiet, verbose)
             seconds = time.perf_counter() - start

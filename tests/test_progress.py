@@ -151,10 +151,15 @@ def test_a_short_wait_prints_nothing_and_a_failed_one_says_it_stopped():
 
 
 def test_first_run_says_the_kernel_compiles_and_times_the_fit_without_it(tmp_path):
-    """A new installation, as a new user's first command meets it: numba's cache empty."""
+    """A new installation, as a new user's first command meets it: numba's cache empty.
+
+    The kernel is loaded here and on the workers before the fit: no pass pays for
+    compiling it (first pass on the sample, here) or for loading it (~0.6 s in a
+    fresh worker process, at the first pass over the data).
+    """
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
     result = subprocess.run(
-        [sys.executable, "-m", "dask_softkmeans.cli", "demo", "--n-samples", "20000"],
+        [sys.executable, "-m", "dask_softkmeans.cli", "demo", "--n-samples", "20000", "--verbose"],
         capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr
     notice = re.search(r"^Compiling the kernel with numba .*\.\.\.\n  done in ([\d.]+) s$",
@@ -162,7 +167,9 @@ def test_first_run_says_the_kernel_compiles_and_times_the_fit_without_it(tmp_pat
     assert notice, result.stderr
     fitted = float(re.search(r"^Fitted in ([\d.]+) s", result.stdout, re.MULTILINE).group(1))
     assert fitted < float(notice.group(1)) / 2
-    # The first pass (on the sample, in this process) does not include the compilation.
-    first_pass = re.search(r"^pass 1 .* ([\d.]+) ms/pass", result.stderr, re.MULTILINE)
-    assert first_pass, result.stderr
-    assert float(first_pass.group(1)) < 1000, first_pass.group(0)
+    passes = re.findall(r"^pass \d+ .* ([\d.]+) ms/pass( on a sample)?$", result.stderr,
+                        re.MULTILINE)
+    sample = [float(ms) for ms, on_sample in passes if on_sample]
+    full = [float(ms) for ms, on_sample in passes if not on_sample]
+    assert sample and full, result.stderr
+    assert sample[0] < 1000 and max(full) < 100, passes  # warm: ~4 ms; loading: ~230
