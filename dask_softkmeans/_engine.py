@@ -26,7 +26,7 @@ import dask
 import dask.array as da
 import numpy as np
 
-from . import _kernels
+from . import _kernels, io
 from ._data import ArrayLike, as_data, as_weights
 from ._kernels import NORMALIZATIONS, MomentMode, Normalization, StatsLayout
 from .errors import InputError
@@ -180,7 +180,8 @@ def _source_blocks_task(
     """``task`` over row ranges read from ``source`` (a Zarr array), one range at a time."""
     libc = _tune_worker_malloc()
     try:
-        return np.stack([task(source[start:stop], None, params) for start, stop in bounds])
+        return np.stack([task(io.read_rows(source, start, stop), None, params)
+                         for start, stop in bounds])
     finally:
         if libc is not None:
             libc.malloc_trim(0)  # the block buffers go back to the system between passes
@@ -206,7 +207,7 @@ class _BlockHolder:
     def _block_statistics(self, i: int, task: Any, params: dict[str, Any]) -> np.ndarray:
         if self._source is not None:
             start, stop = self._bounds[i]
-            return task(self._source[start:stop], None, params)
+            return task(io.read_rows(self._source, start, stop), None, params)
         return task(self._xs[i], None if self._ws is None else self._ws[i], params)
 
     def run(self, task: Any, params: dict[str, Any]) -> np.ndarray:

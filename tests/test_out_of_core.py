@@ -8,14 +8,17 @@ in-process LocalCluster; reads are counted by a store wrapper around the real st
 from __future__ import annotations
 
 import collections
+import re
 import time
 import tracemalloc
 import uuid
 
 import dask.array as da
+import numcodecs
 import numpy as np
 import pytest
 import zarr
+import zarr.codecs
 from click.testing import CliRunner
 from zarr.storage import LocalStore, WrapperStore
 
@@ -160,24 +163,106 @@ def test_sharded_array_is_read_shard_by_shard(tmp_path):
     np.testing.assert_array_equal(x.compute(), z[:])
 
 
+# -- chunks read straight from their files ---------------------------------------------------
+#: name: (keywords of zarr.create_array besides the shape, read from the chunk files?)
+LAYOUTS: dict[str, tuple[dict, bool]] = {
+    "v3 raw": ({"dtype": "f4", "compressors": None}, True),
+    "v3 blosc-lz4": ({"dtype": "f4", "compressors": zarr.codecs.BloscCodec(cname="lz4")}, True),
+    "v3 zstd with checksum, float64": (
+        {"dtype": "f8", "compressors": zarr.codecs.ZstdCodec(level=1, checksum=True)}, True),
+    "v3 int16": ({"dtype": "i2", "compressors": None}, True),
+    "v2 raw": ({"dtype": "<f4", "compressors": None, "zarr_format": 2}, True),
+    "v2 zstd, float64": ({"dtype": "<f8", "zarr_format": 2}, True),
+    "v2 blosc": ({"dtype": "<f4", "compressors": numcodecs.Blosc(), "zarr_format": 2}, True),
+    "v3 gzip": ({"dtype": "f4", "compressors": zarr.codecs.GzipCodec()}, False),
+    "v3 big-endian": ({"dtype": "f4", "compressors": None,
+                       "serializer": zarr.codecs.BytesCodec(endian="big")}, False),
+    "v2 big-endian": ({"dtype": ">f4", "compressors": None, "zarr_format": 2}, False),
+    "v2 Fortran order": ({"dtype": "<f4", "compressors": None, "zarr_format": 2,
+                          "order": "F"}, False),
+    "v3 split features": ({"dtype": "f4", "chunks": (20, 2)}, False),
+    "v3 sharded": ({"dtype": "f4", "chunks": (10, 5), "shards": (20, 5)}, False),
+}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_read_rows_equals_zarr_whatever_the_layout(tmp_path, layout):
+    """Ranges inside one chunk, across chunks, ending in the partial last chunk, empty; the
+    layouts zarr knows better are read by zarr."""
+    keywords, direct = LAYOUTS[layout]
+    x = np.random.default_rng(0).normal(scale=100.0, size=(103, 5))
+    path = str(tmp_path / "a.zarr")
+    zarr.create_array(path, shape=x.shape, **{"chunks": (20, 5), **keywords})[:] = x
+    z = zarr.open_array(path, mode="r")
+    assert (io._chunk_files(z) is not None) == direct
+    for start, stop in [(0, 103), (0, 20), (20, 60), (5, 17), (15, 45), (90, 103), (101, 103),
+                        (40, 40)]:
+        got, want = io.read_rows(z, start, stop), z[start:stop]
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(io.to_dask(z)[7:95, 1:4].compute(), z[7:95, 1:4])
+
+
+@pytest.mark.parametrize("compressors", [None, zarr.codecs.BloscCodec()])
+def test_read_rows_leaves_missing_and_damaged_chunks_to_zarr(tmp_path, compressors):
+    """A chunk never written reads as the fill value; a truncated one fails as zarr fails."""
+    path = tmp_path / "a.zarr"
+    z = zarr.create_array(str(path), shape=(60, 3), chunks=(20, 3), dtype="f4", fill_value=7.0,
+                          compressors=compressors)
+    z[:20], z[40:] = 1.0, 2.0
+    assert not (path / "c" / "1" / "0").exists()
+    np.testing.assert_array_equal(io.read_rows(z, 10, 50), [[1.0] * 3] * 10 + [[7.0] * 3] * 20
+                                  + [[2.0] * 3] * 10)
+    chunk = path / "c" / "2" / "0"
+    chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 2])
+    with pytest.raises(Exception) as theirs:
+        z[40:60]
+    with pytest.raises(type(theirs.value), match=re.escape(str(theirs.value))):
+        io.read_rows(z, 40, 60)
+
+
 # -- one read of each chunk per pass ------------------------------------------------------------
+@pytest.fixture
+def chunk_file_reads(monkeypatch):
+    """Reads of chunks straight from their files (``io._read_chunk``), by chunk key; the
+    cluster runs in this process, so its threads count here too."""
+    reads: collections.Counter = collections.Counter()
+    read = io._read_chunk
+
+    def counting(files, array, chunk, first, out):
+        reads[f"c/{chunk}/0"] += 1
+        return read(files, array, chunk, first, out)
+
+    monkeypatch.setattr(io, "_read_chunk", counting)
+    return reads
+
+
+@pytest.mark.parametrize("reader", ["zarr", "chunk files"])
 @pytest.mark.parametrize("path", ["zarr source", "graph"])
-def test_streamed_passes_read_each_chunk_once_per_pass(blobs_path, client, path):
+def test_streamed_passes_read_each_chunk_once_per_pass(blobs_path, client, path, reader,
+                                                       chunk_file_reads):
     """Opened from Zarr, a pass runs one task per worker thread that reads its blocks; any
-    other Dask array, one task per block with the read fused in.  Both read each chunk once."""
-    array, store = counted(blobs_path / "X")
+    other Dask array, one task per block with the read fused in.  Both read each chunk once,
+    through the store (a wrapped store is zarr's to read) or straight from the chunk files."""
+    if reader == "zarr":
+        array, store = counted(blobs_path / "X")
+        clear, reads = store.clear, store.chunk_reads
+    else:
+        array = zarr.open_array(str(blobs_path / "X"), mode="r")
+        assert io._chunk_files(array) is not None
+        clear, reads = chunk_file_reads.clear, lambda: dict(chunk_file_reads)
     x = as_data(array)
     if path == "graph":
-        x = da.from_zarr(array, chunks=x.chunks)  # the same blocks, without the source tag
+        x = x.copy()  # the same blocks and reads, without the source tag
     runner = Runner(x, persist=False)
     assert not runner.persisted
     assert (runner._source is not None) == (path == "zarr source")
     centers = np.array([[0.0] * 4, [1.0] * 4, [-1.0] * 4])
-    store.clear()
+    clear()
     results = []
     for passes in (1, 2, 3):
         results.append(runner.statistics(centers, 1.0))
-        assert store.chunk_reads() == {f"c/{i}/0": passes for i in range(20)}
+        assert reads() == {f"c/{i}/0": passes for i in range(20)}
     # From the second pass on, a Zarr source is read by one holder (actor) per worker.
     assert (runner._source_holders is not None) == (path == "zarr source")
     np.testing.assert_array_equal(results[0], results[1])
