@@ -39,7 +39,7 @@ DEFAULT_COMPRESSOR = "blosc-lz4"
 #: The generated blobs are stored uncompressed by default: Gaussian float noise
 #: compresses to 0.91 of its size with ``blosc-lz4`` (0.92 with ``zstd``), while
 #: decoding it is the largest cost of a streamed pass (a streamed pass / a
-#: persisted one, ``benchmarks/out_of_core.py``: 1.2 uncompressed, 1.7 blosc-lz4).
+#: persisted one, ``benchmarks/out_of_core.py``: 1.17 uncompressed, 1.86 blosc-lz4).
 DEFAULT_DATA_COMPRESSOR = "none"
 
 #: A Dask block joins whole Zarr chunks (or shards) up to about this many bytes,
