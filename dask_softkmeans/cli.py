@@ -20,9 +20,10 @@ import click
 from sklearn.utils._param_validation import InvalidParameterError
 
 from . import io
+from ._engine import load_kernel
 from ._progress import FitProgress, notice_if_slow
 from .errors import SoftKMeansError
-from .estimator import SoftKMeans
+from .estimator import COMPILING, SoftKMeans
 from .launch import light_diagnostics, local_cluster
 
 
@@ -128,20 +129,11 @@ def _client(scheduler: str | None, workers: int, threads: int, memory_limit: str
         yield client
 
 
-def _import_kernel() -> None:
-    from . import _compiled  # noqa: F401
-
-
 def _load_kernel(client: Any, quiet: bool) -> None:
-    """Load the compiled kernel here, then on every worker, before a fit is timed,
-    saying so when numba compiles it (an empty cache: once per installation and
-    CPU, about half a minute on a 2-core machine).  Otherwise the wait would be
-    silent, in the fit's first pass on a sample (here) or over the data (on the
-    workers).  Workers of the same machine load what this process compiled."""
-    with contextlib.nullcontext() if quiet else notice_if_slow(
-            "Compiling the kernel with numba (once per installation)..."):
-        _import_kernel()
-        client.run(_import_kernel)
+    """Load the compiled kernel here and on every worker before a fit is timed, saying
+    so when numba compiles it (:func:`dask_softkmeans._engine.load_kernel`)."""
+    with contextlib.nullcontext() if quiet else notice_if_slow(COMPILING):
+        load_kernel(client)
 
 
 def _fit(data: Any, k: int, quiet: bool, verbose: bool, resume: bool = False,

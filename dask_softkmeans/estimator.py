@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from collections.abc import Callable
 from numbers import Integral, Real
@@ -24,8 +25,10 @@ from ._data import ArrayLike, as_data, as_weights, check_in_memory, feature_coun
 from ._engine import (
     GRAM_MAX_FEATURES,
     Runner,
+    active_client,
     check_normalization,
     check_temperature,
+    load_kernel,
     map_rows,
     single_threaded_blas,
 )
@@ -39,6 +42,10 @@ from .optim import OPTIMIZERS, get_optimizer
 SAMPLE_MIN_ROWS = 10_000
 SAMPLE_ROWS_PER_CLUSTER = 200
 SAMPLE_MAX_SHARE = 0.5
+
+#: What ``verbose`` and the command line say while numba compiles the kernel
+#: (an empty cache: the first fit of an installation), printed after 2 s.
+COMPILING = "Compiling the kernel with numba (once per installation)..."
 
 #: Per-sample outputs :meth:`SoftKMeans.write_predictions` can write: dtype and
 #: whether there is one column per cluster.
@@ -118,7 +125,10 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         an uninterrupted one; without ``resume`` an existing checkpoint is an
         error (it is never overwritten).
     verbose : int, default=0
-        Print one line per pass when positive.
+        Print one line per pass when positive, and, when the kernel takes
+        more than 2 s to load (numba compiling it into an empty cache: the
+        first fit of an installation, about half a minute), a line that says
+        so before the first pass and one with the time it took.
     optimizer : {"em", "gd", "momentum", "adam"}, default="em"
         The center update of the passes at ``T > 0``: "em" is the closed-form
         step ``S_k / N_k`` (over-relaxed), a gradient step of size
@@ -292,6 +302,13 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         # Nothing of an earlier fit or partial_fit may outlive this one.
         for name in ("labels_", "counts_", "n_steps_", "_counts_centers"):
             self.__dict__.pop(name, None)
+        if self.verbose:  # the wait of a first compile is announced, not left in a pass
+            from ._progress import notice_if_slow
+
+            with notice_if_slow(f"[SoftKMeans] {COMPILING}", file=sys.stdout):
+                load_kernel(active_client())
+        else:
+            load_kernel(active_client())
         runner = Runner(
             data, weights, split_every=self.split_every,
             persist=self.persist,

@@ -16,7 +16,8 @@ from click.testing import CliRunner
 from rich.console import Console
 from sklearn.datasets import make_blobs
 
-from dask_softkmeans import SoftKMeans
+from dask_softkmeans import SoftKMeans, estimator
+from dask_softkmeans._engine import load_kernel
 from dask_softkmeans._progress import FitProgress, format_record, notice_if_slow
 from dask_softkmeans.cli import main
 
@@ -148,6 +149,31 @@ def test_a_short_wait_prints_nothing_and_a_failed_one_says_it_stopped():
         time.sleep(0.3)
         raise KeyError("x")
     assert re.fullmatch(r"Waiting\.\.\.\n  stopped after [\d.]+ s\n", out.getvalue())
+
+
+@pytest.mark.parametrize("with_client", [False, True])
+def test_verbose_fit_announces_a_slow_kernel_load_before_its_first_pass(
+        data, monkeypatch, capsys, request, with_client):
+    """What numba's compile into an empty cache looks like to ``SoftKMeans(verbose=1)``:
+    the real load, made 2.2 s slower here, is announced before the first pass's line and
+    timed; the workers of the active client load the kernel in the same wait."""
+    client = request.getfixturevalue("client") if with_client else None
+    loads = []
+
+    def slow_load(client=None):
+        loads.append(client)
+        time.sleep(2.2)
+        load_kernel(client)
+
+    monkeypatch.setattr(estimator, "load_kernel", slow_load)
+    SoftKMeans(5, verbose=1).fit(data)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"[SoftKMeans] {estimator.COMPILING}"
+    assert re.fullmatch(r"  done in 2\.\d s", lines[1])
+    assert lines[2].startswith("[SoftKMeans] ") and "ms" in lines[2]  # the first pass
+    assert loads == [client]
+    SoftKMeans(5).fit(data)
+    assert capsys.readouterr().out == ""  # silent unless verbose
 
 
 def test_first_run_says_the_kernel_compiles_and_times_the_fit_without_it(tmp_path):
