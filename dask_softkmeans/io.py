@@ -263,6 +263,7 @@ def read_rows(array: zarr.Array, start: int, stop: int) -> np.ndarray:
     chunk's file is missing, zarr reads it.  The result is always equal to
     ``array[start:stop]``.
     """
+    start, stop, _ = slice(start, stop).indices(array.shape[0])  # as a slice: clipped
     files = _chunk_files(array) if stop > start else None
     if files is None:
         return array[start:stop]

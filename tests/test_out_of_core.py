@@ -196,7 +196,7 @@ def test_read_rows_equals_zarr_whatever_the_layout(tmp_path, layout):
     z = zarr.open_array(path, mode="r")
     assert (io._chunk_files(z) is not None) == direct
     for start, stop in [(0, 103), (0, 20), (20, 60), (5, 17), (15, 45), (90, 103), (101, 103),
-                        (40, 40)]:
+                        (40, 40), (60, 20), (95, 500), (-8, 103), (-50, -30)]:
         got, want = io.read_rows(z, start, stop), z[start:stop]
         assert got.dtype == want.dtype and got.shape == want.shape
         np.testing.assert_array_equal(got, want)
