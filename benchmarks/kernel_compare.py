@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
 import os
 import subprocess
 import sys
@@ -81,6 +82,8 @@ def one_run(module: ModuleType, chunk: int, x: np.ndarray, c: np.ndarray,
     args = (x, np.ones(n), offset, rel, work, norms, np.zeros(k), float(t), -60.0, 0,
             np.zeros((0, d)), False, chunk, out["counts"], out["sums"], np.zeros(k),
             np.zeros(k), np.zeros(0), out["scalars"])
+    if "labels" in inspect.signature(module.soft_block.py_func).parameters:  # newer kernels
+        args += (np.empty(0, np.int32),)
     start = time.perf_counter()
     module.soft_block(*args)
     return time.perf_counter() - start, out

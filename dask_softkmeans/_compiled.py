@@ -107,7 +107,7 @@ def _signatures() -> list[Any]:
         types.void(readonly(t, 2), readonly(f64, 1), readonly(f64, 1), readonly(f64, 2),
                    readonly(t, 2), readonly(f64, 1), readonly(f64, 1), f64, f64, types.int64,
                    readonly(f64, 2), types.boolean, types.int64, out1, out2, out1, out1, out1,
-                   out1)
+                   out1, types.int32[::1])
         for t in (types.float32, types.float64)
     ]
 
@@ -543,7 +543,7 @@ def _soft_buffer_rows(b_g, rows, stride, b_xw, b_pp, z, su, sd, log_priors, temp
 def soft_block(
     x, weights, offset, rel_centers, centers_work, center_norms, log_priors, temperature,
     floor, moment_mode, directions, removal, chunk,
-    counts, sums, hard_counts, removal_costs, moments, scalars,
+    counts, sums, hard_counts, removal_costs, moments, scalars, labels,
 ):  # pragma: no cover - compiled; exercised through _kernels.block_statistics
     """Add the statistics of the rows of ``x`` to the output arrays (float64 sums).
 
@@ -557,7 +557,8 @@ def soft_block(
     a time, which bounds every temporary.  ``scalars`` receives ``[weight,
     free energy, entropy, distortion, inertia, confidence, non-finite rows]``;
     ``moments`` is the flattened moment statistic (empty for
-    ``moment_mode == MOMENTS_NONE``) about the centers.
+    ``moment_mode == MOMENTS_NONE``) about the centers.  ``labels`` receives each
+    row's nearest center at ``temperature == 0`` (``predict``), or is empty.
     """
     n, dim = x.shape
     k = rel_centers.shape[0]
@@ -805,6 +806,10 @@ def soft_block(
                     label[i] = label_w[i]
                     # Exactly max_c (tlp - d_ic), rounding being monotone.
                     amax[i] = tlp - best[i]
+
+        if labels.size:  # the assignments of a Lloyd pass, kept (predict)
+            for i in range(m):
+                labels[start + i] = np.int32(label[i])
 
         # The nearest distance again, directly in float64 (the inertia and the free
         # energy of one-hot rows).  Fused: with one label per row (T = 0, or the gap

@@ -815,7 +815,12 @@ def map_rows(
         return X.map_blocks(func, dtype=dtype, chunks=(X.chunks[0], (n_outputs,)), **kwargs)
     centers = kwargs.get("centers")
     rows = _kernels.sub_block_rows(0 if centers is None else len(centers), X.shape[1])
-    parts = [func(X[i : i + rows], **kwargs) for i in range(0, X.shape[0], rows)]
+    starts = range(0, X.shape[0], rows)
+    if len(starts) <= 1 or LOCAL_THREADS == 1:
+        parts = [func(X[i : i + rows], **kwargs) for i in starts]
+    else:  # as the in-memory passes: sub-blocks on the local threads, BLAS on one each
+        with single_threaded_blas():
+            parts = list(_thread_pool().map(lambda i: func(X[i : i + rows], **kwargs), starts))
     return np.concatenate(parts).astype(dtype, copy=False)
 
 

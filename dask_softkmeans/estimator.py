@@ -793,7 +793,7 @@ def _check_finite(x: np.ndarray) -> np.ndarray:
 
 
 def _labels_block(x: np.ndarray, centers: np.ndarray, offset: np.ndarray) -> np.ndarray:
-    return _kernels.nearest(_check_finite(x), centers, offset=offset)[0]
+    return _kernels.nearest_labels(_check_finite(x), centers, offset=offset)
 
 
 def _distances_block(x: np.ndarray, centers: np.ndarray, offset: np.ndarray) -> np.ndarray:

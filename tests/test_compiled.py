@@ -168,7 +168,8 @@ def test_the_kernel_refuses_an_offset_that_its_precision_cannot_hold(blobs32):
         _compiled.soft_block(
             x, np.ones(len(x)), offset, rel, rel.astype(np.float32), (rel ** 2).sum(1),
             np.zeros(k), 1.0, -60.0, 0, np.zeros((0, d)), False, 64, np.zeros(k),
-            np.zeros((k, d)), np.zeros(k), np.zeros(k), np.zeros(0), np.zeros(7))
+            np.zeros((k, d)), np.zeros(k), np.zeros(k), np.zeros(0), np.zeros(7),
+            np.empty(0, np.int32))
 
 
 @pytest.mark.parametrize("temperature", [0.0, 0.7, 40.0])

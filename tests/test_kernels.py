@@ -166,3 +166,22 @@ def test_zero_temperature_limit_is_the_hard_assignment(x, k):
     labels, dmin = _kernels.nearest(x, c)
     np.testing.assert_array_equal(labels[clear], d.argmin(1)[clear])
     np.testing.assert_allclose(dmin, d.min(1), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_features, k", [(3, 5), (32, 32), (32, 17), (100, 7), (8, 1)])
+def test_nearest_labels_are_the_nearest_centers(dtype, n_features, k):
+    """Each product path of the compiled kernel (few features transposed, float32 tiles,
+    the plain product), an odd K and K = 1, several chunks and a partial one, data far
+    from the origin centered by the offset as ``predict`` does; near-ties aside."""
+    rng = np.random.default_rng(n_features * k)
+    c = rng.normal(scale=3.0, size=(k, n_features)) + 1000.0
+    x = (c[rng.integers(k, size=5003)] + rng.normal(size=(5003, n_features))).astype(dtype)
+    d = ((x.astype(np.float64)[:, None] - c[None]) ** 2).sum(-1)
+    order = np.sort(d, axis=1)
+    clear = np.ones(len(x), bool) if k == 1 else order[:, 1] - order[:, 0] > 1e-3 * order[:, 1]
+    assert clear.mean() > 0.9
+    labels = _kernels.nearest_labels(x, c, offset=x.mean(0, dtype=np.float64))
+    assert labels.dtype == np.int32 and labels.shape == (len(x),)
+    np.testing.assert_array_equal(labels[clear], d.argmin(1)[clear])
+    assert _kernels.nearest_labels(x[:0], c).shape == (0,)
