@@ -37,6 +37,10 @@ Sections:
   phases, so that a load that drifts steadily cancels); first with
   distributed's default configuration, then with its diagnostics lightened
   as the command line starts its own cluster (``dask_softkmeans.launch``).
+- ``predict``: per-sample results on NumPy data in this process, at the fit's
+  shape, for a ``SoftKMeans`` fitted there and scikit-learn's ``KMeans`` with
+  the same centers: ``predict``, ``transform`` (the distances) and our
+  ``predict_proba``, in turns.
 - ``fit``: full fits: ``SoftKMeans`` (with its count of passes over the full
   data; the workers have loaded the compiled kernel first, a once-per-process
   cost that ``fixed`` reports), scikit-learn ``KMeans(n_init=10)``, dask-ml
@@ -387,6 +391,25 @@ def section_scaling(config: dict, repeats: int) -> dict:
     return out
 
 
+def section_predict(config: dict, repeats: int) -> dict:
+    from sklearn.cluster import KMeans
+
+    n, d, k = config["fit"]
+    x = local_data(n, d, k, 2)
+    model = SoftKMeans(n_clusters=k, compute_labels=False).fit(x)
+    # The same centers: one Lloyd iteration from them leaves them where they are.
+    sk = KMeans(n_clusters=k, init=model.cluster_centers_, n_init=1, max_iter=1).fit(x)
+    times = interleaved_medians({
+        "ours_predict": lambda: model.predict(x),
+        "sklearn_predict": lambda: sk.predict(x),
+        "ours_transform": lambda: model.transform(x),
+        "sklearn_transform": lambda: sk.transform(x),
+        "ours_proba": lambda: model.predict_proba(x),
+    }, repeats)
+    agree = float(np.mean(model.predict(x) == sk.predict(x)))
+    return {"shape": f"{n / 1e6:g}M x {d}, K={k}", "agree": agree, **times}
+
+
 def section_fit(config: dict, dask_ml: Any) -> dict:
     from sklearn.cluster import KMeans
 
@@ -449,7 +472,7 @@ def print_pass_row(r: dict) -> None:
 
 
 def print_tables(passes: list[dict], fixed: dict | None, scaling: dict | None,
-                 fit: dict | None) -> None:
+                 fit: dict | None, predict: dict | None = None) -> None:
     if passes:
         print("\n### One pass (seconds; ratios = ours / theirs, < 1 means we are faster)\n")
         print("| shape | sklearn Lloyd iter | sklearn fit(max_iter=1) | faiss | dask-ml | "
@@ -490,6 +513,17 @@ def print_tables(passes: list[dict], fixed: dict | None, scaling: dict | None,
             print(f"- speed-up 2 vs 1: {ratio(s['w1'], s['w2'])} (1 worker against the mean "
                   f"of the two 2-worker phases); soft pass on 2 workers / sklearn Lloyd "
                   f"iteration: {ratio(s['w2'], s['sklearn'])}")
+    if predict:
+        p = predict
+        print(f"\n### Per-sample results on NumPy data, {p['shape']} (seconds; ratios = ours / "
+              f"scikit-learn's, same centers)\n")
+        print(f"- predict: ours {fmt(p['ours_predict'])}, scikit-learn "
+              f"{fmt(p['sklearn_predict'])}, ratio {ratio(p['ours_predict'], p['sklearn_predict'])}"
+              f"; labels equal on {p['agree']:.6f} of the rows")
+        print(f"- transform: ours {fmt(p['ours_transform'])}, scikit-learn "
+              f"{fmt(p['sklearn_transform'])}, ratio "
+              f"{ratio(p['ours_transform'], p['sklearn_transform'])}")
+        print(f"- predict_proba (ours only): {fmt(p['ours_proba'])}")
     if fit:
         f = fit
         print(f"\n### Full fit, {f['shape']}\n")
@@ -508,8 +542,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small shapes (about a minute)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per median (>= 5)")
-    parser.add_argument("--sections", nargs="+", default=["pass", "fixed", "scaling", "fit"],
-                        choices=["pass", "fixed", "scaling", "fit"])
+    parser.add_argument("--sections", nargs="+",
+                        default=["pass", "fixed", "scaling", "predict", "fit"],
+                        choices=["pass", "fixed", "scaling", "predict", "fit"])
     args = parser.parse_args(argv)
     config = QUICK if args.quick else FULL
     print("command: python benchmarks/throughput.py " + " ".join(sys.argv[1:] if argv is None
@@ -523,8 +558,9 @@ def main(argv: list[str] | None = None) -> None:
               if "pass" in args.sections else [])
     fixed = section_fixed(args.repeats) if "fixed" in args.sections else None
     scaling = section_scaling(config, args.repeats) if "scaling" in args.sections else None
+    predict = section_predict(config, args.repeats) if "predict" in args.sections else None
     fit = section_fit(config, dask_ml) if "fit" in args.sections else None
-    print_tables(passes, fixed, scaling, fit)
+    print_tables(passes, fixed, scaling, fit, predict)
 
 
 if __name__ == "__main__":
