@@ -49,6 +49,10 @@ StatisticsFn = Callable[..., BlockStats]
 #: one power-iteration product per cluster replaces them.
 FULL_MOMENTS_MAX_FEATURES = 8
 
+#: At T = 0 a cluster whose variance is at most this share of the data's largest
+#: one has no spread to split (equal points, up to rounding).
+_NO_SPREAD = 1e-12
+
 
 @dataclass(frozen=True)
 class AnnealConfig:
@@ -324,6 +328,7 @@ class Annealer:
         """
         cfg = self.config
         k = cfg.n_clusters
+        self._top_variance = top_variance
         t_critical = 2.0 * top_variance
         if state is None:
             clusters = _Clusters(
@@ -589,11 +594,16 @@ class Annealer:
                 stats, clusters.centers, clusters.directions, self.mode)
             spread = stats.counts * variances
             j = int(np.argmax(spread))
-            if spread[j] <= 0:
+            # A spread of rounding error (equal points, whose variance came out at ~4e-16
+            # of the data's) is none: splitting it gave centers 1e-8 apart and empty
+            # clusters at the next Lloyd pass, with no warning.
+            if spread[j] <= 0 or variances[j] <= _NO_SPREAD * self._top_variance:
+                from sklearn.exceptions import ConvergenceWarning  # as KMeans warns
+
                 warnings.warn(
                     f"Number of distinct clusters ({clusters.size}) found smaller than "
                     f"n_clusters ({k}): the data has too few distinct points. "
-                    "Some centers are duplicates.", stacklevel=4)
+                    "Some centers are duplicates.", ConvergenceWarning, stacklevel=4)
                 extra = clusters.take(np.arange(k - clusters.size) % clusters.size)
                 return _Clusters(
                     np.vstack([clusters.centers, extra.centers]),

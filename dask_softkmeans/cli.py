@@ -20,7 +20,7 @@ import click
 from sklearn.utils._param_validation import InvalidParameterError
 
 from . import io
-from ._engine import load_kernel
+from ._engine import check_temperature, load_kernel
 from ._progress import FitProgress, notice_if_slow
 from .errors import SoftKMeansError
 from .estimator import COMPILING, SoftKMeans
@@ -93,6 +93,17 @@ def _security(scheduler: str | None, tls_ca_file: str | None = None, tls_cert: s
     return security
 
 
+def _forget_failed_client() -> None:
+    """A ``Client`` whose start failed stays distributed's default client, half made: close
+    it, so that nothing else in this process (a test, a program calling ``main``) uses it."""
+    from distributed import default_client
+
+    with contextlib.suppress(ValueError):  # no default client
+        client = default_client()
+        if client.status != "running":
+            client.close()
+
+
 @contextlib.contextmanager
 def _client(scheduler: str | None, workers: int, threads: int, memory_limit: str,
             quiet: bool) -> Iterator[Any]:
@@ -105,7 +116,8 @@ def _client(scheduler: str | None, workers: int, threads: int, memory_limit: str
     if scheduler:
         try:
             client = Client(scheduler, security=security)
-        except OSError as exc:  # timeouts included: the scheduler never answered
+        except (OSError, ValueError) as exc:  # timeouts; an address without a port
+            _forget_failed_client()
             hint = ("" if scheduler.startswith("tls://") else
                     " If the scheduler was started with TLS, use tls://HOST:PORT with "
                     "--tls-ca-file, --tls-cert and --tls-key.")
@@ -176,8 +188,10 @@ cluster_options = [
     click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), expose_value=False,
                  callback=_remember_tls_option,
                  help="tls:// scheduler: the private key of --tls-cert (omit if in the cert file)."),
-    click.option("--workers", default=2, show_default=True, help="Local cluster: worker processes."),
-    click.option("--threads", default=1, show_default=True, help="Local cluster: threads per worker."),
+    click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1),
+                 help="Local cluster: worker processes."),
+    click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1),
+                 help="Local cluster: threads per worker."),
     click.option("--memory-limit", default="auto", show_default=True,
                  help="Local cluster: memory per worker, e.g. 4GiB."),
     click.option("--quiet", "-q", is_flag=True, help="Print only the result, no progress."),
@@ -195,18 +209,24 @@ def _with_cluster_options(func):
 
 @main.command("make-data")
 @click.argument("path", type=click.Path())
-@click.option("--n-samples", default=200_000, show_default=True)
-@click.option("--n-features", default=8, show_default=True)
-@click.option("--k", "n_clusters", default=8, show_default=True, help="Number of blobs.")
-@click.option("--cluster-std", default=1.0, show_default=True)
-@click.option("--chunk-rows", default=65_536, show_default=True)
+@click.option("--n-samples", default=200_000, show_default=True, type=click.IntRange(min=1),
+              help="Rows.")
+@click.option("--n-features", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Columns.")
+@click.option("--k", "n_clusters", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Number of blobs.")
+@click.option("--cluster-std", default=1.0, show_default=True, type=click.FloatRange(min=0),
+              help="Standard deviation of each blob (the centers lie in a box of side 20).")
+@click.option("--chunk-rows", default=65_536, show_default=True, type=click.IntRange(min=1),
+              help="Rows per Zarr chunk.")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
-              show_default=True)
+              show_default=True, help="Type of the values stored.")
 @click.option("--compressor", type=click.Choice(list(io.COMPRESSORS)),
               default=io.DEFAULT_DATA_COMPRESSOR, show_default=True,
               help="Gaussian noise hardly compresses (0.91 of its size with blosc-lz4) "
                    "and decoding slows every streamed pass: none by default.")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Seed of the generator: the same seed, the same data.")
 @click.option("--overwrite", is_flag=True, help="Replace PATH if it exists.")
 def make_data(path: str, n_samples: int, n_features: int, n_clusters: int, cluster_std: float,
               chunk_rows: int, dtype: str, compressor: str, seed: int, overwrite: bool) -> None:
@@ -228,8 +248,11 @@ def make_data(path: str, n_samples: int, n_features: int, n_clusters: int, clust
 
 @main.command()
 @click.argument("data")
-@click.option("--k", "n_clusters", default=8, show_default=True, help="Number of clusters.")
-@click.option("--n-init", default=1, show_default=True)
+@click.option("--k", "n_clusters", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Number of clusters.")
+@click.option("--n-init", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Annealing runs; the best (lowest inertia) is kept. The first run is "
+                   "deterministic, the others perturb the split directions.")
 @click.option("--out", metavar="MODEL", help="Write the fitted model to this .npz file.")
 @click.option("--overwrite", is_flag=True, help="Replace MODEL if it exists.")
 @click.option("--checkpoint", metavar="DIR",
@@ -290,6 +313,8 @@ def predict(model_path: str, data: str, out: str, proba: bool, distances: bool,
     """
     if Path(out).exists() and not overwrite:
         raise click.ClickException(f"{out!r} exists. Choose another path or pass --overwrite.")
+    if temperature is not None:
+        check_temperature(temperature)  # before a cluster starts
     model = SoftKMeans.load(model_path)
     io.open_array(data)  # fail on a bad path before starting a cluster
     what = ("labels",) + (("proba",) if proba else ()) + (("distances",) if distances else ())
@@ -338,10 +363,14 @@ def plot(model_path: str, out: str, data: str | None, max_points: int, overwrite
 
 
 @main.command()
-@click.option("--n-samples", default=200_000, show_default=True)
-@click.option("--n-features", default=8, show_default=True)
-@click.option("--k", "n_clusters", default=8, show_default=True)
-@click.option("--workers", default=2, show_default=True)
+@click.option("--n-samples", default=200_000, show_default=True, type=click.IntRange(min=1),
+              help="Rows of the generated dataset.")
+@click.option("--n-features", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Its columns.")
+@click.option("--k", "n_clusters", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Its blobs, and the clusters fitted.")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1),
+              help="Worker processes of the local cluster (1 thread each).")
 @click.option("--dir", "directory", type=click.Path(), default=None,
               help="Where to write the dataset (default: a temporary directory).")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the results, no progress.")

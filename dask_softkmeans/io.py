@@ -64,7 +64,9 @@ def _compressors(name: str) -> Any:
 
 
 def _store_path(path: PathLike, storage_options: dict[str, Any] | None) -> str:
-    """``path`` as zarr wants it, refusing ``storage_options`` on a local path (zarr ignores them)."""
+    """``path`` as zarr should open it: a URL as it is, a local path made absolute, so
+    that workers started elsewhere (another working directory) find the same files.
+    ``storage_options`` on a local path are refused (zarr would ignore them)."""
     path = str(path)
     if storage_options and not _is_url(path):
         raise InputError(
@@ -72,7 +74,7 @@ def _store_path(path: PathLike, storage_options: dict[str, Any] | None) -> str:
             f"but {path!r} is a local path. Drop storage_options, or write the path as a URL, "
             f"e.g. file://{os.path.abspath(path)}."
         )
-    return path
+    return path if _is_url(path) else os.path.abspath(path)
 
 
 def _open(path: str, mode: str, storage_options: dict[str, Any] | None, opener: Callable) -> Any:
@@ -110,24 +112,25 @@ def open_array(
     MissingDependencyError
         The fsspec backend of the URL's protocol (``s3fs``, ``gcsfs``) is not installed.
     """
+    shown = str(path)  # messages name the path as it was given
     path = _store_path(path, storage_options)
     try:
         node = _open(path, "r", storage_options, zarr.open)
     except FileNotFoundError as exc:
         raise StoreNotFoundError(
-            f"No Zarr array at {path!r}. Check the path, or write one with "
+            f"No Zarr array at {shown!r}. Check the path, or write one with "
             "`dask-softkmeans make-data PATH` or dask_softkmeans.io.write_blobs."
         ) from exc
     if isinstance(node, zarr.Group):
         arrays = sorted(name for name, _ in node.arrays())
         raise InputError(
-            f"{path!r} is a Zarr group, not an array. Point at one of its arrays"
-            + (f", e.g. {path.rstrip('/')}/{arrays[0]} (arrays: {', '.join(arrays)})."
+            f"{shown!r} is a Zarr group, not an array. Point at one of its arrays"
+            + (f", e.g. {shown.rstrip('/')}/{arrays[0]} (arrays: {', '.join(arrays)})."
                if arrays else "; it holds none.")
         )
     from ._data import _check_shape_dtype  # imported here: _data imports this module
 
-    _check_shape_dtype(node.shape, node.dtype, f"The Zarr array at {path!r}")
+    _check_shape_dtype(node.shape, node.dtype, f"The Zarr array at {shown!r}")
     return node
 
 
@@ -167,6 +170,7 @@ def to_dask(array: zarr.Array, *, block_bytes: int = BLOCK_BYTES) -> da.Array:
     """
     if array.ndim != 2:
         raise InputError(f"Expected a 2-D Zarr array; got shape {array.shape}.")
+    array = _absolute(array)
     chunks = (block_rows(array, block_bytes=block_bytes), array.shape[1])
     x = da.from_array(array, chunks=chunks, name="from-zarr-" + dask.base.tokenize(array, chunks),
                       getitem=_read_block)
@@ -183,6 +187,36 @@ class _ChunkFiles(NamedTuple):
     root: Path  #: the array's folder
     rows: int  #: rows per chunk (every chunk holds all the features)
     codec: Any  #: a numcodecs codec that decodes a stored chunk; None: stored raw
+
+
+def _local_folder(array: zarr.Array) -> Path | None:
+    """The folder of an array in a local store (None for other stores)."""
+    store = array.store
+    return Path(store.root, array.path) if isinstance(store, zarr.storage.LocalStore) else None
+
+
+def _absolute(array: zarr.Array) -> zarr.Array:
+    """``array`` itself, or, in a local store given by a relative path, the same array
+    opened from the absolute path: a worker with another working directory reads it too."""
+    folder = _local_folder(array)
+    if folder is None or Path(array.store.root).is_absolute():
+        return array
+    store = zarr.storage.LocalStore(Path(array.store.root).absolute(), read_only=True)
+    return zarr.open_array(store=store, path=array.path, mode="r")
+
+
+def _check_local_folder(array: zarr.Array, action: str) -> None:
+    """Refuse to read or write an array of a local store whose folder this process cannot
+    see: zarr would read fill values (zeros) for its chunks, or write them elsewhere."""
+    folder = _local_folder(array)
+    if folder is not None and not folder.is_dir():
+        import socket
+
+        raise StoreNotFoundError(
+            f"Cannot {action} the Zarr array at {str(folder)!r}: no such folder on "
+            f"{socket.gethostname()!r} (pid {os.getpid()}). Every worker must see the data "
+            "at the same path: put it on a filesystem they share, or use a URL (s3://, gs://, "
+            "...).")
 
 
 def _big_endian(dtype: Any) -> bool:
@@ -264,6 +298,7 @@ def read_rows(array: zarr.Array, start: int, stop: int) -> np.ndarray:
     ``array[start:stop]``.
     """
     start, stop, _ = slice(start, stop).indices(array.shape[0])  # as a slice: clipped
+    _check_local_folder(array, "read")
     files = _chunk_files(array) if stop > start else None
     if files is None:
         return array[start:stop]
@@ -278,14 +313,15 @@ def read_rows(array: zarr.Array, start: int, stop: int) -> np.ndarray:
 
 def _create_group(path: PathLike, storage_options: dict[str, Any] | None, overwrite: bool,
                   attrs: Mapping[str, Any]) -> zarr.Group:
+    shown = str(path)
     path = _store_path(path, storage_options)
     if not overwrite and not _is_url(path) and Path(path).exists():
-        raise FileExistsError(f"{path!r} exists. Choose another path or pass overwrite=True.")
+        raise FileExistsError(f"{shown!r} exists. Choose another path or pass overwrite=True.")
     try:
         group = _open(path, "w" if overwrite else "w-", storage_options, zarr.open_group)
     except FileExistsError as exc:
         raise FileExistsError(
-            f"{path!r} exists. Choose another path or pass overwrite=True.") from exc
+            f"{shown!r} exists. Choose another path or pass overwrite=True.") from exc
     group.attrs.update(dict(attrs))
     return group
 
@@ -384,6 +420,8 @@ def _row_starts(chunks: tuple[int, ...]) -> Iterator[tuple[int, int]]:
 
 def _write_block(x: np.ndarray, start: int, stop: int, shared: dict[str, Any]) -> int:
     """Compute one block's per-row results and write them straight to their Zarr arrays."""
+    for target in shared["targets"].values():
+        _check_local_folder(target, "write to")  # not into a folder of this worker's own
     results = shared["func"](x, **shared["params"])
     for name, target in shared["targets"].items():
         target[start:stop] = results[name]

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import click
+import numpy as np
 import pytest
 import zarr
 from click.testing import CliRunner
 
+from dask_softkmeans import SoftKMeans
 from dask_softkmeans.cli import main
 
 
@@ -85,3 +88,31 @@ def test_demo_runs_end_to_end(runner, tmp_path):
 def test_help_everywhere(runner, command):
     result = runner.invoke(main, [command, "--help"])
     assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_every_option_is_documented():
+    """``--help`` explains every option (a few had only their type and default)."""
+    for name, command in main.commands.items():
+        bare = [p.name for p in command.params if isinstance(p, click.Option) and not p.help]
+        assert not bare, f"{name}: {bare}"
+
+
+@pytest.mark.parametrize("option", ["--workers", "--threads", "--k", "--n-init"])
+def test_counts_below_one_are_refused_before_a_cluster_starts(runner, dataset, option):
+    """``--workers 0`` used to start a cluster of no workers and wait forever."""
+    result = runner.invoke(main, ["fit", str(dataset / "X"), option, "0"])
+    assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.output
+    assert "Local cluster" not in result.output
+
+
+def test_a_scheduler_address_without_a_port_and_a_negative_temperature_are_one_line_errors(
+        runner, dataset, tmp_path):
+    result = runner.invoke(main, ["fit", str(dataset / "X"), "--scheduler", "127.0.0.1"])
+    assert result.exit_code == 1 and "missing port number" in result.output
+    assert "Traceback" not in result.output and "Local cluster" not in result.output
+    model = tmp_path / "m.npz"
+    SoftKMeans(2).fit(np.random.default_rng(0).normal(size=(100, 3))).save(model)
+    result = runner.invoke(main, ["predict", str(model), str(dataset / "X"),
+                                  str(tmp_path / "out.zarr"), "--temperature", "-1"])
+    assert result.exit_code == 1 and "temperature must be a finite number >= 0" in result.output
+    assert "Local cluster" not in result.output and not (tmp_path / "out.zarr").exists()

@@ -4,15 +4,10 @@ run as a command.  This is what ``deploy/README.md`` tells users to do on a real
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import ipaddress
-import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,7 +28,6 @@ from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: E402
 
 BIN = Path(sys.executable).parent  # the virtual environment's scripts: dask, dask-softkmeans
-START_TIMEOUT = 60  # seconds for the scheduler file to appear and both workers to join
 
 
 def _name(common_name: str) -> x509.Name:
@@ -89,82 +83,32 @@ def make_certificates(directory: Path, ca_name: str = "dask-softkmeans test CA")
             "key": _write_pem(directory / "key.pem", key)}
 
 
-def _stop(processes: list[subprocess.Popen]) -> None:
-    """SIGTERM each process group we started (a worker's nanny has a child), then SIGKILL."""
-    for proc in reversed(processes):  # workers before the scheduler
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 15
-    for proc in processes:
-        try:
-            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            pass
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # the group may outlive its leader
-        proc.wait(timeout=10)
-
-
-def _logs(directory: Path) -> str:
-    return "\n".join(f"--- {path.name}\n{path.read_text()[-3000:]}"
-                     for path in sorted(directory.glob("*.log")))
-
-
 @pytest.fixture(scope="module")
 def certificates(tmp_path_factory) -> dict[str, str]:
     return make_certificates(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture(scope="module")
-def tls_cluster(tmp_path_factory, certificates) -> Iterator[str]:
+def tls_cluster(tmp_path_factory, certificates, dask_processes) -> Iterator[str]:
     """``dask scheduler --protocol tls`` and two ``dask worker`` processes (with nannies).
 
-    Yields the scheduler's ``tls://127.0.0.1:PORT`` address; the port is picked by the
-    scheduler itself (``--port 0``) and read from its scheduler file, so there is no race for
-    a free port.  Every process is stopped on the way out, whatever the tests did.
+    Yields the scheduler's ``tls://127.0.0.1:PORT`` address.
     """
+    from distributed import Client, Security
+
     directory = tmp_path_factory.mktemp("cluster")
-    scheduler_file = directory / "scheduler.json"
     tls = ["--tls-ca-file", certificates["ca"], "--tls-cert", certificates["cert"],
            "--tls-key", certificates["key"]]
-    commands = {
-        "scheduler": [str(BIN / "dask"), "scheduler", "--protocol", "tls", "--host", "127.0.0.1",
-                      "--port", "0", "--no-dashboard", "--scheduler-file", str(scheduler_file),
-                      # a safety net should pytest itself be killed: orphans exit on their own
-                      "--idle-timeout", "300s", *tls],
-        **{f"worker-{i}": [str(BIN / "dask"), "worker", "--scheduler-file", str(scheduler_file),
-                           "--host", "127.0.0.1", "--nthreads", "1", "--memory-limit", "1GiB",
-                           "--no-dashboard", "--name", f"worker-{i}", "--death-timeout", "60",
-                           "--local-directory", str(directory / f"worker-{i}"), *tls]
-           for i in range(2)},
-    }
-    processes: list[subprocess.Popen] = []
-    try:
-        for name, command in commands.items():
-            with open(directory / f"{name}.log", "w") as log:
-                processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                                  start_new_session=True))
-        deadline = time.monotonic() + START_TIMEOUT
-        while not scheduler_file.exists() and time.monotonic() < deadline:
-            assert processes[0].poll() is None, _logs(directory)
-            time.sleep(0.2)
-        assert scheduler_file.exists(), "scheduler did not start:\n" + _logs(directory)
-        address = json.loads(scheduler_file.read_text())["address"]
+    worker = ["--host", "127.0.0.1", "--nthreads", "1", "--memory-limit", "1GiB", *tls]
+    security = Security(tls_ca_file=certificates["ca"], tls_client_cert=certificates["cert"],
+                        tls_client_key=certificates["key"], require_encryption=True)
+    with dask_processes(directory, ["--protocol", "tls", "--host", "127.0.0.1", *tls],
+                        [worker, worker], security=security) as address:
         assert address.startswith("tls://127.0.0.1:"), address
-        from distributed import Client, Security
-
-        security = Security(tls_ca_file=certificates["ca"], tls_client_cert=certificates["cert"],
-                            tls_client_key=certificates["key"], require_encryption=True)
-        with Client(address, security=security, timeout=START_TIMEOUT) as client:
-            try:
-                client.wait_for_workers(2, timeout=START_TIMEOUT)
-            except TimeoutError:
-                pytest.fail("workers did not join:\n" + _logs(directory))
+        with Client(address, security=security) as client:
             workers = client.scheduler_info()["workers"]
         assert sorted(w.split(":")[0] for w in workers) == ["tls", "tls"], workers
         yield address
-    finally:
-        _stop(processes)
 
 
 @pytest.fixture(scope="module")

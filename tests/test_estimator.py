@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import dask
 import dask.array as da
 import numpy as np
@@ -261,3 +263,20 @@ def test_save_with_a_random_state_object(blobs, tmp_path):
     model.save(tmp_path / "m.npz")
     assert SoftKMeans.load(tmp_path / "m.npz").random_state is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]
+
+
+def test_fewer_distinct_points_than_clusters_warns_as_kmeans_does():
+    """Three distinct points, five clusters: each point is a center, the two extra centers
+    duplicate two of them, and a ConvergenceWarning says so.  Before, splits of rounding
+    error gave centers 1e-8 apart, two empty clusters and no warning."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    x = np.repeat(np.eye(3), 50, axis=0)
+    with pytest.warns(ConvergenceWarning, match=r"distinct clusters \(3\).*n_clusters \(5\)"):
+        model = SoftKMeans(5).fit(x)
+    centers = np.round(model.cluster_centers_, 12)
+    assert sorted(map(tuple, np.unique(centers, axis=0))) == sorted(map(tuple, np.eye(3)))
+    assert model.inertia_ < 1e-20
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        SoftKMeans(3).fit(x)  # as many clusters as points: no warning
