@@ -207,14 +207,28 @@ def _with_cluster_options(func):
     return func
 
 
+def _blob_options(k_help: str):
+    """The generated dataset's size, as ``make-data`` and ``demo`` take it."""
+    options = [
+        click.option("--n-samples", default=200_000, show_default=True,
+                     type=click.IntRange(min=1), help="Rows of the generated dataset."),
+        click.option("--n-features", default=8, show_default=True, type=click.IntRange(min=1),
+                     help="Its columns."),
+        click.option("--k", "n_clusters", default=8, show_default=True,
+                     type=click.IntRange(min=1), help=k_help),
+    ]
+
+    def decorate(func):
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
 @main.command("make-data")
 @click.argument("path", type=click.Path())
-@click.option("--n-samples", default=200_000, show_default=True, type=click.IntRange(min=1),
-              help="Rows.")
-@click.option("--n-features", default=8, show_default=True, type=click.IntRange(min=1),
-              help="Columns.")
-@click.option("--k", "n_clusters", default=8, show_default=True, type=click.IntRange(min=1),
-              help="Number of blobs.")
+@_blob_options("Its blobs.")
 @click.option("--cluster-std", default=1.0, show_default=True, type=click.FloatRange(min=0),
               help="Standard deviation of each blob (the centers lie in a box of side 20).")
 @click.option("--chunk-rows", default=65_536, show_default=True, type=click.IntRange(min=1),
@@ -363,12 +377,7 @@ def plot(model_path: str, out: str, data: str | None, max_points: int, overwrite
 
 
 @main.command()
-@click.option("--n-samples", default=200_000, show_default=True, type=click.IntRange(min=1),
-              help="Rows of the generated dataset.")
-@click.option("--n-features", default=8, show_default=True, type=click.IntRange(min=1),
-              help="Its columns.")
-@click.option("--k", "n_clusters", default=8, show_default=True, type=click.IntRange(min=1),
-              help="Its blobs, and the clusters fitted.")
+@_blob_options("Its blobs, and the clusters fitted.")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1),
               help="Worker processes of the local cluster (1 thread each).")
 @click.option("--dir", "directory", type=click.Path(), default=None,

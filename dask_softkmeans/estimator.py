@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import warnings
@@ -302,12 +303,12 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         # Nothing of an earlier fit or partial_fit may outlive this one.
         for name in ("labels_", "counts_", "n_steps_", "_counts_centers"):
             self.__dict__.pop(name, None)
+        notice = contextlib.nullcontext()
         if self.verbose:  # the wait of a first compile is announced, not left in a pass
             from ._progress import notice_if_slow
 
-            with notice_if_slow(f"[SoftKMeans] {COMPILING}", file=sys.stdout):
-                load_kernel(active_client())
-        else:
+            notice = notice_if_slow(f"[SoftKMeans] {COMPILING}", file=sys.stdout)
+        with notice:
             load_kernel(active_client())
         runner = Runner(
             data, weights, split_every=self.split_every,
