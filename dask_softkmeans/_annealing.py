@@ -592,12 +592,13 @@ class Annealer:
             stats = self._pass(clusters, 0.0, "fill", self.mode)
             variances, directions = principal_axes(
                 stats, clusters.centers, clusters.directions, self.mode)
-            spread = stats.counts * variances
-            j = int(np.argmax(spread))
             # A spread of rounding error (equal points, whose variance came out at ~4e-16
             # of the data's) is none: splitting it gave centers 1e-8 apart and empty
             # clusters at the next Lloyd pass, with no warning.
-            if spread[j] <= 0 or variances[j] <= _NO_SPREAD * self._top_variance:
+            spread = np.where(variances > _NO_SPREAD * self._top_variance,
+                              stats.counts * variances, 0.0)
+            j = int(np.argmax(spread))
+            if spread[j] <= 0:
                 from sklearn.exceptions import ConvergenceWarning  # as KMeans warns
 
                 warnings.warn(

@@ -380,6 +380,7 @@ def _block_futures(X: da.Array, sample_weight: da.Array | None) -> tuple[Any, li
 #: ``LOCAL_THREADS`` threads, each with a single-threaded BLAS.
 LOCAL_BLOCK_ROWS = 16384
 LOCAL_THREADS = max(1, min(os.cpu_count() or 1, 8))
+_POOL_PREFIX = "softkmeans-local"
 
 _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
@@ -401,7 +402,7 @@ def _thread_pool() -> ThreadPoolExecutor:
     global _pool
     with _lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(LOCAL_THREADS, thread_name_prefix="softkmeans")
+            _pool = ThreadPoolExecutor(LOCAL_THREADS, thread_name_prefix=_POOL_PREFIX)
         return _pool
 
 
@@ -816,7 +817,10 @@ def map_rows(
     centers = kwargs.get("centers")
     rows = _kernels.sub_block_rows(0 if centers is None else len(centers), X.shape[1])
     starts = range(0, X.shape[0], rows)
-    if len(starts) <= 1 or LOCAL_THREADS == 1:
+    # In one of the pool's own threads (a task of an in-memory pass) waiting for the pool
+    # could wait forever: run there.
+    in_pool = threading.current_thread().name.startswith(_POOL_PREFIX)
+    if len(starts) <= 1 or LOCAL_THREADS == 1 or in_pool:
         parts = [func(X[i : i + rows], **kwargs) for i in starts]
     else:  # as the in-memory passes: sub-blocks on the local threads, BLAS on one each
         with single_threaded_blas():

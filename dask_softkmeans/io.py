@@ -74,7 +74,8 @@ def _store_path(path: PathLike, storage_options: dict[str, Any] | None) -> str:
             f"but {path!r} is a local path. Drop storage_options, or write the path as a URL, "
             f"e.g. file://{os.path.abspath(path)}."
         )
-    return path if _is_url(path) else os.path.abspath(path)
+    # Not os.path.abspath: it folds "link/.." as text, where the system follows the link.
+    return path if _is_url(path) else str(Path(path).absolute())
 
 
 def _open(path: str, mode: str, storage_options: dict[str, Any] | None, opener: Callable) -> Any:
@@ -190,9 +191,10 @@ class _ChunkFiles(NamedTuple):
 
 
 def _local_folder(array: zarr.Array) -> Path | None:
-    """The folder of an array in a local store (None for other stores)."""
+    """The folder of an array in zarr's own local store (None for other stores, subclasses
+    included: they may read their files another way)."""
     store = array.store
-    return Path(store.root, array.path) if isinstance(store, zarr.storage.LocalStore) else None
+    return Path(store.root, array.path) if type(store) is zarr.storage.LocalStore else None
 
 
 def _absolute(array: zarr.Array) -> zarr.Array:
@@ -231,7 +233,7 @@ def _chunk_files(array: zarr.Array) -> _ChunkFiles | None:
     chunk holding all the features, little-endian values stored in C order
     with no filter and either no compressor or one blosc or zstd codec.
     """
-    if (not isinstance(array.store, zarr.storage.LocalStore) or array.ndim != 2
+    if (_local_folder(array) is None or array.ndim != 2
             or array.chunks[1] != array.shape[1] or sys.byteorder != "little"
             or _big_endian(array.metadata.dtype)):
         return None
@@ -251,7 +253,29 @@ def _chunk_files(array: zarr.Array) -> _ChunkFiles | None:
                 meta.compressor, (type(None), numcodecs.Blosc, numcodecs.Zstd)):
             return None
         codec = meta.compressor
-    return _ChunkFiles(Path(array.store.root, array.path), array.chunks[0], codec)
+    return _ChunkFiles(_local_folder(array), array.chunks[0], codec)
+
+
+def _frame_bytes(codec: Any, stored: bytes) -> int | None:
+    """How many bytes a blosc or zstd frame decodes to, from its header (None: unknown).
+
+    Blosc (1.x format): ``nbytes``, bytes 4-8.  Zstandard (RFC 8878, 3.1.1): the magic
+    number, the frame header descriptor, then the window descriptor (unless single
+    segment), the dictionary ID and the frame content size, whose widths the descriptor
+    gives.
+    """
+    if isinstance(codec, numcodecs.Blosc):
+        return int.from_bytes(stored[4:8], "little") if len(stored) >= 16 else None
+    if len(stored) < 5 or stored[:4] != b"\x28\xb5\x2f\xfd":
+        return None
+    descriptor = stored[4]
+    single_segment = (descriptor >> 5) & 1
+    size_bytes = (single_segment, 2, 4, 8)[descriptor >> 6]
+    at = 5 + (1 - single_segment) + (0, 1, 2, 4)[descriptor & 3]
+    if size_bytes == 0 or len(stored) < at + size_bytes:
+        return None
+    size = int.from_bytes(stored[at : at + size_bytes], "little")
+    return size + 256 if size_bytes == 2 else size
 
 
 def _read_chunk(files: _ChunkFiles, array: zarr.Array, chunk: int, first: int,
@@ -273,10 +297,16 @@ def _read_chunk(files: _ChunkFiles, array: zarr.Array, chunk: int, first: int,
         stored = f.read()
     try:
         if len(out) == files.rows:
-            files.codec.decode(stored, out=out)  # straight into place: no copy of the chunk
+            # Straight into place, no copy of the chunk; the codecs fill ``out`` only as
+            # far as the frame goes, so a frame of another size is zarr's to report.
+            if _frame_bytes(files.codec, stored) != out.nbytes:
+                return False
+            files.codec.decode(stored, out=out)
             return True
         # An edge chunk (stored whole) or a range that starts or ends inside a chunk.
         whole = np.frombuffer(files.codec.decode(stored), dtype=out.dtype)
+    except MemoryError:
+        raise
     except Exception:  # a damaged chunk: zarr reads it again and reports it its own way
         return False
     if whole.size != files.rows * out.shape[1]:

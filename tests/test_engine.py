@@ -233,3 +233,24 @@ def test_block_holders_use_every_thread_of_their_worker_and_the_weights():
             lambda dask_worker: next(iter(dask_worker.state.actors.values()))._pool._max_workers
         ).values()
         assert threads == 2
+
+
+def test_per_sample_results_of_numpy_data_on_the_local_threads(blobs, monkeypatch):
+    """With small sub-blocks, NumPy data run as many sub-blocks on the local threads:
+    the results equal those of one sub-block, and the same call from inside one of the
+    pool's own threads runs there instead of waiting for the pool (which would wait
+    forever once every thread of the pool does)."""
+    from dask_softkmeans import SoftKMeans, _engine, _kernels
+
+    x = np.repeat(blobs[0], 10, axis=0)  # 20,000 rows
+    model = SoftKMeans(4).fit(blobs[0])
+    methods = (model.predict, model.transform, model.predict_proba)
+    whole = [method(x) for method in methods]
+    monkeypatch.setattr(_kernels, "TEMPORARY_ELEMENTS", 4096)  # 1,024 rows a sub-block
+    assert _kernels.sub_block_rows(4, 3) * 10 < len(x)
+    for method, expected in zip(methods, whole, strict=True):
+        np.testing.assert_allclose(method(x), expected, rtol=1e-12, atol=1e-12)
+    pool = _engine._thread_pool()
+    inside = [pool.submit(model.predict, x) for _ in range(_engine.LOCAL_THREADS)]
+    for future in inside:
+        np.testing.assert_array_equal(future.result(timeout=60), whole[0])

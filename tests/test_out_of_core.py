@@ -221,6 +221,37 @@ def test_read_rows_leaves_missing_and_damaged_chunks_to_zarr(tmp_path, compresso
         io.read_rows(z, 40, 60)
 
 
+@pytest.mark.parametrize("codec", [numcodecs.Blosc(), numcodecs.Zstd(),
+                                   numcodecs.Zstd(level=3, checksum=True)], ids=repr)
+def test_a_whole_chunk_whose_frame_is_short_is_left_to_zarr(tmp_path, codec):
+    """A valid frame of 10 rows where the chunk has 20: decoded into place, it used to fill
+    half the rows and leave the rest as whatever memory held."""
+    compressors = (zarr.codecs.BloscCodec() if isinstance(codec, numcodecs.Blosc)
+                   else zarr.codecs.ZstdCodec())
+    path = tmp_path / "a.zarr"
+    z = zarr.create_array(str(path), shape=(40, 3), chunks=(20, 3), dtype="f8",
+                          compressors=compressors)
+    z[:] = 1.0
+    assert io._frame_bytes(codec, (path / "c" / "0" / "0").read_bytes()) == 20 * 3 * 8
+    (path / "c" / "0" / "0").write_bytes(codec.encode(np.full((10, 3), 2.0)))
+    with pytest.raises(Exception) as theirs:
+        z[0:20]
+    with pytest.raises(type(theirs.value), match=re.escape(str(theirs.value))):
+        io.read_rows(z, 0, 20)
+
+
+def test_a_relative_path_through_a_link_and_up_opens_what_the_system_opens(tmp_path,
+                                                                          monkeypatch):
+    """``link/../data.zarr`` is ``real/data.zarr`` when ``link`` points at ``real/sub``;
+    folding the ``..`` as text gave ``./data.zarr``, which does not exist."""
+    (tmp_path / "real" / "sub").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "real" / "sub")
+    io.write_blobs(tmp_path / "real" / "data.zarr", 100, 2, 2, chunk_rows=50)
+    monkeypatch.chdir(tmp_path)
+    np.testing.assert_array_equal(io.open_array("link/../data.zarr/X")[:],
+                                  zarr.open_array("real/data.zarr/X", mode="r")[:])
+
+
 # -- one read of each chunk per pass ------------------------------------------------------------
 @pytest.fixture
 def chunk_file_reads(monkeypatch):
