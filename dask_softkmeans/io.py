@@ -229,7 +229,7 @@ def _big_endian(dtype: Any) -> bool:
 def _chunk_files(array: zarr.Array) -> _ChunkFiles | None:
     """How to read ``array``'s chunks straight from their files, or None where zarr must.
 
-    Only a local store (``zarr.storage.LocalStore``), no sharding, every
+    Only zarr's own local store (``zarr.storage.LocalStore``), no sharding, every
     chunk holding all the features, little-endian values stored in C order
     with no filter and either no compressor or one blosc or zstd codec.
     """
@@ -281,7 +281,7 @@ def _frame_bytes(codec: Any, stored: bytes) -> int | None:
 def _read_chunk(files: _ChunkFiles, array: zarr.Array, chunk: int, first: int,
                 out: np.ndarray) -> bool:
     """Rows ``first:first + len(out)`` of chunk ``chunk`` into ``out``; False if its file is
-    missing (a chunk never written holds the fill value) or not the size it should be."""
+    missing (a chunk never written holds the fill value) or not what it should be."""
     path = files.root / array.metadata.encode_chunk_key((chunk, 0))
     try:
         f = open(path, "rb", buffering=0)
@@ -324,8 +324,14 @@ def read_rows(array: zarr.Array, start: int, stop: int) -> np.ndarray:
     straight into the result saves ~1.8 ms a chunk (``benchmarks/out_of_core.py``
     measures a pass).  Where the layout is one zarr knows better (another store,
     sharding, filters, other codecs, split features, big-endian values) or a
-    chunk's file is missing, zarr reads it.  The result is always equal to
-    ``array[start:stop]``.
+    chunk's file is missing or damaged, zarr reads it.  The result is always
+    equal to ``array[start:stop]`` (``start`` and ``stop`` taken as a slice's).
+
+    Raises
+    ------
+    StoreNotFoundError
+        The array is in a local store whose folder this process cannot see (a
+        worker without the caller's filesystem), where zarr would read zeros.
     """
     start, stop, _ = slice(start, stop).indices(array.shape[0])  # as a slice: clipped
     _check_local_folder(array, "read")
