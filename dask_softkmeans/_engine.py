@@ -35,9 +35,11 @@ from .errors import InputError
 #: largest covariance eigenvalue comes from power iteration instead.
 GRAM_MAX_FEATURES = 1024
 
-#: With ``persist="auto"`` the data are held in memory when they take at most
-#: this share of the cluster's (or, without a cluster, this machine's) memory;
-#: the rest is room for the passes' own work and for other data.
+#: With ``persist="auto"`` the data are held in memory when they fit in this
+#: share of each process's memory limit (a worker's, or this machine's without
+#: a cluster), less what the process uses already: the rest is room for the
+#: passes' own work, for blocks shared out unevenly and for other data, and
+#: keeps a worker below distributed's spill threshold (70%).
 PERSIST_MEMORY_SHARE = 0.5
 
 
@@ -69,27 +71,44 @@ def load_kernel(client: Any = None) -> None:
         client.run(_import_kernel)
 
 
-def cluster_memory() -> int:
-    """Bytes of memory the passes run in.
+def _memory_in_use(dask_worker: Any = None) -> tuple[str, int, int, int]:
+    """Host, pid, memory limit (0: none) and resident memory (bytes) of this process;
+    the limit is ``dask_worker``'s (``Client.run`` passes the worker it runs on)."""
+    import socket
 
-    With a client: the sum of its workers' memory limits, a worker without a
-    limit counting its host's memory.  Without one: this machine's memory.
+    import psutil
+
+    limit = 0 if dask_worker is None else dask_worker.memory_manager.memory_limit or 0
+    return socket.gethostname(), os.getpid(), int(limit), int(psutil.Process().memory_info().rss)
+
+
+def memory_for_data() -> int:
+    """Bytes that ``persist="auto"`` may fill with data, now.
+
+    Each process (each worker process of the active client, or this one
+    without a client) offers :data:`PERSIST_MEMORY_SHARE` of its memory limit
+    (its host's memory without a limit) less the memory it uses now: the
+    interpreter, the loaded libraries (numba's compiler alone takes ~130 MiB),
+    data held already.  Workers that share a process (``processes=False``)
+    share its memory and its limits add up.
     """
     from distributed.system import MEMORY_LIMIT
 
     client = active_client()
-    if client is None:
-        return int(MEMORY_LIMIT)
-    workers = client.scheduler_info(n_workers=-1).get("workers", {}).values()
-    return int(sum(w.get("memory_limit") or MEMORY_LIMIT for w in workers))
+    rows = client.run(_memory_in_use).values() if client is not None else [_memory_in_use()]
+    limits: dict[tuple[str, int], int] = {}
+    used: dict[tuple[str, int], int] = {}
+    for host, pid, limit, rss in rows:
+        limits[host, pid] = limits.get((host, pid), 0) + (limit or int(MEMORY_LIMIT))
+        used[host, pid] = rss
+    return int(sum(max(0.0, PERSIST_MEMORY_SHARE * limits[p] - used[p]) for p in limits))
 
 
 def should_persist(X: np.ndarray | da.Array, persist: bool | str) -> bool:
     """Whether to hold ``X`` in (cluster) memory for the passes, decided now.
 
     ``persist`` is True, False or "auto": hold a Dask array when it takes at
-    most :data:`PERSIST_MEMORY_SHARE` of :func:`cluster_memory`.  NumPy data
-    are in memory already (False).
+    most :func:`memory_for_data`.  NumPy data are in memory already (False).
     """
     if not isinstance(X, da.Array) or persist is False:
         return False
@@ -97,7 +116,7 @@ def should_persist(X: np.ndarray | da.Array, persist: bool | str) -> bool:
         return True
     if persist != "auto":
         raise InputError(f"persist must be 'auto', True or False; got {persist!r}.")
-    return X.nbytes <= PERSIST_MEMORY_SHARE * cluster_memory()
+    return X.nbytes <= memory_for_data()
 
 
 def _sum_vectors(*vectors: np.ndarray) -> np.ndarray:
@@ -497,6 +516,11 @@ class Runner:
                 if sample_weight is None
                 else list(sample_weight.to_delayed(optimize_graph=False).ravel())
             )
+
+    @property
+    def data(self) -> np.ndarray | da.Array:
+        """The array the passes run over: the persisted copy when :attr:`persisted`."""
+        return self._x
 
     @property
     def n_blocks(self) -> int:

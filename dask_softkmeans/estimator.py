@@ -99,10 +99,11 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         Seeds the restarts when ``n_init > 1``.
     persist : "auto" or bool, default="auto"
         Hold Dask or Zarr data in (cluster) memory for the passes: "auto"
-        does so when they take at most half of it (the sum of the workers'
-        memory limits, or this machine's memory without a client), decided
-        at each fit; otherwise every pass streams them from their source,
-        reading each Zarr chunk once per pass.  ``persisted_`` says which.
+        does so when they fit in half of each worker process's memory limit
+        (this machine's memory without a client) less what the process uses
+        already, decided at each fit; otherwise every pass streams them from
+        their source, reading each Zarr chunk once per pass.  ``persisted_``
+        says which.
     sample_size : "auto", int or None, default="auto"
         Rows of an in-memory uniform sample on which the annealing at
         ``T > 0`` runs; the Lloyd passes and the swap check at ``T = 0`` then
@@ -369,8 +370,8 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         self.phase_diagram_ = np.array(
             [[p["temperature"], p["n_clusters"]] for p in best.phases], dtype=np.float64)
         self._offset = offset
-        if self.compute_labels:
-            labels = self._labels(data)
+        if self.compute_labels:  # from the persisted copy when there is one, not the source
+            labels = self._labels(runner.data)
             self.labels_ = labels.compute() if isinstance(labels, da.Array) else labels
         return self
 

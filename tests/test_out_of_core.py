@@ -24,7 +24,14 @@ from zarr.storage import LocalStore, WrapperStore
 
 from dask_softkmeans import SoftKMeans, io
 from dask_softkmeans._data import as_data
-from dask_softkmeans._engine import PERSIST_MEMORY_SHARE, Runner, cluster_memory, should_persist
+from dask_softkmeans._engine import (
+    PERSIST_MEMORY_SHARE,
+    Runner,
+    _memory_in_use,
+    load_kernel,
+    memory_for_data,
+    should_persist,
+)
 from dask_softkmeans.cli import main
 from dask_softkmeans.errors import InputError, MissingDependencyError, StoreNotFoundError
 
@@ -326,18 +333,53 @@ def test_a_streamed_fit_reads_every_chunk_equally(blobs_path, client):
 
 
 # -- persist decision ------------------------------------------------------------------------
-def test_persist_auto_compares_the_data_with_the_cluster_memory(client):
-    memory = cluster_memory()
+def test_a_persisted_fit_labels_its_persisted_copy(blobs_path, client):
+    """``labels_`` come from the persisted blocks: the store is read once in the whole fit
+    (the labels pass read every chunk a second time, and a generated array was computed
+    again beside its persisted copy, past the memory limit of 1 GiB workers)."""
+    array, store = counted(blobs_path / "X")
+    model = SoftKMeans(3, persist=True).fit(array)
+    assert model.persisted_
+    assert store.chunk_reads() == {f"c/{i}/0": 1 for i in range(20)}
+    np.testing.assert_array_equal(model.labels_, model.predict(array[:]))
+
+
+def test_persist_auto_counts_the_memory_the_process_uses(client):
+    """In-process workers share this process: half of their limits, less its resident memory."""
+    import psutil
+
     limits = sum(w["memory_limit"] for w in client.scheduler_info()["workers"].values())
-    assert memory == limits
-    fits = int(PERSIST_MEMORY_SHARE * memory) // 8
-    small = da.zeros((fits, 1), chunks=(fits // 4 + 1, 1))
-    large = da.zeros((fits + 1, 1), chunks=(fits // 4 + 1, 1))
+    rss = psutil.Process().memory_info().rss
+    room = memory_for_data()
+    assert abs(room - (PERSIST_MEMORY_SHARE * limits - rss)) < 64 * 2**20
+    held = np.ones(256 * 2**20, dtype=np.uint8)  # 256 MiB in use, pages touched
+    assert abs(room - memory_for_data() - held.nbytes) < 64 * 2**20
+    small = da.zeros((room // 16, 1), chunks=(room // 64 + 1, 1))
+    large = da.zeros((room // 4, 1), chunks=(room // 16 + 1, 1))  # twice the room
     assert should_persist(small, "auto") and not should_persist(large, "auto")
     assert should_persist(large, True) and not should_persist(small, False)
     assert not should_persist(np.zeros((4, 1)), True)  # NumPy is in memory already
     with pytest.raises(InputError, match="persist"):
         should_persist(small, "sometimes")
+
+
+def test_persist_auto_leaves_room_for_what_workers_load():
+    """Worker processes of 1 GiB with the compiled kernel loaded (~210 MiB each, numba's
+    compiler ~130 MiB of it): data of 450 MiB on one worker took less than half its limit,
+    were persisted, and the worker went past distributed's pause threshold.  They stream."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, memory_limit="1GiB",
+                      dashboard_address=None) as cluster, Client(cluster) as c:
+        load_kernel(c)
+        (used,) = (rss for *_, rss in c.run(_memory_in_use).values())
+        room = memory_for_data()
+        assert used > 100 * 2**20
+        assert abs(room - (PERSIST_MEMORY_SHARE * 2**30 - used)) < 32 * 2**20
+        data = da.zeros((450 * 2**20 // 8, 1), chunks=(2**22, 1))
+        assert data.nbytes < PERSIST_MEMORY_SHARE * 2**30
+        assert not should_persist(data, "auto")
+        assert should_persist(data[: room // 16], "auto")
 
 
 @pytest.mark.parametrize(("persist", "expected"), [("auto", True), (True, True), (False, False)])
