@@ -72,14 +72,19 @@ def load_kernel(client: Any = None) -> None:
 
 
 def _memory_in_use(dask_worker: Any = None) -> tuple[str, int, int, int]:
-    """Host, pid, memory limit (0: none) and resident memory (bytes) of this process;
-    the limit is ``dask_worker``'s (``Client.run`` passes the worker it runs on)."""
+    """Host, pid, memory limit and resident memory (bytes) of this process.
+
+    The limit is ``dask_worker``'s (``Client.run`` passes the worker it runs
+    on), or this host's memory for a worker without a limit or no worker.
+    """
     import socket
 
     import psutil
+    from distributed.system import MEMORY_LIMIT
 
-    limit = 0 if dask_worker is None else dask_worker.memory_manager.memory_limit or 0
-    return socket.gethostname(), os.getpid(), int(limit), int(psutil.Process().memory_info().rss)
+    limit = (dask_worker.memory_manager.memory_limit if dask_worker is not None else None)
+    return (socket.gethostname(), os.getpid(), int(limit or MEMORY_LIMIT),
+            int(psutil.Process().memory_info().rss))
 
 
 def memory_for_data() -> int:
@@ -90,16 +95,14 @@ def memory_for_data() -> int:
     (its host's memory without a limit) less the memory it uses now: the
     interpreter, the loaded libraries (numba's compiler alone takes ~130 MiB),
     data held already.  Workers that share a process (``processes=False``)
-    share its memory and its limits add up.
+    share its memory, and their limits add up.
     """
-    from distributed.system import MEMORY_LIMIT
-
     client = active_client()
     rows = client.run(_memory_in_use).values() if client is not None else [_memory_in_use()]
     limits: dict[tuple[str, int], int] = {}
     used: dict[tuple[str, int], int] = {}
     for host, pid, limit, rss in rows:
-        limits[host, pid] = limits.get((host, pid), 0) + (limit or int(MEMORY_LIMIT))
+        limits[host, pid] = limits.get((host, pid), 0) + limit
         used[host, pid] = rss
     return int(sum(max(0.0, PERSIST_MEMORY_SHARE * limits[p] - used[p]) for p in limits))
 

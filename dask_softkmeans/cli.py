@@ -159,13 +159,16 @@ def _fit(data: Any, k: int, quiet: bool, verbose: bool, resume: bool = False,
 
 
 def _passes(model: SoftKMeans) -> str:
-    """"N passes" or, when the annealing ran on a sample, how many ran on it."""
+    """"N passes" or, when the annealing ran on a sample, how many ran on it; and whether
+    the data were held in memory (``persist="auto"`` decides)."""
     full = sum(record.get("data", "full") == "full" for record in model.history_)
+    where = ("held in the workers' memory" if model.persisted_
+             else "read from the store at each pass")
     if full == model.n_iter_:
-        return f"{full} passes over the data"
+        return f"{full} passes over the data, {where}"
     sample = model.n_iter_ - full
     rows = next(int(r["weight"]) for r in model.history_ if r.get("data") == "sample")
-    return f"{sample} passes over a {rows}-row sample, {full} over all the data"
+    return f"{sample} passes over a {rows}-row sample, {full} over all the data, {where}"
 
 
 def _save(model: SoftKMeans, out: str | None, overwrite: bool, quiet: bool) -> None:

@@ -41,6 +41,7 @@ def test_fit_predict_info(runner, dataset, tmp_path):
                                   "--out", str(model)])
     assert result.exit_code == 0, result.output
     assert "Local cluster" in result.output and "dashboard" in result.output
+    assert "held in the workers' memory" in result.output
     assert model.exists()
     labels_path = tmp_path / "labels.zarr"
     result = runner.invoke(main, ["predict", str(model), str(dataset / "X"), str(labels_path),
@@ -55,6 +56,15 @@ def test_fit_predict_info(runner, dataset, tmp_path):
     assert result.exit_code == 0
     summary = json.loads(result.output)
     assert summary["params"]["n_clusters"] == 4 and summary["n_features_in"] == 3
+
+
+def test_fit_says_when_the_workers_cannot_hold_the_data(runner, dataset):
+    """A worker of 400 MiB uses more than half of it once the kernel is loaded: the
+    data stream from the store at each pass, and the summary line says so."""
+    result = runner.invoke(main, ["fit", str(dataset / "X"), "--k", "4", "--workers", "1",
+                                  "--memory-limit", "400MiB", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "read from the store at each pass" in result.output
 
 
 def test_outputs_are_not_overwritten_unless_asked(runner, dataset, tmp_path):
