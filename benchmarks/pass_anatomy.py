@@ -22,6 +22,14 @@ processes holding persisted Gaussian blobs:
    - ``back``: from the last worker's end until the caller has the result;
    - CPU time per second of each process while the passes ran.
 
+3. **The kernel alone** (``--workers`` 2 only): the same block kernel over the same
+   blocks with no Dask at all, by one process over all of them and by two processes
+   over half of them each, started together (a pass ends when the slower one ends),
+   in turns: one pass of the one, one of the two, ``--passes`` times; one thread each,
+   BLAS on one thread.  The speed-up is what the machine gives two single-threaded
+   processes at that moment: the ceiling of the 2-workers-against-1 speed-up before
+   any of distributed's costs.
+
 Run from the repository root::
 
     python benchmarks/pass_anatomy.py                     # 8M x 32, K=32, 2 workers
@@ -41,7 +49,15 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import build, cluster, start_centers
+from throughput import (
+    BLOCKS_PER_WORKER,
+    block_rows,
+    build,
+    cluster,
+    make_block,
+    start_centers,
+    true_centers,
+)
 
 from dask_softkmeans import soft_statistics
 from dask_softkmeans.launch import LIGHT_DIAGNOSTICS
@@ -136,6 +152,69 @@ def anatomy(rows: int, features: int, k: int, workers: int, passes: int, idle: f
             "rest": rest, "busy": busy}
 
 
+def _kernel_process(role: str, first: int, count: int, rows: int, features: int, k: int,
+                    passes: int, barrier: Any, results: Any) -> None:
+    """One process of :func:`kernel_alone`: blocks ``first .. first + count - 1``; times
+    its passes in the turns of ``role`` ("one" or "two")."""
+    from threadpoolctl import threadpool_limits
+
+    from dask_softkmeans import _engine
+
+    sizes = block_rows(rows, BLOCKS_PER_WORKER * 2)
+    centers = true_centers(features, k)
+    blocks = [make_block(i, sizes[i], centers) for i in range(first, first + count)]
+    start_at = start_centers(features, k)
+    params = {"normalization": "softmax", "centers": start_at, "temperature": 1.0,
+              "offset": start_at.mean(axis=0), "log_priors": None, "moments": "none",
+              "directions": None, "removal": False}  # as soft_statistics(X, C, 1.0) asks
+
+    def one_pass() -> None:
+        for block in blocks:
+            _engine._statistics_task(block, None, params)
+
+    one_pass()  # the kernel loaded (and SciPy's BLAS with it), the pages touched
+    threadpool_limits(1)  # as Dask's worker processes run BLAS; only libraries loaded now
+    times = []
+    for _ in range(passes):
+        for turn in ("one", "two"):
+            barrier.wait()
+            if turn == role:
+                start = time.perf_counter()
+                one_pass()
+                times.append(time.perf_counter() - start)
+    results.put((role, times))
+
+
+def kernel_alone(rows: int, features: int, k: int, passes: int) -> tuple[float, float, float]:
+    """The block kernel alone over the blocks that ``build`` makes for 2 workers: one
+    process over all of them, and two over half each, started together, in turns.
+
+    Returns the median pass (ms) of each (a two-process pass ends when the slower
+    process does) and the median of the turns' speed-ups.
+    """
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    n_blocks = len(block_rows(rows, BLOCKS_PER_WORKER * 2))
+    half = n_blocks // 2
+    barrier, results = context.Barrier(3), context.Queue()
+    jobs = [("one", 0, n_blocks), ("two", 0, half), ("two", half, n_blocks - half)]
+    processes = [context.Process(target=_kernel_process, args=(
+        role, first, count, rows, features, k, passes, barrier, results))
+        for role, first, count in jobs]
+    for process in processes:
+        process.start()
+    times: dict[str, list[list[float]]] = {"one": [], "two": []}
+    for _ in processes:
+        role, passes_ = results.get()
+        times[role].append(passes_)
+    for process in processes:
+        process.join()
+    one = np.array(times["one"][0])
+    two = np.max(np.array(times["two"]), axis=0)
+    return float(np.median(one)) * 1e3, float(np.median(two)) * 1e3, float(np.median(one / two))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=8_000_000)
@@ -165,6 +244,11 @@ def main(argv: list[str] | None = None) -> None:
               + f" | {kernel} | {rates[0]} | {rates[1]} |")
     print("\nlight: " + ", ".join(f"{key} {value}" for key, value in LIGHT_DIAGNOSTICS.items()))
     print("this process: the caller, the scheduler and the nannies (a LocalCluster's)")
+    if args.workers == 2:
+        one, two, speedup = kernel_alone(args.rows, args.features, args.k, args.passes)
+        print(f"\nthe kernel alone, no Dask, in turns (median pass, ms): 1 process over all "
+              f"the blocks {one:.1f}, 2 processes over half each {two:.1f}; median speed-up "
+              f"of the turns {speedup:.2f}")
 
 
 if __name__ == "__main__":
