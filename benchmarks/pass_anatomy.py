@@ -34,6 +34,7 @@ Run from the repository root::
 
     python benchmarks/pass_anatomy.py                     # 8M x 32, K=32, 2 workers
     python benchmarks/pass_anatomy.py --rows 2000000 --workers 1
+    python benchmarks/pass_anatomy.py --kernel-only       # part 3 alone
 """
 
 from __future__ import annotations
@@ -156,43 +157,51 @@ def _kernel_process(role: str, first: int, count: int, rows: int, features: int,
                     passes: int, barrier: Any, results: Any) -> None:
     """One process of :func:`kernel_alone`: blocks ``first .. first + count - 1``; times
     its passes in the turns of ``role`` ("one" or "two")."""
-    from threadpoolctl import threadpool_limits
+    import traceback
 
     from dask_softkmeans import _engine
 
-    sizes = block_rows(rows, BLOCKS_PER_WORKER * 2)
-    centers = true_centers(features, k)
-    blocks = [make_block(i, sizes[i], centers) for i in range(first, first + count)]
-    start_at = start_centers(features, k)
-    params = {"normalization": "softmax", "centers": start_at, "temperature": 1.0,
-              "offset": start_at.mean(axis=0), "log_priors": None, "moments": "none",
-              "directions": None, "removal": False}  # as soft_statistics(X, C, 1.0) asks
+    try:
+        sizes = block_rows(rows, BLOCKS_PER_WORKER * 2)
+        centers = true_centers(features, k)
+        blocks = [make_block(i, sizes[i], centers) for i in range(first, first + count)]
+        start_at = start_centers(features, k)
+        # The parameters Runner.statistics gives the block kernel for soft_statistics(X, C, 1.0).
+        params = {"normalization": "softmax", "centers": start_at, "temperature": 1.0,
+                  "offset": start_at.mean(axis=0), "log_priors": None, "moments": "none",
+                  "directions": None, "removal": False}
 
-    def one_pass() -> None:
-        for block in blocks:
-            _engine._statistics_task(block, None, params)
+        def one_pass() -> None:
+            for block in blocks:
+                _engine._statistics_task(block, None, params)
 
-    one_pass()  # the kernel loaded (and SciPy's BLAS with it), the pages touched
-    threadpool_limits(1)  # as Dask's worker processes run BLAS; only libraries loaded now
-    times = []
-    for _ in range(passes):
-        for turn in ("one", "two"):
-            barrier.wait()
-            if turn == role:
-                start = time.perf_counter()
-                one_pass()
-                times.append(time.perf_counter() - start)
-    results.put((role, times))
+        one_pass()  # the kernel loaded (and SciPy's BLAS with it), the pages touched
+        times = []
+        with _engine.single_threaded_blas():  # as Dask's worker processes run BLAS
+            for i in range(passes):
+                for turn in ("one", "two") if i % 2 == 0 else ("two", "one"):
+                    barrier.wait(timeout=600)
+                    if turn == role:
+                        start = time.perf_counter()
+                        one_pass()
+                        times.append(time.perf_counter() - start)
+        results.put((role, times))
+    except BaseException:
+        barrier.abort()  # the other processes stop waiting for this one
+        results.put(("error", traceback.format_exc()))
+        raise
 
 
 def kernel_alone(rows: int, features: int, k: int, passes: int) -> tuple[float, float, float]:
     """The block kernel alone over the blocks that ``build`` makes for 2 workers: one
-    process over all of them, and two over half each, started together, in turns.
+    process over all of them, and two over half each, started together, in turns (the
+    order of the two turns alternates from pass to pass).
 
     Returns the median pass (ms) of each (a two-process pass ends when the slower
     process does) and the median of the turns' speed-ups.
     """
     import multiprocessing
+    import queue
 
     context = multiprocessing.get_context("spawn")
     n_blocks = len(block_rows(rows, BLOCKS_PER_WORKER * 2))
@@ -202,17 +211,35 @@ def kernel_alone(rows: int, features: int, k: int, passes: int) -> tuple[float, 
     processes = [context.Process(target=_kernel_process, args=(
         role, first, count, rows, features, k, passes, barrier, results))
         for role, first, count in jobs]
-    for process in processes:
-        process.start()
     times: dict[str, list[list[float]]] = {"one": [], "two": []}
-    for _ in processes:
-        role, passes_ = results.get()
-        times[role].append(passes_)
-    for process in processes:
-        process.join()
+    try:
+        for process in processes:
+            process.start()
+        while sum(map(len, times.values())) < len(processes):
+            try:
+                role, got = results.get(timeout=5)
+            except queue.Empty:
+                if any(p.exitcode not in (None, 0) for p in processes):
+                    raise RuntimeError("a process of kernel_alone died") from None
+                continue
+            if role == "error":
+                raise RuntimeError(f"a process of kernel_alone failed:\n{got}")
+            times[role].append(got)
+    finally:
+        for process in processes:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.terminate()
     one = np.array(times["one"][0])
     two = np.max(np.array(times["two"]), axis=0)
     return float(np.median(one)) * 1e3, float(np.median(two)) * 1e3, float(np.median(one / two))
+
+
+def print_kernel_alone(rows: int, features: int, k: int, passes: int) -> None:
+    one, two, speedup = kernel_alone(rows, features, k, passes)
+    print(f"the kernel alone, no Dask, in turns (median pass, ms): 1 process over all the "
+          f"blocks {one:.1f}, 2 processes over half each {two:.1f}; median speed-up of the "
+          f"turns {speedup:.2f}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -223,10 +250,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--passes", type=int, default=15)
     parser.add_argument("--idle", type=float, default=10.0, help="Seconds at rest.")
+    parser.add_argument("--kernel-only", action="store_true",
+                        help="Only the kernel alone, without Dask (part 3).")
     args = parser.parse_args(argv)
     command = " ".join(["python benchmarks/pass_anatomy.py",
                         shlex.join(sys.argv[1:] if argv is None else argv)]).strip()
     print(f"command: {command}")
+    if args.kernel_only:
+        print(f"{args.rows / 1e6:g}M x {args.features}, K={args.k}, soft pass at T=1, "
+              f"{args.passes} passes in turns")
+        print_kernel_alone(args.rows, args.features, args.k, args.passes)
+        return
     print(f"{args.rows / 1e6:g}M x {args.features}, K={args.k}, {args.workers} single-threaded "
           f"worker processes, soft pass at T=1, medians of {args.passes} passes (ms)\n")
     # Defaults, light, light, defaults: a load that drifts steadily lands on both alike.
@@ -245,10 +279,8 @@ def main(argv: list[str] | None = None) -> None:
     print("\nlight: " + ", ".join(f"{key} {value}" for key, value in LIGHT_DIAGNOSTICS.items()))
     print("this process: the caller, the scheduler and the nannies (a LocalCluster's)")
     if args.workers == 2:
-        one, two, speedup = kernel_alone(args.rows, args.features, args.k, args.passes)
-        print(f"\nthe kernel alone, no Dask, in turns (median pass, ms): 1 process over all "
-              f"the blocks {one:.1f}, 2 processes over half each {two:.1f}; median speed-up "
-              f"of the turns {speedup:.2f}")
+        print()
+        print_kernel_alone(args.rows, args.features, args.k, args.passes)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
+import uuid
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -71,40 +72,72 @@ def load_kernel(client: Any = None) -> None:
         client.run(_import_kernel)
 
 
-def _memory_in_use(dask_worker: Any = None) -> tuple[str, int, int, int]:
-    """Host, pid, memory limit and resident memory (bytes) of this process.
+#: Tells this process from others where host name and pid do not (containers that share
+#: a host name each have their own pids); renewed in a forked child.
+_PROCESS_TOKEN = uuid.uuid4().hex
 
-    The limit is ``dask_worker``'s (``Client.run`` passes the worker it runs
-    on), or this host's memory for a worker without a limit or no worker.
-    """
+
+class _ProcessMemory(NamedTuple):
+    """What one worker (or this process, without a client) reports for ``persist="auto"``."""
+
+    host: str
+    process: str  #: :data:`_PROCESS_TOKEN` of its process
+    limit: int  #: the worker's memory limit in bytes, 0 for none
+    host_memory: int  #: its host's memory (``distributed.system.MEMORY_LIMIT`` there)
+    used: int  #: its process's resident memory now, 0 where it cannot be read
+    threads: int
+
+
+def _memory_in_use(dask_worker: Any = None) -> _ProcessMemory:
+    """This process's :class:`_ProcessMemory`, as ``dask_worker`` (``Client.run`` passes
+    the worker it runs on) or, without one, as a single-threaded worker without a limit."""
     import socket
 
     import psutil
     from distributed.system import MEMORY_LIMIT
 
-    limit = (dask_worker.memory_manager.memory_limit if dask_worker is not None else None)
-    return (socket.gethostname(), os.getpid(), int(limit or MEMORY_LIMIT),
-            int(psutil.Process().memory_info().rss))
+    try:
+        used = int(psutil.Process().memory_info().rss)
+    except (psutil.Error, OSError):
+        used = 0
+    if dask_worker is None:
+        limit, threads = 0, 1
+    else:
+        limit, threads = dask_worker.memory_manager.memory_limit or 0, dask_worker.state.nthreads
+    return _ProcessMemory(socket.gethostname(), _PROCESS_TOKEN, int(limit), int(MEMORY_LIMIT),
+                          used, int(threads))
 
 
 def memory_for_data() -> int:
-    """Bytes that ``persist="auto"`` may fill with data, now.
+    """The most bytes of data that ``persist="auto"`` holds in memory, now.
 
-    Each process (each worker process of the active client, or this one
-    without a client) offers :data:`PERSIST_MEMORY_SHARE` of its memory limit
-    (its host's memory without a limit) less the memory it uses now: the
-    interpreter, the loaded libraries (numba's compiler alone takes ~130 MiB),
-    data held already.  Workers that share a process (``processes=False``)
-    share its memory, and their limits add up.
+    Memory comes in pools: a worker process with a memory limit (workers that
+    share a process, ``processes=False``, add their limits), or all processes
+    without a limit on one host (that host's memory, once).  A pool offers
+    :data:`PERSIST_MEMORY_SHARE` of its memory less what its processes use now:
+    the interpreter, the loaded libraries (numba's compiler alone ~130 MiB),
+    data held already.  Persisted blocks are shared out by worker threads, so
+    the data fit when each pool's share (its threads over all threads) fits
+    in what it offers: one small worker limits the whole cluster.  Without a
+    client, the pool is this process on this machine; a client with no
+    workers has no room (the data stream).  A worker that cannot be reached
+    is left out.
     """
     client = active_client()
-    rows = client.run(_memory_in_use).values() if client is not None else [_memory_in_use()]
-    limits: dict[tuple[str, int], int] = {}
-    used: dict[tuple[str, int], int] = {}
-    for host, pid, limit, rss in rows:
-        limits[host, pid] = limits.get((host, pid), 0) + limit
-        used[host, pid] = rss
-    return int(sum(max(0.0, PERSIST_MEMORY_SHARE * limits[p] - used[p]) for p in limits))
+    rows = ([_memory_in_use()] if client is None
+            else list(client.run(_memory_in_use, on_error="ignore").values()))
+    pools: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in (_ProcessMemory(*r) for r in rows):
+        key = ("process", row.process) if row.limit else ("host", row.host)
+        pool = pools.setdefault(key, {"memory": 0, "used": {}, "threads": 0})
+        pool["memory"] = pool["memory"] + row.limit if row.limit else row.host_memory
+        pool["used"][row.process] = row.used  # once per process, however many workers
+        pool["threads"] += row.threads
+    if not pools:
+        return 0
+    threads = sum(pool["threads"] for pool in pools.values())
+    return int(min(max(0.0, PERSIST_MEMORY_SHARE * pool["memory"] - sum(pool["used"].values()))
+                   * threads / pool["threads"] for pool in pools.values()))
 
 
 def should_persist(X: np.ndarray | da.Array, persist: bool | str) -> bool:
@@ -413,8 +446,9 @@ _blas_limit: Any = None
 
 def _after_fork() -> None:
     """A forked child inherits the pool object but not its threads: start afresh."""
-    global _lock, _pool, _blas_users, _blas_limit
+    global _lock, _pool, _blas_users, _blas_limit, _PROCESS_TOKEN
     _lock, _pool, _blas_users, _blas_limit = threading.Lock(), None, 0, None
+    _PROCESS_TOKEN = uuid.uuid4().hex
 
 
 os.register_at_fork(after_in_child=_after_fork)

@@ -99,11 +99,11 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         Seeds the restarts when ``n_init > 1``.
     persist : "auto" or bool, default="auto"
         Hold Dask or Zarr data in (cluster) memory for the passes: "auto"
-        does so when they fit in half of each worker process's memory limit
-        (this machine's memory without a client) less what the process uses
-        already, decided at each fit; otherwise every pass streams them from
-        their source, reading each Zarr chunk once per pass.  ``persisted_``
-        says which.
+        does so when each worker's share of them (by threads) fits in half
+        of its memory limit (its host's memory without one, this machine's
+        without a client) less what its process uses already, decided at
+        each fit; otherwise every pass streams them from their source,
+        reading each Zarr chunk once per pass.  ``persisted_`` says which.
     sample_size : "auto", int or None, default="auto"
         Rows of an in-memory uniform sample on which the annealing at
         ``T > 0`` runs; the Lloyd passes and the swap check at ``T = 0`` then
@@ -483,9 +483,11 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     ) -> np.ndarray | da.Array:
         """Fit, then return the labels of ``X`` (Dask array for Dask input)."""
         self.fit(X, sample_weight=sample_weight)
-        if self.compute_labels and not isinstance(X, da.Array):
-            return self.labels_
-        return self.predict(X)
+        if not self.compute_labels:
+            return self.predict(X)
+        if isinstance(X, da.Array):  # the fit's labels, not one more pass over X
+            return da.from_array(self.labels_, chunks=(X.chunks[0],))
+        return self.labels_
 
     def partial_fit(
         self,

@@ -344,6 +344,18 @@ def test_a_persisted_fit_labels_its_persisted_copy(blobs_path, client):
     np.testing.assert_array_equal(model.labels_, model.predict(array[:]))
 
 
+def test_fit_predict_on_dask_returns_the_fits_labels(blobs_path, client):
+    """``fit_predict`` on a Dask array returns ``labels_`` as a Dask array in its row blocks,
+    instead of one more pass over the source."""
+    array, store = counted(blobs_path / "X")
+    X = io.to_dask(array)
+    model = SoftKMeans(3, persist=True)
+    labels = model.fit_predict(X)
+    assert isinstance(labels, da.Array) and labels.chunks == (X.chunks[0],)
+    np.testing.assert_array_equal(labels.compute(), model.labels_)
+    assert store.chunk_reads() == {f"c/{i}/0": 1 for i in range(20)}
+
+
 def test_persist_auto_counts_the_memory_the_process_uses(client):
     """In-process workers share this process: half of their limits, less its resident memory."""
     import psutil
@@ -354,6 +366,7 @@ def test_persist_auto_counts_the_memory_the_process_uses(client):
     assert abs(room - (PERSIST_MEMORY_SHARE * limits - rss)) < 64 * 2**20
     held = np.ones(256 * 2**20, dtype=np.uint8)  # 256 MiB in use, pages touched
     assert abs(room - memory_for_data() - held.nbytes) < 64 * 2**20
+    del held
     small = da.zeros((room // 16, 1), chunks=(room // 64 + 1, 1))
     large = da.zeros((room // 4, 1), chunks=(room // 16 + 1, 1))  # twice the room
     assert should_persist(small, "auto") and not should_persist(large, "auto")
@@ -372,7 +385,7 @@ def test_persist_auto_leaves_room_for_what_workers_load():
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, memory_limit="1GiB",
                       dashboard_address=None) as cluster, Client(cluster) as c:
         load_kernel(c)
-        (used,) = (rss for *_, rss in c.run(_memory_in_use).values())
+        (used,) = (row.used for row in c.run(_memory_in_use).values())
         room = memory_for_data()
         assert used > 100 * 2**20
         assert abs(room - (PERSIST_MEMORY_SHARE * 2**30 - used)) < 32 * 2**20
@@ -380,6 +393,35 @@ def test_persist_auto_leaves_room_for_what_workers_load():
         assert data.nbytes < PERSIST_MEMORY_SHARE * 2**30
         assert not should_persist(data, "auto")
         assert should_persist(data[: room // 16], "auto")
+
+
+def test_persist_auto_counts_a_host_without_limits_once():
+    """Three in-process workers without a memory limit share this machine's memory: it
+    counts once (each worker counted all of it, 1.5x the machine's memory in all)."""
+    from distributed import Client, LocalCluster
+    from distributed.system import MEMORY_LIMIT
+
+    with LocalCluster(n_workers=3, threads_per_worker=1, processes=False, memory_limit=0,
+                      dashboard_address=None) as cluster, Client(cluster):
+        assert memory_for_data() <= PERSIST_MEMORY_SHARE * MEMORY_LIMIT
+
+
+def test_persist_auto_fits_the_data_on_the_smallest_worker():
+    """Blocks are shared out by worker threads: with a 768 MiB worker beside a 4 GiB one,
+    the data must fit twice the small worker's room, not the sum of both rooms."""
+    from distributed import Client, Nanny, Scheduler, SpecCluster
+
+    spec = {name: {"cls": Nanny, "options": {"nthreads": 1, "memory_limit": limit}}
+            for name, limit in (("small", "768MiB"), ("large", "4GiB"))}
+    with SpecCluster(workers=spec, scheduler={"cls": Scheduler, "options": {
+            "dashboard_address": None}}) as cluster, Client(cluster) as c:
+        c.wait_for_workers(2)
+        rows = {row.limit: row for row in c.run(_memory_in_use).values()}
+        rooms = {limit: PERSIST_MEMORY_SHARE * limit - row.used for limit, row in rows.items()}
+        small, large = rooms[768 * 2**20], rooms[4 * 2**30]
+        room = memory_for_data()
+        assert abs(room - 2 * small) < 32 * 2**20
+        assert room < small + large - 1024 * 2**20
 
 
 @pytest.mark.parametrize(("persist", "expected"), [("auto", True), (True, True), (False, False)])
