@@ -37,10 +37,10 @@ from .errors import InputError
 GRAM_MAX_FEATURES = 1024
 
 #: With ``persist="auto"`` the data are held in memory when they fit in this
-#: share of each process's memory limit (a worker's, or this machine's without
-#: a cluster), less what the process uses already: the rest is room for the
-#: passes' own work, for blocks shared out unevenly and for other data, and
-#: keeps a worker below distributed's spill threshold (70%).
+#: share of the workers' memory, less what they use already (see
+#: :func:`memory_for_data`): the rest is room for the passes' own work, for
+#: blocks shared out unevenly and for other data, and keeps a worker below
+#: distributed's spill threshold (70%).
 PERSIST_MEMORY_SHARE = 0.5
 
 
@@ -124,10 +124,11 @@ def memory_for_data() -> int:
     is left out.
     """
     client = active_client()
-    rows = ([_memory_in_use()] if client is None
-            else list(client.run(_memory_in_use, on_error="ignore").values()))
+    rows: list[_ProcessMemory] = (
+        [_memory_in_use()] if client is None
+        else list(client.run(_memory_in_use, on_error="ignore").values()))
     pools: dict[tuple[str, str], dict[str, Any]] = {}
-    for row in (_ProcessMemory(*r) for r in rows):
+    for row in rows:
         key = ("process", row.process) if row.limit else ("host", row.host)
         pool = pools.setdefault(key, {"memory": 0, "used": {}, "threads": 0})
         pool["memory"] = pool["memory"] + row.limit if row.limit else row.host_memory
