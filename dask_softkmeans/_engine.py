@@ -261,6 +261,20 @@ def _source_blocks_task(
             libc.malloc_trim(0)  # the block buffers go back to the system between passes
 
 
+def _source_rows_task(
+    bounds: list[tuple[int, int]], *, per_row: Any, kwargs: dict[str, Any], source: Any
+) -> np.ndarray:
+    """``per_row(rows, **kwargs)`` over row ranges read from ``source``, one range at a
+    time, concatenated: a per-row output (labels) with one block in memory at a time."""
+    libc = _tune_worker_malloc()
+    try:
+        return np.concatenate([per_row(io.read_rows(source, start, stop), **kwargs)
+                               for start, stop in bounds])
+    finally:
+        if libc is not None:
+            libc.malloc_trim(0)
+
+
 class _BlockHolder:
     """An actor on one worker that runs its share of every pass over one dataset.
 
@@ -744,15 +758,20 @@ class Runner:
         handles a few tasks, not a graph of one task per block plus a tree.
         A task lost with its worker is run again elsewhere: it only reads.
         """
-        bounds = self._block_bounds()
-        share = max(1, min(sum(client.nthreads().values()), len(bounds)))
-        # Contiguous runs of blocks, so that each task reads neighbouring chunks.
-        jobs = [index.tolist() for index in np.array_split(np.arange(len(bounds)), share)]
+        jobs, bounds = self._source_jobs(client)
         # One map, not one submit per task: the client batches messages sent within
         # 10 ms of each other, which would hold every task after the first back.
-        submitted = client.map(_source_blocks_task, [[bounds[i] for i in index] for index in jobs],
-                               task=task, params=params, source=self._source, pure=False)
+        submitted = client.map(_source_blocks_task, bounds, task=task, params=params,
+                               source=self._source, pure=False)
         return self._sum_rows(client, jobs, submitted)
+
+    def _source_jobs(self, client: Any) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
+        """One job per worker thread (at most one per block): the indices and the row
+        ranges of a contiguous run of blocks, so that each task reads neighbouring chunks."""
+        bounds = self._block_bounds()
+        share = max(1, min(sum(client.nthreads().values()), len(bounds)))
+        jobs = [index.tolist() for index in np.array_split(np.arange(len(bounds)), share)]
+        return jobs, [[bounds[i] for i in index] for index in jobs]
 
     def _sum_rows(self, client: Any, jobs: list[list[int]], submitted: list[Any]) -> np.ndarray:
         """Gather the tasks' rows of block statistics and sum them in block order."""
@@ -799,6 +818,24 @@ class Runner:
         with single_threaded_blas():
             (result,) = dask.compute(parts[0])
         return result
+
+    def map_rows(self, func: Any, *, dtype: Any, **kwargs: Any) -> np.ndarray | da.Array:
+        """``func(block, **kwargs)``, one value per row, over the data the passes run over
+        (:func:`map_rows` on :attr:`data`).
+
+        Data streamed from a Zarr array on a distributed client are read as
+        the passes read them, one task per worker thread over a contiguous run
+        of blocks, one block at a time, and the result (NumPy) is gathered
+        here; in a graph, the reads are tasks of their own that run ahead of
+        the per-row tasks and wait in worker memory.
+        """
+        client = None if self._local or self._source is None else active_client()
+        if client is None or not client.nthreads():
+            return map_rows(self._x, func, n_outputs=None, dtype=dtype, **kwargs)
+        _, bounds = self._source_jobs(client)
+        submitted = client.map(_source_rows_task, bounds, per_row=func, kwargs=kwargs,
+                               source=self._source, pure=False)
+        return np.concatenate(client.gather(submitted)).astype(dtype, copy=False)
 
     def first_row(self) -> np.ndarray:
         """The first row as float64 with non-finite values replaced by 0 (an origin for sums)."""

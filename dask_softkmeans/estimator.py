@@ -370,8 +370,9 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         self.phase_diagram_ = np.array(
             [[p["temperature"], p["n_clusters"]] for p in best.phases], dtype=np.float64)
         self._offset = offset
-        if self.compute_labels:  # from the persisted copy when there is one, not the source
-            labels = self._labels(runner.data)
+        if self.compute_labels:  # over the persisted copy, or streamed as the passes read
+            labels = runner.map_rows(_labels_block, dtype=np.int32,
+                                     centers=self.cluster_centers_, offset=self._offset)
             self.labels_ = labels.compute() if isinstance(labels, da.Array) else labels
         return self
 

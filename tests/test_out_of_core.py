@@ -34,6 +34,7 @@ from dask_softkmeans._engine import (
 )
 from dask_softkmeans.cli import main
 from dask_softkmeans.errors import InputError, MissingDependencyError, StoreNotFoundError
+from dask_softkmeans.estimator import _labels_block
 
 #: Reads per (store root, key), shared by the copies of a store that tasks unpickle
 #: (the cluster here runs in this process, so every copy counts into this one dict).
@@ -341,6 +342,27 @@ def test_a_persisted_fit_labels_its_persisted_copy(blobs_path, client):
     model = SoftKMeans(3, persist=True).fit(array)
     assert model.persisted_
     assert store.chunk_reads() == {f"c/{i}/0": 1 for i in range(20)}
+    np.testing.assert_array_equal(model.labels_, model.predict(array[:]))
+
+
+def test_a_streamed_fit_labels_its_data_as_the_passes_read_them(blobs_path, client):
+    """On a client, ``labels_`` of a streamed Zarr fit come from one task per worker thread
+    reading its blocks one at a time, as the passes do (in a graph, the reads were tasks of
+    their own that ran ahead and waited in memory: 400 MiB workers paused for good)."""
+    from distributed import get_task_stream
+
+    array, store = counted(blobs_path / "X")
+    runner = Runner(as_data(array), persist=False)
+    centers = np.array([[0.0] * 4, [10.0] * 4, [-10.0] * 4])
+    with get_task_stream() as stream:
+        labels = runner.map_rows(_labels_block, dtype=np.int32, centers=centers,
+                                 offset=np.zeros(4))
+    assert store.chunk_reads() == {f"c/{i}/0": 1 for i in range(20)}
+    assert {task["key"].split("-")[0] for task in stream.data} == {"_source_rows_task"}
+    assert len(stream.data) == sum(client.nthreads().values())
+    assert isinstance(labels, np.ndarray) and labels.dtype == np.int32
+    np.testing.assert_array_equal(labels, _labels_block(array[:], centers, np.zeros(4)))
+    model = SoftKMeans(3, persist=False).fit(array)
     np.testing.assert_array_equal(model.labels_, model.predict(array[:]))
 
 
