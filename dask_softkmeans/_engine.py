@@ -570,11 +570,6 @@ class Runner:
             )
 
     @property
-    def data(self) -> np.ndarray | da.Array:
-        """The array the passes run over: the persisted copy when :attr:`persisted`."""
-        return self._x
-
-    @property
     def n_blocks(self) -> int:
         """Number of row blocks a pass maps over."""
         return 1 if self._local else self._x.numblocks[0]
@@ -821,7 +816,7 @@ class Runner:
 
     def map_rows(self, func: Any, *, dtype: Any, **kwargs: Any) -> np.ndarray | da.Array:
         """``func(block, **kwargs)``, one value per row, over the data the passes run over
-        (:func:`map_rows` on :attr:`data`).
+        (:func:`map_rows` on the persisted copy when :attr:`persisted`).
 
         Data streamed from a Zarr array on a distributed client are read as
         the passes read them, one task per worker thread over a contiguous run
