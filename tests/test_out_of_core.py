@@ -380,14 +380,17 @@ def test_fit_predict_on_dask_returns_the_fits_labels(blobs_path, client):
 
 def test_persist_auto_counts_the_memory_the_process_uses(client):
     """In-process workers share this process: half of their limits, less its resident memory."""
+    import gc
+
     import psutil
 
+    gc.collect()  # no other test's garbage freed between the readings
     limits = sum(w["memory_limit"] for w in client.scheduler_info()["workers"].values())
     rss = psutil.Process().memory_info().rss
     room = memory_for_data()
     assert abs(room - (PERSIST_MEMORY_SHARE * limits - rss)) < 64 * 2**20
-    held = np.ones(256 * 2**20, dtype=np.uint8)  # 256 MiB in use, pages touched
-    assert abs(room - memory_for_data() - held.nbytes) < 64 * 2**20
+    held = np.ones(512 * 2**20, dtype=np.uint8)  # 512 MiB in use, pages touched
+    assert abs(room - memory_for_data() - held.nbytes) < 128 * 2**20
     del held
     small = da.zeros((room // 16, 1), chunks=(room // 64 + 1, 1))
     large = da.zeros((room // 4, 1), chunks=(room // 16 + 1, 1))  # twice the room
