@@ -248,17 +248,25 @@ def _blocks_task(
     return np.stack([task(x, None if ws is None else ws[i], params) for i, x in enumerate(xs)])
 
 
+@contextmanager
+def _block_reads():
+    """Around a task that reads blocks on a worker: freed block buffers may be reused
+    (:func:`_tune_worker_malloc`) while it runs, and go back to the system after it."""
+    libc = _tune_worker_malloc()
+    try:
+        yield
+    finally:
+        if libc is not None:
+            libc.malloc_trim(0)
+
+
 def _source_blocks_task(
     bounds: list[tuple[int, int]], *, task: Any, params: dict[str, Any], source: Any
 ) -> np.ndarray:
     """``task`` over row ranges read from ``source`` (a Zarr array), one range at a time."""
-    libc = _tune_worker_malloc()
-    try:
+    with _block_reads():
         return np.stack([task(io.read_rows(source, start, stop), None, params)
                          for start, stop in bounds])
-    finally:
-        if libc is not None:
-            libc.malloc_trim(0)  # the block buffers go back to the system between passes
 
 
 def _source_rows_task(
@@ -266,13 +274,9 @@ def _source_rows_task(
 ) -> np.ndarray:
     """``per_row(rows, **kwargs)`` over row ranges read from ``source``, one range at a
     time, concatenated: a per-row output (labels) with one block in memory at a time."""
-    libc = _tune_worker_malloc()
-    try:
+    with _block_reads():
         return np.concatenate([per_row(io.read_rows(source, start, stop), **kwargs)
                                for start, stop in bounds])
-    finally:
-        if libc is not None:
-            libc.malloc_trim(0)
 
 
 class _BlockHolder:
