@@ -19,9 +19,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._engine import SoftStatistics, soft_statistics
-    from ._training import TemperatureFit, fit_temperature
     from .estimator import SoftKMeans
+    from .objective import SoftStatistics, TemperatureFit, fit_temperature, soft_statistics
     from .rbf import RBFNetworkClassifier, RBFNetworkRegressor
 
 __all__ = [
@@ -36,10 +35,11 @@ __all__ = [
 __version__ = "0.1.0"
 
 #: Where each public name lives.  They are imported on first use, so that a
-#: Dask worker unpickling a pass's task (``dask_softkmeans._engine``) does not
-#: import scikit-learn and its dependencies: ~190 MiB less per worker process.
-_LAZY = {"SoftKMeans": ".estimator", "SoftStatistics": "._engine", "soft_statistics": "._engine",
-         "fit_temperature": "._training", "TemperatureFit": "._training",
+#: Dask worker unpickling a pass's task (``dask_softkmeans.kernels``,
+#: ``dask_softkmeans.engine``) does not import scikit-learn and its dependencies.
+_LAZY = {"SoftKMeans": ".estimator", "SoftStatistics": ".objective",
+         "soft_statistics": ".objective", "fit_temperature": ".objective",
+         "TemperatureFit": ".objective",
          "RBFNetworkRegressor": ".rbf", "RBFNetworkClassifier": ".rbf"}
 
 

@@ -19,23 +19,25 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import _kernels, io
-from ._annealing import AnnealConfig, Annealer, AnnealResult, AnnealState
-from ._checkpoint import Checkpoint, fingerprint, result_parameters
-from ._data import ArrayLike, as_data, as_weights, check_in_memory, feature_count_error
-from ._engine import (
-    GRAM_MAX_FEATURES,
-    Runner,
-    active_client,
-    check_normalization,
-    check_temperature,
-    load_kernel,
-    map_rows,
-    single_threaded_blas,
-)
-from ._kernels import StatsLayout
+from . import io
+from ._typing import ArrayLike
+from .annealing import AnnealConfig, Annealer, AnnealResult, AnnealState
+from .engine import Runner, active_client, load_kernel, map_rows, single_threaded_blas
 from .errors import InputError, ModelFileError
+from .inputs import as_data, as_weights
+from .io.checkpoint import Checkpoint, fingerprint, result_parameters
+from .kernels import PassParams, sub_block_rows
+from .kernels.predict import (
+    PREDICTION_OUTPUTS,
+    check_finite,
+    distances_block,
+    labels_block,
+    predictions_block,
+    proba_block,
+)
+from .objective import DataSummary, centered_statistics, online_step, run_pass, summarize
 from .optim import OPTIMIZERS, get_optimizer
+from .validation import check_in_memory, check_normalization, check_temperature, feature_count_error
 
 #: ``sample_size="auto"``: the annealing at T > 0 runs on an in-memory sample of
 #: ``max(SAMPLE_MIN_ROWS, SAMPLE_ROWS_PER_CLUSTER * K)`` rows, unless that is
@@ -48,10 +50,6 @@ SAMPLE_MAX_SHARE = 0.5
 #: (an empty cache: the first fit of an installation), printed after 2 s.
 COMPILING = "Compiling the kernel with numba (once per installation)..."
 
-#: Per-sample outputs :meth:`SoftKMeans.write_predictions` can write: dtype and
-#: whether there is one column per cluster.
-PREDICTION_OUTPUTS = {"labels": (np.int32, False), "proba": (np.float32, True),
-                      "distances": (np.float32, True)}
 
 
 class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
@@ -116,9 +114,13 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     split_every : int, default=8
         Inputs per node of the tree reduction.
     compute_labels : bool, default=True
-        Compute ``labels_`` of the training data after the fit (one more pass;
-        the labels are held in memory: turn it off for very large data and
-        call :meth:`predict`, which returns a Dask array for Dask input).
+        Set ``labels_`` after the fit.  For NumPy input the labels are
+        computed then (one more pass, in memory).  For Dask or Zarr input
+        ``labels_`` is a lazy Dask array of the labels, as :meth:`predict`
+        returns: nothing of size ``n_samples`` is computed or gathered until
+        you ask (``model.labels_.compute()``, or ``.to_zarr(...)`` to write
+        them out of core); computing it reads the data once more, block by
+        block.  False leaves ``labels_`` unset.
     checkpoint : str, path or None, default=None
         Directory where the driver's state (centers, priors, temperature,
         history, restart seeds, parameters and a fingerprint of the data) is
@@ -144,8 +146,10 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     Attributes
     ----------
     cluster_centers_ : ndarray of shape (n_clusters, n_features)
-    labels_ : ndarray of shape (n_samples,)
-        Nearest center of each training sample (if ``compute_labels``).
+    labels_ : ndarray or dask.array.Array of shape (n_samples,)
+        Nearest center of each training sample (if ``compute_labels``): NumPy
+        for NumPy input, a lazy Dask array for Dask or Zarr input (it is left
+        out when the model is pickled: it would carry the data's graph).
     inertia_ : float
         Sum of squared distances of the samples to their nearest center.
     weights_ : ndarray of shape (n_clusters,)
@@ -297,7 +301,6 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
                 "SoftKMeans(checkpoint=DIR).")
         data = self._data(X, reset=True)
         weights = as_weights(sample_weight, data)
-        n_samples, n_features = data.shape
         if self.checkpoint is not None and not resume:
             # Refuse before the first pass; data and parameters are checked after it.
             Checkpoint(self.checkpoint, {}, {}).load(resume=False)
@@ -306,29 +309,46 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             self.__dict__.pop(name, None)
         notice = contextlib.nullcontext()
         if self.verbose:  # the wait of a first compile is announced, not left in a pass
-            from ._progress import notice_if_slow
+            from .cli.progress import notice_if_slow
 
             notice = notice_if_slow(f"[SoftKMeans] {COMPILING}", file=sys.stdout)
         with notice:
             load_kernel(active_client())
-        runner = Runner(
-            data, weights, split_every=self.split_every,
-            persist=self.persist,
-        )
+        runner = Runner(data, weights, split_every=self.split_every, persist=self.persist)
         self.persisted_ = runner.persisted
-        offset, top_variance, top_axis, total_weight = self._scan(runner)
+        summary = summarize(runner, self.n_clusters)
+        best = self._anneal(runner, summary, data, callback, resume)
+        if not best.converged:
+            warnings.warn(
+                f"Lloyd passes did not reach a fixed point in max_iter={self.max_iter} "
+                "passes; increase max_iter.", ConvergenceWarning, stacklevel=2)
+        self.cluster_centers_ = best.centers + summary.offset
+        self.inertia_ = best.inertia
+        self.weights_ = np.exp(best.log_priors - np.logaddexp.reduce(best.log_priors))
+        self.temperature_ = float(best.temperature)
+        self.n_iter_ = len(best.history)
+        self.history_ = best.history
+        self.phase_diagram_ = np.array(
+            [[p["temperature"], p["n_clusters"]] for p in best.phases], dtype=np.float64)
+        self._offset = summary.offset
+        if self.compute_labels:
+            # NumPy in, NumPy out; for Dask or Zarr data a lazy Dask array (nothing of
+            # size n_samples is gathered here).
+            self.labels_ = self._labels(data)
+        return self
 
-        statistics = _centered_statistics(runner, offset)
-        sample = self._sample(runner, n_samples, offset)
-
-        config = AnnealConfig(
-            n_clusters=self.n_clusters, tol=self.tol, cooling=self.cooling,
-            max_lloyd_iter=self.max_iter,
-        )
+    def _anneal(self, runner: Runner, summary: DataSummary, data: Any,
+                callback: Callable[[dict], None] | None, resume: bool) -> AnnealResult:
+        """The ``n_init`` annealing runs (from a checkpoint when resuming); the best result."""
+        statistics = centered_statistics(runner, summary.offset)
+        sample = self._sample(runner, summary.offset)
+        config = AnnealConfig(n_clusters=self.n_clusters, tol=self.tol, cooling=self.cooling,
+                              max_lloyd_iter=self.max_iter)
         store = saved = None
         if self.checkpoint is not None:
             store = Checkpoint(
-                self.checkpoint, fingerprint(data, offset, top_variance, total_weight),
+                self.checkpoint,
+                fingerprint(data, summary.offset, summary.top_variance, summary.total_weight),
                 result_parameters(self.get_params()))
             saved = store.load(resume)
         if saved is None:
@@ -344,7 +364,8 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
                 store.write(run, seeds, state, best)
 
             annealer = Annealer(
-                statistics, config, n_features=n_features, total_weight=total_weight,
+                statistics, config, n_features=runner.n_features,
+                total_weight=summary.total_weight,
                 rng=None if seeds[run] is None else np.random.default_rng(seeds[run]),
                 callback=callback or (self._report if self.verbose else None),
                 sample=sample, checkpoint=None if store is None else save,
@@ -352,34 +373,19 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             )
             state = saved.state if saved is not None and run == saved.run else None
             with single_threaded_blas():  # once for all the passes, not per pass
-                result = annealer.run(np.zeros(n_features), top_variance, top_axis, state=state)
+                result = annealer.run(np.zeros(runner.n_features), summary.top_variance,
+                                      summary.top_axis, state=state)
             if best is None or result.inertia < best.inertia:
                 best = result
             if store is not None:
                 store.write(run + 1, seeds, None, best)
-        if not best.converged:
-            warnings.warn(
-                f"Lloyd passes did not reach a fixed point in max_iter={self.max_iter} "
-                "passes; increase max_iter.", ConvergenceWarning, stacklevel=2)
-        self.cluster_centers_ = best.centers + offset
-        self.inertia_ = best.inertia
-        self.weights_ = np.exp(best.log_priors - np.logaddexp.reduce(best.log_priors))
-        self.temperature_ = float(best.temperature)
-        self.n_iter_ = len(best.history)
-        self.history_ = best.history
-        self.phase_diagram_ = np.array(
-            [[p["temperature"], p["n_clusters"]] for p in best.phases], dtype=np.float64)
-        self._offset = offset
-        if self.compute_labels:  # over the persisted copy, or streamed as the passes read
-            labels = runner.map_rows(_labels_block, dtype=np.int32,
-                                     centers=self.cluster_centers_, offset=self._offset)
-            self.labels_ = labels.compute() if isinstance(labels, da.Array) else labels
-        return self
+        return best
 
     def _sample(
-        self, runner: Runner, n_samples: int, offset: np.ndarray
+        self, runner: Runner, offset: np.ndarray
     ) -> tuple[Callable[..., Any], float] | None:
         """Statistics over an in-memory sample for the passes at T > 0 (None: no sampling)."""
+        n_samples = runner.n_samples
         if self.sample_size is None:
             return None
         size = self.sample_size
@@ -390,75 +396,14 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         if size >= n_samples:
             return None
         x, w = runner.sample(max(int(size), self.n_clusters))
-        local = Runner(_check_finite(x), w)
+        local = Runner(check_finite(x), w)
         weight = float(x.shape[0] if w is None else w.sum())
         if weight <= 0:
             return None
-        return _centered_statistics(local, offset), weight
+        return centered_statistics(local, offset), weight
 
-    def _scan(self, runner: Runner) -> tuple[np.ndarray, float, np.ndarray, float]:
-        """First pass: mean, largest covariance eigenvalue and its axis, total weight.
-
-        Non-finite values are found here, inside the pass, not by an extra one.
-        """
-        origin = runner.first_row()
-        n_features = runner.n_features
-        gram = n_features <= GRAM_MAX_FEATURES
-        packed = runner.scan(origin, gram=gram)
-        total_weight, nonfinite = packed[0], int(packed[1])
-        if nonfinite:
-            raise InputError(
-                f"Input X contains NaN or infinity (or sample_weight a non-finite or negative "
-                f"weight) in {nonfinite} rows. Drop or impute them first, e.g. "
-                "X[np.isfinite(X).all(axis=1)]; the data were not changed."
-            )
-        if total_weight <= 0:
-            raise InputError("sample_weight sums to zero: at least one sample needs a positive weight.")
-        mean_rel = packed[2 : 2 + n_features] / total_weight
-        offset = origin + mean_rel
-        if gram:
-            with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below
-                cov = packed[2 + n_features :].reshape(n_features, n_features) / total_weight
-                cov -= np.outer(mean_rel, mean_rel)
-            # Squared distances reach ~4 trace(cov); they must fit the working dtype.
-            limit = np.finfo(_kernels.working_dtype(runner.dtype)).max / 16
-            if not np.all(np.isfinite(cov)) or np.trace(cov) > limit:
-                raise InputError(
-                    "The values of X are so large that squared distances overflow. "
-                    "Rescale X, e.g. divide it by its largest absolute value."
-                )
-            values, vectors = np.linalg.eigh(cov)
-            top_variance, top_axis = float(max(values[-1], 0.0)), vectors[:, -1]
-        else:
-            top_variance, top_axis = self._power_iteration(runner, offset)
-        if top_variance == 0.0 and self.n_clusters > 1:
-            # Every row equals the first: no temperature splits the one cluster.
-            raise InputError(
-                f"Every sample of X (with positive weight) is the same point: constant data or "
-                f"all-duplicate rows cannot be split into n_clusters={self.n_clusters} clusters. "
-                "Check the data (constant columns are fine, identical rows are not), or use "
-                "n_clusters=1."
-            )
-        return offset, top_variance, top_axis, float(total_weight)
-
-    @staticmethod
-    def _power_iteration(runner: Runner, offset: np.ndarray, passes: int = 20):
-        """Largest covariance eigenvalue by power iteration, one pass per step (large D)."""
-        n_features = runner.n_features
-        axis = np.random.default_rng(0).standard_normal(n_features)
-        axis /= np.linalg.norm(axis)
-        layout = StatsLayout(1, n_features, "power")
-        value = 0.0
-        for _ in range(passes):
-            stats = layout.unpack(runner.statistics(
-                offset[None, :], 1.0, offset=offset, moments="power", directions=axis[None, :]))
-            product = stats.moments[0] / stats.counts[0]
-            new_value = float(product @ axis)
-            axis = product / max(np.linalg.norm(product), 1e-300)
-            if abs(new_value - value) <= 1e-4 * new_value:
-                break
-            value = new_value
-        return max(new_value, 0.0), axis
+    def _log_priors(self) -> np.ndarray:
+        return np.log(np.maximum(self.weights_, 1e-300))
 
     def _report(self, record: dict) -> None:
         print(
@@ -471,7 +416,7 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     # -- per-sample results --------------------------------------------------
     def _labels(self, data: np.ndarray | da.Array) -> np.ndarray | da.Array:
         return map_rows(
-            data, _labels_block, n_outputs=None, dtype=np.int32,
+            data, labels_block, n_outputs=None, dtype=np.int32,
             centers=self.cluster_centers_, offset=self._offset)
 
     def predict(self, X: ArrayLike) -> np.ndarray | da.Array:
@@ -482,13 +427,9 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     def fit_predict(
         self, X: ArrayLike, y: Any = None, sample_weight: ArrayLike | None = None
     ) -> np.ndarray | da.Array:
-        """Fit, then return the labels of ``X`` (Dask array for Dask input)."""
+        """Fit, then return the labels of ``X`` (a lazy Dask array for Dask or Zarr input)."""
         self.fit(X, sample_weight=sample_weight)
-        if not self.compute_labels:
-            return self.predict(X)
-        if isinstance(X, da.Array):  # the fit's labels, not one more pass over X
-            return da.from_array(self.labels_, chunks=(X.chunks[0],))
-        return self.labels_
+        return self.labels_ if self.compute_labels else self.predict(X)
 
     def partial_fit(
         self,
@@ -550,28 +491,16 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             return self
         data = self._data(X, reset=False)
         runner = Runner(data, as_weights(sample_weight, data), split_every=self.split_every)
-        log_priors = np.log(np.maximum(self.weights_, 1e-300)) if temperature > 0 else None
-        stats = StatsLayout(self.n_clusters, data.shape[1]).unpack(runner.statistics(
-            self.cluster_centers_, temperature, offset=self._offset, log_priors=log_priors))
-        if stats.nonfinite:
-            raise InputError(
-                f"Input X contains NaN or infinity in {int(stats.nonfinite)} rows. Drop or impute "
-                "them first, e.g. X[np.isfinite(X).all(axis=1)].")
-        counts = stats.counts
-        sums = stats.sums + counts[:, None] * self._offset
+        stats = run_pass(runner, PassParams(
+            self.cluster_centers_, temperature, offset=self._offset,
+            log_priors=self._log_priors() if temperature > 0 else None))
         if getattr(self, "_counts_centers", None) is not self.cluster_centers_:
             # Fitted by fit() (or refitted since the last batch): the fitted
             # centers count as one earlier batch of this batch's weight.
             self.counts_ = self.weights_ * float(stats.weight)
             self.n_steps_ = 1
-        self.counts_ = self.counts_ + counts
-        seen = self.counts_ > 0
-        step = np.zeros(self.n_clusters)
-        step[seen] = counts[seen] / self.counts_[seen]
-        fresh = counts > 0
-        centers = self.cluster_centers_.copy()
-        centers[fresh] += step[fresh, None] * (
-            sums[fresh] / counts[fresh, None] - centers[fresh])
+        sums = stats.sums + stats.counts[:, None] * self._offset
+        centers, self.counts_ = online_step(self.cluster_centers_, self.counts_, stats.counts, sums)
         self.cluster_centers_ = centers
         self._counts_centers = centers
         self.weights_ = self.counts_ / self.counts_.sum()
@@ -588,23 +517,23 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
 
         ``normalization`` is "softmax" (the Gaussian RBF layer), or "entmax15"
         or "sparsemax": sparse responsibilities with exact zeros, stable as
-        ``T -> 0`` (see :func:`dask_softkmeans._kernels.normalize`).
+        ``T -> 0`` (see :func:`dask_softkmeans.kernels.normalize`).
         """
         check_is_fitted(self)
         normalization = check_normalization(normalization)
         data = self._data(X, reset=False)
         temperature = self.temperature_ if temperature is None else check_temperature(temperature)
         return map_rows(
-            data, _proba_block, n_outputs=self.n_clusters, dtype=np.float64,
+            data, proba_block, n_outputs=self.n_clusters, dtype=np.float64,
             centers=self.cluster_centers_, temperature=temperature, offset=self._offset,
-            log_priors=np.log(np.maximum(self.weights_, 1e-300)), normalization=normalization)
+            log_priors=self._log_priors(), normalization=normalization)
 
     def transform(self, X: ArrayLike) -> np.ndarray | da.Array:
         """Euclidean distances to every center, shape (n, K)."""
         check_is_fitted(self)
         data = self._data(X, reset=False)
         return map_rows(
-            data, _distances_block, n_outputs=self.n_clusters, dtype=np.float64,
+            data, distances_block, n_outputs=self.n_clusters, dtype=np.float64,
             centers=self.cluster_centers_, offset=self._offset)
 
     def write_predictions(
@@ -654,18 +583,18 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         temperature = self.temperature_ if temperature is None else check_temperature(temperature)
         data = self._data(X, reset=False)
         if not isinstance(data, da.Array):
-            rows = _kernels.sub_block_rows(self.n_clusters, data.shape[1])
+            rows = sub_block_rows(self.n_clusters, data.shape[1])
             data = da.from_array(data, chunks=(rows * 8, data.shape[1]))
         params = {
             "what": what, "centers": self.cluster_centers_, "offset": self._offset,
-            "temperature": temperature, "log_priors": np.log(np.maximum(self.weights_, 1e-300)),
+            "temperature": temperature, "log_priors": self._log_priors(),
         }
         outputs = {name: (PREDICTION_OUTPUTS[name][0],
                           self.n_clusters if PREDICTION_OUTPUTS[name][1] else None)
                    for name in what}
         attrs = {"written_by": "dask_softkmeans.SoftKMeans.write_predictions",
                  "temperature": float(temperature)}
-        return io.write_row_blocks(data, _predictions_block, params, path, outputs, attrs=attrs,
+        return io.write_row_blocks(data, predictions_block, params, path, outputs, attrs=attrs,
                                    overwrite=overwrite, storage_options=storage_options)
 
     def score(self, X: ArrayLike, y: Any = None, sample_weight: ArrayLike | None = None) -> float:
@@ -673,12 +602,7 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         data = self._data(X, reset=False)
         runner = Runner(data, as_weights(sample_weight, data), split_every=self.split_every)
-        layout = StatsLayout(self.n_clusters, data.shape[1])
-        stats = layout.unpack(runner.statistics(self.cluster_centers_, 0.0, offset=self._offset))
-        if stats.nonfinite:
-            raise InputError(
-                f"Input X contains NaN or infinity in {int(stats.nonfinite)} rows. Drop or impute "
-                "them first, e.g. X[np.isfinite(X).all(axis=1)].")
+        stats = run_pass(runner, PassParams(self.cluster_centers_, 0.0, offset=self._offset))
         return -float(stats.inertia)
 
     # -- model files ---------------------------------------------------------
@@ -761,21 +685,18 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
                 f"n_clusters={k}, n_features={d}; it is damaged. Fit and save the model again.")
         return model
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        if isinstance(state.get("labels_"), da.Array):
+            # A lazy labels_ carries the graph of the training data: never pickled.
+            state = {key: value for key, value in state.items() if key != "labels_"}
+        return state
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
         tags.transformer_tags.preserves_dtype = ["float64"]
         return tags
-
-
-def _centered_statistics(runner: Runner, offset: np.ndarray) -> Callable[..., Any]:
-    """One pass of ``runner`` with centers given relative to ``offset``, unpacked."""
-
-    def statistics(centers: np.ndarray, temperature: float, **kwargs: Any):
-        vector = runner.statistics(centers + offset, temperature, offset=offset, **kwargs)
-        return StatsLayout(centers.shape[0], runner.n_features, kwargs["moments"]).unpack(vector)
-
-    return statistics
 
 
 def _loaded_array(array: np.ndarray, name: str) -> np.ndarray:
@@ -786,50 +707,3 @@ def _loaded_array(array: np.ndarray, name: str) -> np.ndarray:
     if not np.all(np.isfinite(array)):
         raise ValueError(f"{name} holds NaN or infinity")
     return array
-
-
-def _check_finite(x: np.ndarray) -> np.ndarray:
-    """Per-block value check of per-sample methods (raised when the block is computed)."""
-    if not np.all(np.isfinite(x)):
-        raise InputError(
-            "Input X contains NaN or infinity. Drop or impute those rows first, "
-            "e.g. X[np.isfinite(X).all(axis=1)].")
-    return x
-
-
-def _labels_block(x: np.ndarray, centers: np.ndarray, offset: np.ndarray) -> np.ndarray:
-    return _kernels.nearest_labels(_check_finite(x), centers, offset=offset)
-
-
-def _distances_block(x: np.ndarray, centers: np.ndarray, offset: np.ndarray) -> np.ndarray:
-    return np.sqrt(_kernels.squared_distances(_check_finite(x), centers, offset=offset))
-
-
-def _proba_block(x: np.ndarray, **kwargs: Any) -> np.ndarray:
-    return _kernels.responsibilities(_check_finite(x), **kwargs)
-
-
-def _predictions_block(
-    x: np.ndarray, what: tuple[str, ...], centers: np.ndarray, offset: np.ndarray,
-    temperature: float, log_priors: np.ndarray,
-) -> dict[str, np.ndarray]:
-    """The outputs of :meth:`SoftKMeans.write_predictions` for one block, sub-block by sub-block.
-
-    The same functions as ``predict``, ``predict_proba`` and ``transform``
-    compute them, on sub-blocks so that temporaries stay small.
-    """
-    n_clusters = centers.shape[0]
-    out = {name: np.empty((x.shape[0],) + ((n_clusters,) if PREDICTION_OUTPUTS[name][1] else ()),
-                          dtype=PREDICTION_OUTPUTS[name][0]) for name in what}
-    step = _kernels.sub_block_rows(n_clusters, x.shape[1])
-    for start in range(0, x.shape[0], step):
-        part = x[start : start + step]
-        if "labels" in out:
-            out["labels"][start : start + step] = _labels_block(part, centers, offset)
-        if "proba" in out:
-            out["proba"][start : start + step] = _proba_block(
-                part, centers=centers, temperature=temperature, offset=offset,
-                log_priors=log_priors)
-        if "distances" in out:
-            out["distances"][start : start + step] = _distances_block(part, centers, offset)
-    return out

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 import dask.array as da
 import numpy as np
 
-from ._data import ArrayLike, as_data
+from ._typing import ArrayLike
 from .errors import InputError, MissingDependencyError
+from .inputs import as_data
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes

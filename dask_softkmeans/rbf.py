@@ -54,19 +54,15 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._data import ArrayLike, as_data, as_weights
-from ._engine import Runner, map_rows
-from ._kernels import NORMALIZATIONS
-from ._training import (
-    hidden_block,
-    output_block,
-    rbf_normal_equations,
-    rbf_objective,
-    solve_ridge,
-)
+from ._typing import ArrayLike
+from .engine import Runner, map_rows
 from .errors import InputError
 from .estimator import SoftKMeans
+from .inputs import as_data, as_weights
+from .kernels.predict import outputs_block, proba_block
 from .optim import OPTIMIZERS, get_optimizer
+from .rbf_training import rbf_normal_equations, rbf_objective, solve_ridge
+from .validation import NORMALIZATIONS
 
 
 def _class_index(labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
@@ -282,7 +278,7 @@ class _RBFNetwork(BaseEstimator):
         check_is_fitted(self)
         data = self._data(X, reset=False)
         return map_rows(
-            data, output_block, n_outputs=self._readout.shape[1], dtype=np.float64,
+            data, outputs_block, n_outputs=self._readout.shape[1], dtype=np.float64,
             centers=self.centers_, temperature=self.temperature_, offset=self._offset,
             normalization=self.normalization, readout=self._readout, bias=self._bias)
 
@@ -291,7 +287,7 @@ class _RBFNetwork(BaseEstimator):
         check_is_fitted(self)
         data = self._data(X, reset=False)
         return map_rows(
-            data, hidden_block, n_outputs=self.n_centers, dtype=np.float64,
+            data, proba_block, n_outputs=self.n_centers, dtype=np.float64,
             centers=self.centers_, temperature=self.temperature_, offset=self._offset,
             normalization=self.normalization)
 

@@ -21,7 +21,7 @@ from distributed import Client, LocalCluster
 from sklearn.metrics import adjusted_rand_score
 
 from dask_softkmeans import SoftKMeans
-from dask_softkmeans.io import write_blobs
+from dask_softkmeans.datasets import write_blobs
 
 #: What the test suite runs: small, and streamed by request (persist=False), since data
 #: this small would be held in memory by persist="auto".

@@ -15,7 +15,7 @@ from distributed import Client, LocalCluster
 from sklearn.metrics import adjusted_rand_score
 
 from dask_softkmeans import SoftKMeans
-from dask_softkmeans.io import write_blobs
+from dask_softkmeans.datasets import write_blobs
 from dask_softkmeans.metrics import centroid_index
 
 #: Command-line arguments that make this example run in seconds (tests/test_examples.py).

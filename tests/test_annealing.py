@@ -91,17 +91,17 @@ def test_standardised_real_data_no_worse_than_kmeans(loader):
 
 def test_over_relaxed_lloyd_reaches_the_same_fixed_point_in_fewer_passes():
     """Overlapping blobs: plain Lloyd creeps for dozens of passes; the stretched steps do not."""
-    from dask_softkmeans._annealing import AnnealConfig, Annealer, _Clusters
-    from dask_softkmeans._engine import Runner
-    from dask_softkmeans._kernels import StatsLayout
+    from dask_softkmeans.annealing import AnnealConfig, Annealer, _Clusters
+    from dask_softkmeans.engine import Runner
+    from dask_softkmeans.kernels import PassParams
+    from dask_softkmeans.objective import run_pass
 
     x, _ = make_blobs(20_000, n_features=2, centers=12, cluster_std=2.5, center_box=(-20, 20),
                       random_state=4)
     runner = Runner(x)
 
-    def statistics(centers, temperature, **kwargs):
-        vector = runner.statistics(centers, temperature, **kwargs)
-        return StatsLayout(len(centers), 2, kwargs["moments"]).unpack(vector)
+    def statistics(params):
+        return run_pass(runner, params)
 
     start = x[np.random.default_rng(0).choice(len(x), 12, replace=False)]
     results = {}
@@ -117,5 +117,5 @@ def test_over_relaxed_lloyd_reaches_the_same_fixed_point_in_fewer_passes():
     assert fast_n < plain_n
     assert fast_j <= plain_j * 1.001
     # An exact fixed point: one more plain pass moves nothing.
-    stats = statistics(fast, 0.0, moments="none")
+    stats = statistics(PassParams(fast, 0.0))
     np.testing.assert_array_equal(stats.sums / stats.counts[:, None], fast)

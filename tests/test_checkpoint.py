@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import make_blobs
 
-from dask_softkmeans import SoftKMeans, io
+from dask_softkmeans import SoftKMeans, datasets, io
 from dask_softkmeans.errors import CheckpointError, InputError
 
 CLI = [sys.executable, "-m", "dask_softkmeans.cli"]
@@ -118,7 +118,7 @@ def _checkpoint_passes(directory: Path) -> int:
 
 def test_killed_driver_process_resumes_from_the_command_line(tmp_path):
     """A real driver process is killed (SIGKILL) mid-fit; ``fit --resume`` finishes it."""
-    io.write_blobs(tmp_path / "blobs.zarr", 8000, 2, 8, chunk_rows=1000, random_state=3)
+    datasets.write_blobs(tmp_path / "blobs.zarr", 8000, 2, 8, chunk_rows=1000, random_state=3)
     data = str(tmp_path / "blobs.zarr" / "X")
     common = [*CLI, "fit", data, "--k", "8", "--workers", "1", "--quiet"]
     subprocess.run([*common, "--out", str(tmp_path / "reference.npz")], check=True, timeout=300)

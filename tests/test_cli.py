@@ -61,9 +61,9 @@ def test_fit_predict_info(runner, dataset, tmp_path):
 def test_fit_says_when_the_workers_cannot_hold_the_data(runner, dataset, monkeypatch):
     """With no share of the workers' memory offered to data, they stream from the store at
     each pass, and the summary line says so."""
-    from dask_softkmeans import _engine
+    from dask_softkmeans.engine import memory as _memory
 
-    monkeypatch.setattr(_engine, "PERSIST_MEMORY_SHARE", 0.0)
+    monkeypatch.setattr(_memory, "PERSIST_MEMORY_SHARE", 0.0)
     result = runner.invoke(main, ["fit", str(dataset / "X"), "--k", "4", "--workers", "1",
                                   "--quiet"])
     assert result.exit_code == 0, result.output

@@ -14,7 +14,7 @@ import pytest
 import zarr
 from click.testing import CliRunner
 
-from dask_softkmeans import SoftKMeans, io
+from dask_softkmeans import SoftKMeans, datasets
 from dask_softkmeans.cli import main
 
 
@@ -26,7 +26,7 @@ def runner() -> CliRunner:
 @pytest.fixture
 def dataset(tmp_path) -> Path:
     path = tmp_path / "blobs.zarr"
-    io.write_blobs(path, 600, 2, 3, chunk_rows=200)
+    datasets.write_blobs(path, 600, 2, 3, chunk_rows=200)
     return path
 
 
@@ -65,7 +65,7 @@ def test_make_data(runner, dataset):
 def test_make_data_in_the_library(dataset):
     before = _tree(dataset)
     with pytest.raises(FileExistsError, match="overwrite=True"):
-        io.write_blobs(dataset, 50)
+        datasets.write_blobs(dataset, 50)
     assert _tree(dataset) == before
 
 

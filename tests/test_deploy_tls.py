@@ -18,7 +18,7 @@ import zarr
 from click.testing import CliRunner
 from sklearn.metrics import adjusted_rand_score
 
-from dask_softkmeans import SoftKMeans, io
+from dask_softkmeans import SoftKMeans, datasets
 from dask_softkmeans.cli import main
 from dask_softkmeans.metrics import centroid_index
 
@@ -117,7 +117,7 @@ def dataset(tmp_path_factory) -> Path:
 
     Two clusters keep the fit to a few dozen passes; what is tested here is the deployment."""
     path = tmp_path_factory.mktemp("data") / "blobs.zarr"
-    io.write_blobs(path, n_samples=3000, n_features=3, n_clusters=2, chunk_rows=1000,
+    datasets.write_blobs(path, n_samples=3000, n_features=3, n_clusters=2, chunk_rows=1000,
                    random_state=3)
     return path
 

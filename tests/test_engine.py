@@ -73,10 +73,10 @@ def test_graph_holds_the_centers_once_and_does_not_grow(data, monkeypatch):
     def spy(*args, **kwargs):
         graph = dict(args[0].__dask_graph__())
         sizes.append(len(graph))
-        params = [k for k in graph if str(k).startswith("dict-")]
+        params = [k for k in graph if str(k).startswith("PassParams-")]
         assert len(params) == 1
         for key, task in graph.items():
-            if "_statistics_task" in str(key):
+            if "pass_statistics" in str(key):
                 assert len(pickle.dumps(task)) < 1000  # no copy of the centers
         return original(*args, **kwargs)
 
@@ -139,15 +139,17 @@ def test_split_every_below_two_is_refused(data):
 
 def test_in_memory_passes_do_not_depend_on_the_thread_count():
     """Fixed-size row blocks summed in order: the same sums on a 1-core and a 64-core machine."""
-    from dask_softkmeans import _engine
-    from dask_softkmeans._kernels import block_statistics
+    from dask_softkmeans import engine as _engine
+    from dask_softkmeans.engine import threads as _threads
+    from dask_softkmeans.engine.reduce import sum_vectors
+    from dask_softkmeans.kernels import PassParams, block_statistics
 
-    x = np.random.default_rng(0).normal(size=(3 * _engine.LOCAL_BLOCK_ROWS + 7, 3))
+    x = np.random.default_rng(0).normal(size=(3 * _threads.LOCAL_BLOCK_ROWS + 7, 3))
     centers = x[:5]
-    pooled = _engine.Runner(x).statistics(centers, 0.7)
-    blocks = [block_statistics(x[i : i + _engine.LOCAL_BLOCK_ROWS], centers, 0.7)
-              for i in range(0, len(x), _engine.LOCAL_BLOCK_ROWS)]
-    np.testing.assert_array_equal(pooled, _engine._sum_vectors(*blocks))
+    pooled = _engine.Runner(x).statistics(PassParams(centers, 0.7))
+    blocks = [block_statistics(x[i : i + _threads.LOCAL_BLOCK_ROWS], centers, 0.7)
+              for i in range(0, len(x), _threads.LOCAL_BLOCK_ROWS)]
+    np.testing.assert_array_equal(pooled, sum_vectors(*blocks))
 
 
 @pytest.mark.parametrize(
@@ -164,7 +166,7 @@ def test_in_memory_passes_do_not_depend_on_the_thread_count():
     ],
 )
 def test_blocks_are_shared_out_by_rows_per_thread(rows, holders, threads, loads):
-    from dask_softkmeans._engine import balanced_assignment
+    from dask_softkmeans.engine.holders import balanced_assignment
 
     plan = balanced_assignment(rows, holders, threads)
     assert sorted(i for index in plan.values() for i in index) == list(range(len(rows)))
@@ -183,7 +185,8 @@ def test_persisted_passes_run_on_balanced_block_holders(client):
 
     from distributed import futures_of, wait
 
-    from dask_softkmeans import _engine
+    from dask_softkmeans import engine as _engine
+    from dask_softkmeans.kernels import PassParams
 
     rng = np.random.default_rng(5)
     x = rng.normal(size=(4000, 3))
@@ -193,10 +196,10 @@ def test_persisted_passes_run_on_balanced_block_holders(client):
     wait(X)
     assert {w for f in futures_of(X) for w in client.who_has(f)[f.key]} == {first}
     with dask.config.set(scheduler="threads"):
-        expected = _engine.Runner(da.from_array(x, chunks=500)).statistics(centers, 0.5)
+        expected = _engine.Runner(da.from_array(x, chunks=500)).statistics(PassParams(centers, 0.5))
     runner = _engine.Runner(X)
     for _ in range(2):  # the holders are made by the first pass and used by the next
-        np.testing.assert_array_equal(runner.statistics(centers, 0.5), expected)
+        np.testing.assert_array_equal(runner.statistics(PassParams(centers, 0.5)), expected)
     assert client.run(_held_blocks) == {first: 4, second: 4}
 
     del X, runner  # no garbage collection needed: the holders are released at once
@@ -211,7 +214,9 @@ def test_block_holders_use_every_thread_of_their_worker_and_the_weights():
     weights travel with their blocks; the pass equals the threaded scheduler's bit for bit."""
     from distributed import Client, LocalCluster, wait
 
-    from dask_softkmeans import _engine
+    from dask_softkmeans import engine as _engine
+    from dask_softkmeans.engine import holders as _holders
+    from dask_softkmeans.kernels import PassParams
 
     rng = np.random.default_rng(6)
     x = rng.normal(size=(3000, 4))
@@ -219,20 +224,19 @@ def test_block_holders_use_every_thread_of_their_worker_and_the_weights():
     centers = x[:3] + 0.1
     with dask.config.set(scheduler="threads"):
         expected = _engine.Runner(da.from_array(x, chunks=400),
-                                  da.from_array(w, chunks=400)).statistics(centers, 0.3)
+                                  da.from_array(w, chunks=400)).statistics(PassParams(centers, 0.3))
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
                       dashboard_address=None) as cluster, Client(cluster) as client:
         X, W = client.persist([da.from_array(x, chunks=400), da.from_array(w, chunks=400)])
         wait([X, W])
         runner = _engine.Runner(X, W)
         for _ in range(2):
-            np.testing.assert_array_equal(runner.statistics(centers, 0.3), expected)
-        holders = _engine._holders[runner._futures[1][0]]
-        assert [len(index) for index in holders.jobs] == [8]
-        (threads,) = client.run(
-            lambda dask_worker: next(iter(dask_worker.state.actors.values()))._pool._max_workers
-        ).values()
-        assert threads == 2
+            np.testing.assert_array_equal(runner.statistics(PassParams(centers, 0.3)), expected)
+        assert len(_holders.registry[runner._futures[1][0]].actors) == 1
+        (held, threads), = client.run(lambda dask_worker: (
+            len(next(iter(dask_worker.state.actors.values()))._blocks),
+            next(iter(dask_worker.state.actors.values()))._pool._max_workers)).values()
+        assert (held, threads) == (8, 2)
 
 
 def test_per_sample_results_of_numpy_data_on_the_local_threads(blobs, monkeypatch):
@@ -240,7 +244,9 @@ def test_per_sample_results_of_numpy_data_on_the_local_threads(blobs, monkeypatc
     the results equal those of one sub-block, and the same call from inside one of the
     pool's own threads runs there instead of waiting for the pool (which would wait
     forever once every thread of the pool does)."""
-    from dask_softkmeans import SoftKMeans, _engine, _kernels
+    from dask_softkmeans import SoftKMeans
+    from dask_softkmeans.engine import threads as _threads
+    from dask_softkmeans.kernels import common as _kernels
 
     x = np.repeat(blobs[0], 10, axis=0)  # 20,000 rows
     model = SoftKMeans(4).fit(blobs[0])
@@ -250,7 +256,7 @@ def test_per_sample_results_of_numpy_data_on_the_local_threads(blobs, monkeypatc
     assert _kernels.sub_block_rows(4, 3) * 10 < len(x)
     for method, expected in zip(methods, whole, strict=True):
         np.testing.assert_allclose(method(x), expected, rtol=1e-12, atol=1e-12)
-    pool = _engine._thread_pool()
-    inside = [pool.submit(model.predict, x) for _ in range(_engine.LOCAL_THREADS)]
+    pool = _threads.thread_pool()
+    inside = [pool.submit(model.predict, x) for _ in range(_threads.LOCAL_THREADS)]
     for future in inside:
         np.testing.assert_array_equal(future.result(timeout=60), whole[0])

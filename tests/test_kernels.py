@@ -8,8 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from dask_softkmeans import _kernels
-from dask_softkmeans._kernels import StatsLayout, block_statistics
+from dask_softkmeans import kernels as _kernels
+from dask_softkmeans.kernels import StatsLayout, block_statistics
+from dask_softkmeans.kernels import common as _common
 
 
 def direct(x, c, t, log_priors=None, w=None):
@@ -85,7 +86,7 @@ def test_sub_blocks_do_not_change_the_sums(monkeypatch):
     x = rng.normal(size=(3000, 3))
     c = rng.normal(size=(4, 3))
     whole = block_statistics(x, c, 0.7)
-    monkeypatch.setattr(_kernels, "TEMPORARY_ELEMENTS", 64 * 4)
+    monkeypatch.setattr(_common, "TEMPORARY_ELEMENTS", 64 * 4)
     assert _kernels.sub_block_rows(4, 3) == 64
     np.testing.assert_allclose(block_statistics(x, c, 0.7), whole, rtol=1e-12)
 

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from dask_softkmeans import SoftKMeans, soft_statistics
-from dask_softkmeans._kernels import normalize, normalize_vjp, responsibilities
 from dask_softkmeans.errors import InputError
+from dask_softkmeans.kernels import normalize, normalize_vjp, responsibilities
 
 KINDS = ["softmax", "entmax15", "sparsemax"]
 

@@ -9,8 +9,8 @@ from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
 from dask_softkmeans import fit_temperature, soft_statistics
-from dask_softkmeans._kernels import nearest
 from dask_softkmeans.errors import InputError
+from dask_softkmeans.kernels import nearest
 from dask_softkmeans.optim import OPTIMIZERS, adam, get_optimizer, momentum
 
 

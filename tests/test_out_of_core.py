@@ -22,19 +22,15 @@ import zarr.codecs
 from click.testing import CliRunner
 from zarr.storage import LocalStore, WrapperStore
 
-from dask_softkmeans import SoftKMeans, io
-from dask_softkmeans._data import as_data
-from dask_softkmeans._engine import (
-    PERSIST_MEMORY_SHARE,
-    Runner,
-    _memory_in_use,
-    load_kernel,
-    memory_for_data,
-    should_persist,
-)
+from dask_softkmeans import SoftKMeans, datasets, io
+from dask_softkmeans.io import chunk_files
 from dask_softkmeans.cli import main
+from dask_softkmeans.engine import Runner, load_kernel, memory_for_data, should_persist
+from dask_softkmeans.engine.memory import PERSIST_MEMORY_SHARE, _memory_in_use
 from dask_softkmeans.errors import InputError, MissingDependencyError, StoreNotFoundError
-from dask_softkmeans.estimator import _labels_block
+from dask_softkmeans.inputs import as_data
+from dask_softkmeans.kernels import PassParams
+from dask_softkmeans.kernels.predict import labels_block as _labels_block
 
 #: Reads per (store root, key), shared by the copies of a store that tasks unpickle
 #: (the cluster here runs in this process, so every copy counts into this one dict).
@@ -78,7 +74,7 @@ def counted(path) -> tuple[zarr.Array, CountingStore]:
 def blobs_path(tmp_path_factory):
     """20 Zarr chunks of 1,000 rows, 4 features, 3 well-separated blobs."""
     path = tmp_path_factory.mktemp("ooc") / "blobs.zarr"
-    io.write_blobs(path, 20_000, 4, 3, chunk_rows=1_000, center_box=20.0)
+    datasets.write_blobs(path, 20_000, 4, 3, chunk_rows=1_000, center_box=20.0)
     return path
 
 
@@ -87,8 +83,8 @@ def test_file_url_and_storage_options_reach_fsspec(tmp_path):
     """storage_options are passed to the filesystem: auto_mkdir=False cannot create folders."""
     url = f"file://{tmp_path}/new/folder/b.zarr"
     with pytest.raises(FileNotFoundError):
-        io.write_blobs(url, 100, 3, 2, storage_options={"auto_mkdir": False})
-    io.write_blobs(url, 1_000, 3, 2, chunk_rows=100, storage_options={"auto_mkdir": True})
+        datasets.write_blobs(url, 100, 3, 2, storage_options={"auto_mkdir": False})
+    datasets.write_blobs(url, 1_000, 3, 2, chunk_rows=100, storage_options={"auto_mkdir": True})
     x = io.open_array(url + "/X", storage_options={"auto_mkdir": True})
     np.testing.assert_array_equal(x[:], zarr.open_array(f"{tmp_path}/new/folder/b.zarr/X")[:])
 
@@ -96,7 +92,7 @@ def test_file_url_and_storage_options_reach_fsspec(tmp_path):
 def test_memory_url_end_to_end():
     """fsspec's memory:// filesystem: write, fit, and write predictions, all by URL."""
     root = f"memory://{uuid.uuid4().hex}"
-    io.write_blobs(f"{root}/b.zarr", 3_000, 2, 2, chunk_rows=500, center_box=20.0)
+    datasets.write_blobs(f"{root}/b.zarr", 3_000, 2, 2, chunk_rows=500, center_box=20.0)
     model = SoftKMeans(2, persist=False).fit(f"{root}/b.zarr/X")
     out = model.write_predictions(f"{root}/b.zarr/X", f"{root}/pred.zarr")
     truth = zarr.open_group(f"{root}/b.zarr", mode="r")["labels"][:]
@@ -202,7 +198,7 @@ def test_read_rows_equals_zarr_whatever_the_layout(tmp_path, layout):
     path = str(tmp_path / "a.zarr")
     zarr.create_array(path, shape=x.shape, **{"chunks": (20, 5), **keywords})[:] = x
     z = zarr.open_array(path, mode="r")
-    assert (io._chunk_files(z) is not None) == direct
+    assert (chunk_files._chunk_files(z) is not None) == direct
     for start, stop in [(0, 103), (0, 20), (20, 60), (5, 17), (15, 45), (90, 103), (101, 103),
                         (40, 40), (60, 20), (95, 500), (-8, 103), (-50, -30)]:
         got, want = io.read_rows(z, start, stop), z[start:stop]
@@ -240,7 +236,7 @@ def test_a_whole_chunk_whose_frame_is_short_is_left_to_zarr(tmp_path, codec):
     z = zarr.create_array(str(path), shape=(40, 3), chunks=(20, 3), dtype="f8",
                           compressors=compressors)
     z[:] = 1.0
-    assert io._frame_bytes(codec, (path / "c" / "0" / "0").read_bytes()) == 20 * 3 * 8
+    assert chunk_files._frame_bytes(codec, (path / "c" / "0" / "0").read_bytes()) == 20 * 3 * 8
     (path / "c" / "0" / "0").write_bytes(codec.encode(np.full((10, 3), 2.0)))
     with pytest.raises(Exception) as theirs:
         z[0:20]
@@ -254,7 +250,7 @@ def test_a_relative_path_through_a_link_and_up_opens_what_the_system_opens(tmp_p
     folding the ``..`` as text gave ``./data.zarr``, which does not exist."""
     (tmp_path / "real" / "sub").mkdir(parents=True)
     (tmp_path / "link").symlink_to(tmp_path / "real" / "sub")
-    io.write_blobs(tmp_path / "real" / "data.zarr", 100, 2, 2, chunk_rows=50)
+    datasets.write_blobs(tmp_path / "real" / "data.zarr", 100, 2, 2, chunk_rows=50)
     monkeypatch.chdir(tmp_path)
     np.testing.assert_array_equal(io.open_array("link/../data.zarr/X")[:],
                                   zarr.open_array("real/data.zarr/X", mode="r")[:])
@@ -263,16 +259,16 @@ def test_a_relative_path_through_a_link_and_up_opens_what_the_system_opens(tmp_p
 # -- one read of each chunk per pass ------------------------------------------------------------
 @pytest.fixture
 def chunk_file_reads(monkeypatch):
-    """Reads of chunks straight from their files (``io._read_chunk``), by chunk key; the
+    """Reads of chunks straight from their files (``io.chunk_files._read_chunk``), by chunk key; the
     cluster runs in this process, so its threads count here too."""
     reads: collections.Counter = collections.Counter()
-    read = io._read_chunk
+    read = chunk_files._read_chunk
 
     def counting(files, array, chunk, first, out):
         reads[f"c/{chunk}/0"] += 1
         return read(files, array, chunk, first, out)
 
-    monkeypatch.setattr(io, "_read_chunk", counting)
+    monkeypatch.setattr(chunk_files, "_read_chunk", counting)
     return reads
 
 
@@ -288,7 +284,7 @@ def test_streamed_passes_read_each_chunk_once_per_pass(blobs_path, client, path,
         clear, reads = store.clear, store.chunk_reads
     else:
         array = zarr.open_array(str(blobs_path / "X"), mode="r")
-        assert io._chunk_files(array) is not None
+        assert chunk_files._chunk_files(array) is not None
         clear, reads = chunk_file_reads.clear, lambda: dict(chunk_file_reads)
     x = as_data(array)
     if path == "graph":
@@ -300,7 +296,7 @@ def test_streamed_passes_read_each_chunk_once_per_pass(blobs_path, client, path,
     clear()
     results = []
     for passes in (1, 2, 3):
-        results.append(runner.statistics(centers, 1.0))
+        results.append(runner.statistics(PassParams(centers, 1.0)))
         assert reads() == {f"c/{i}/0": passes for i in range(20)}
     # From the second pass on, a Zarr source is read by one holder (actor) per worker.
     assert (runner._source_holders is not None) == (path == "zarr source")
@@ -318,7 +314,7 @@ def test_persisted_data_are_read_once_for_all_passes(blobs_path, client):
     runner = Runner(as_data(array), persist=True)
     assert runner.persisted
     for _ in range(3):
-        runner.statistics(np.zeros((2, 4)), 1.0)
+        runner.statistics(PassParams(np.zeros((2, 4)), 1.0))
     assert store.chunk_reads() == {f"c/{i}/0": 1 for i in range(20)}
     del runner
 
@@ -334,48 +330,47 @@ def test_a_streamed_fit_reads_every_chunk_equally(blobs_path, client):
 
 
 # -- persist decision ------------------------------------------------------------------------
-def test_a_persisted_fit_labels_its_persisted_copy(blobs_path, client):
-    """``labels_`` come from the persisted blocks: the store is read once in the whole fit
-    (the labels pass read every chunk a second time, and a generated array was computed
-    again beside its persisted copy, past the memory limit of 1 GiB workers)."""
+def test_labels_of_a_zarr_fit_are_lazy_and_read_like_a_pass(blobs_path, client):
+    """``labels_`` of a fit on Zarr data is a lazy Dask array: the fit itself reads each
+    chunk once (persisted) and gathers nothing of size n_samples; computing ``labels_``
+    reads each chunk once more, one task per block reading its own rows (no read tasks
+    that run ahead and wait in worker memory)."""
+    from distributed import get_task_stream
+
     array, store = counted(blobs_path / "X")
     model = SoftKMeans(3, persist=True).fit(array)
     assert model.persisted_
     assert store.chunk_reads() == {f"c/{i}/0": 1 for i in range(20)}
-    np.testing.assert_array_equal(model.labels_, model.predict(array[:]))
-
-
-def test_a_streamed_fit_labels_its_data_as_the_passes_read_them(blobs_path, client):
-    """On a client, ``labels_`` of a streamed Zarr fit come from one task per worker thread
-    reading its blocks one at a time, as the passes do (in a graph, the reads were tasks of
-    their own that ran ahead and waited in memory: 400 MiB workers paused for good)."""
-    from distributed import get_task_stream
-
-    array, store = counted(blobs_path / "X")
-    runner = Runner(as_data(array), persist=False)
-    centers = np.array([[0.0] * 4, [10.0] * 4, [-10.0] * 4])
+    assert isinstance(model.labels_, da.Array) and model.labels_.dtype == np.int32
     with get_task_stream() as stream:
-        labels = runner.map_rows(_labels_block, dtype=np.int32, centers=centers,
-                                 offset=np.zeros(4))
-    assert store.chunk_reads() == {f"c/{i}/0": 1 for i in range(20)}
-    assert {task["key"].split("-")[0] for task in stream.data} == {"_source_rows_task"}
-    assert len(stream.data) == sum(client.nthreads().values())
-    assert isinstance(labels, np.ndarray) and labels.dtype == np.int32
-    np.testing.assert_array_equal(labels, _labels_block(array[:], centers, np.zeros(4)))
+        labels = model.labels_.compute()
+    assert store.chunk_reads() == {f"c/{i}/0": 2 for i in range(20)}
+    blocks = [task for task in stream.data if isinstance(task["key"], tuple)]
+    assert {task["key"][0].rsplit("-", 1)[0] for task in blocks} == {"softkmeans-rows"}
+    assert len(blocks) == len(model.labels_.chunks[0])
+    np.testing.assert_array_equal(labels, model.predict(array[:]))
+    np.testing.assert_array_equal(labels, _labels_block(array[:], model.cluster_centers_,
+                                                        model._offset))
+
+
+def test_a_streamed_fit_sets_lazy_labels(blobs_path, client):
+    """A streamed fit (``persist=False``) leaves ``labels_`` lazy too, equal to ``predict``."""
+    array, _ = counted(blobs_path / "X")
     model = SoftKMeans(3, persist=False).fit(array)
-    np.testing.assert_array_equal(model.labels_, model.predict(array[:]))
+    assert not model.persisted_ and isinstance(model.labels_, da.Array)
+    np.testing.assert_array_equal(model.labels_.compute(), model.predict(array[:]))
 
 
-def test_fit_predict_on_dask_returns_the_fits_labels(blobs_path, client):
-    """``fit_predict`` on a Dask array returns ``labels_`` as a Dask array in its row blocks,
-    instead of one more pass over the source."""
+def test_fit_predict_on_dask_returns_the_lazy_labels(blobs_path, client):
+    """``fit_predict`` on a Dask array returns ``labels_``: a Dask array in X's row blocks."""
     array, store = counted(blobs_path / "X")
     X = io.to_dask(array)
     model = SoftKMeans(3, persist=True)
     labels = model.fit_predict(X)
+    assert labels is model.labels_
     assert isinstance(labels, da.Array) and labels.chunks == (X.chunks[0],)
-    np.testing.assert_array_equal(labels.compute(), model.labels_)
     assert store.chunk_reads() == {f"c/{i}/0": 1 for i in range(20)}
+    np.testing.assert_array_equal(labels.compute(), model.predict(array[:]))
 
 
 def test_persist_auto_counts_the_memory_the_process_uses(client):
@@ -527,7 +522,7 @@ def test_write_blobs_memory_is_a_few_chunks_whatever_the_size(tmp_path):
     peaks = []
     for n_chunks in (4, 64):
         tracemalloc.start()
-        io.write_blobs(tmp_path / f"{n_chunks}.zarr", n_chunks * chunk_rows, n_features, 4,
+        datasets.write_blobs(tmp_path / f"{n_chunks}.zarr", n_chunks * chunk_rows, n_features, 4,
                        chunk_rows=chunk_rows, n_threads=2)
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
@@ -536,20 +531,20 @@ def test_write_blobs_memory_is_a_few_chunks_whatever_the_size(tmp_path):
 
 
 def test_write_blobs_is_reproducible_and_records_its_compressor(tmp_path):
-    one = io.write_blobs(tmp_path / "a.zarr", 10_000, 3, 4, chunk_rows=1_000, n_threads=1)
-    four = io.write_blobs(tmp_path / "b.zarr", 10_000, 3, 4, chunk_rows=1_000, n_threads=4,
+    one = datasets.write_blobs(tmp_path / "a.zarr", 10_000, 3, 4, chunk_rows=1_000, n_threads=1)
+    four = datasets.write_blobs(tmp_path / "b.zarr", 10_000, 3, 4, chunk_rows=1_000, n_threads=4,
                           compressor="zstd")
-    lz4 = io.write_blobs(tmp_path / "d.zarr", 10_000, 3, 4, chunk_rows=1_000,
+    lz4 = datasets.write_blobs(tmp_path / "d.zarr", 10_000, 3, 4, chunk_rows=1_000,
                          compressor="blosc-lz4")
     for other in (four, lz4):
         np.testing.assert_array_equal(one["X"][:], other["X"][:])
         np.testing.assert_array_equal(one["labels"][:], other["labels"][:])
-    assert one.attrs["compressor"] == io.DEFAULT_DATA_COMPRESSOR == "none"
+    assert one.attrs["compressor"] == datasets.DEFAULT_DATA_COMPRESSOR == "none"
     assert one["X"].compressors == ()
     assert "zstd" in str(four["X"].compressors[0]).lower()
     assert "blosc" in str(lz4["X"].compressors[0]).lower()
     assert one["labels"].dtype == np.int32 and one["centers"].shape == (4, 3)
     with pytest.raises(InputError, match="blosc-lz4, zstd, none"):
-        io.write_blobs(tmp_path / "c.zarr", 10, 2, 2, compressor="gzip")
+        datasets.write_blobs(tmp_path / "c.zarr", 10, 2, 2, compressor="gzip")
     with pytest.raises(FileExistsError, match="overwrite=True"):
-        io.write_blobs(tmp_path / "a.zarr", 10, 2, 2)
+        datasets.write_blobs(tmp_path / "a.zarr", 10, 2, 2)

@@ -18,8 +18,8 @@ import pytest
 import zarr
 from test_out_of_core import workers_hold_nothing
 
-from dask_softkmeans import SoftKMeans, io
-from dask_softkmeans._data import as_data
+from dask_softkmeans import SoftKMeans, datasets
+from dask_softkmeans.inputs import as_data
 
 WORKER_MEMORY = 512 * 2**20
 N_SAMPLES, N_FEATURES, N_CLUSTERS = 2**22, 128, 4  # 2 GiB of float32
@@ -28,7 +28,7 @@ N_SAMPLES, N_FEATURES, N_CLUSTERS = 2**22, 128, 4  # 2 GiB of float32
 @pytest.fixture(scope="module")
 def big(tmp_path_factory):
     path = tmp_path_factory.mktemp("big") / "blobs.zarr"
-    io.write_blobs(path, N_SAMPLES, N_FEATURES, N_CLUSTERS, chunk_rows=32_768, n_threads=2)
+    datasets.write_blobs(path, N_SAMPLES, N_FEATURES, N_CLUSTERS, chunk_rows=32_768, n_threads=2)
     yield path
     shutil.rmtree(path)  # 2 GiB: do not leave it to pytest's retention of old tmp dirs
 

@@ -17,9 +17,9 @@ from rich.console import Console
 from sklearn.datasets import make_blobs
 
 from dask_softkmeans import SoftKMeans, estimator
-from dask_softkmeans._engine import load_kernel
-from dask_softkmeans._progress import FitProgress, format_record, notice_if_slow
 from dask_softkmeans.cli import main
+from dask_softkmeans.cli.progress import FitProgress, format_record, notice_if_slow
+from dask_softkmeans.engine import load_kernel
 
 LINE = re.compile(r"^pass \d+ +\w+ +T=\S+ +clusters=\d+ +F=\S+ +inertia=\S+ +[\d.]+ ms/pass")
 COMPACT = re.compile(r"^pass \d+: \w+ T=\S+ clusters=\d+ F=\S+ inertia=\S+ [\d.]+ ms/pass")

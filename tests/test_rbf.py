@@ -9,10 +9,11 @@ from sklearn.linear_model import Ridge
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from dask_softkmeans import RBFNetworkClassifier, RBFNetworkRegressor
-from dask_softkmeans._engine import Runner
-from dask_softkmeans._kernels import RBFLayout, rbf_gradient_block
-from dask_softkmeans._training import rbf_objective
+from dask_softkmeans.engine import Runner
 from dask_softkmeans.errors import InputError
+from dask_softkmeans.kernels.layout import RBFLayout
+from dask_softkmeans.kernels.rbf import rbf_gradient_block
+from dask_softkmeans.rbf_training import rbf_objective
 
 KINDS = ["softmax", "entmax15", "sparsemax"]
 

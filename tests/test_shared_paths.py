@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import zarr
 
-from dask_softkmeans import SoftKMeans, io
+from dask_softkmeans import SoftKMeans, datasets, io
 from dask_softkmeans.errors import StoreNotFoundError
 
 
@@ -35,7 +35,7 @@ def test_relative_paths_are_the_callers_on_a_cluster_started_elsewhere(
     from distributed import Client
 
     monkeypatch.chdir(tmp_path)
-    io.write_blobs("blobs.zarr", 3000, 3, 2, chunk_rows=500, center_box=20.0, random_state=1)
+    datasets.write_blobs("blobs.zarr", 3000, 3, 2, chunk_rows=500, center_box=20.0, random_state=1)
     x = zarr.open_array("blobs.zarr/X", mode="r")[:]
     expected = SoftKMeans(2).fit(x)
     with Client(elsewhere_cluster):
@@ -51,7 +51,7 @@ def test_relative_paths_are_the_callers_on_a_cluster_started_elsewhere(
 def test_a_folder_the_reader_cannot_see_is_an_error_not_zeros(tmp_path):
     """The array was opened (its metadata read), then its folder is not there where the
     blocks are read or written, as on a worker without the shared filesystem."""
-    io.write_blobs(tmp_path / "b.zarr", 100, 2, 2, chunk_rows=50)
+    datasets.write_blobs(tmp_path / "b.zarr", 100, 2, 2, chunk_rows=50)
     array = zarr.open_array(str(tmp_path / "b.zarr/X"), mode="r")
     out = io.write_row_blocks(io.to_dask(array), lambda b: {"y": b[:, 0]}, {},
                               tmp_path / "out.zarr", {"y": (np.float32, None)})
@@ -65,5 +65,5 @@ def test_a_folder_the_reader_cannot_see_is_an_error_not_zeros(tmp_path):
     target = zarr.open_group(str(tmp_path / "out.zarr"), mode="r+")["y"]
     shutil.rmtree(tmp_path / "out.zarr")
     with pytest.raises(StoreNotFoundError, match="Cannot write to"):
-        io._write_block(moved[:50], 0, 50, {"targets": {"y": target},
+        io.arrays._write_block(moved[:50], 0, 50, {"targets": {"y": target},
                                              "func": lambda b: {"y": b[:, 0]}, "params": {}})

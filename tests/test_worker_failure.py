@@ -25,6 +25,7 @@ import pytest
 import zarr
 
 from dask_softkmeans import SoftKMeans
+from dask_softkmeans.kernels import PassParams
 
 distributed = pytest.importorskip("distributed")
 
@@ -163,12 +164,12 @@ def test_persisted_blocks_lost_with_their_worker_are_recomputed_from_the_source(
 
 
 def test_a_worker_killed_during_a_pass_streamed_straight_from_zarr(client, tmp_path):
-    """A Zarr source on a cluster streams in one task per worker thread (``_run_source``);
+    """A Zarr source on a cluster streams in one task per worker thread (``Runner._run_source_tasks``);
     killing a worker while its task reads and computes costs a rerun of that task, and
     the pass equals the graph pass over the same blocks on the threaded scheduler, bit
     for bit."""
-    from dask_softkmeans._data import as_data
-    from dask_softkmeans._engine import Runner
+    from dask_softkmeans.engine import Runner
+    from dask_softkmeans.inputs import as_data
 
     rng = np.random.default_rng(8)
     path = str(tmp_path / "big.zarr")
@@ -179,7 +180,7 @@ def test_a_worker_killed_during_a_pass_streamed_straight_from_zarr(client, tmp_p
     assert runner._source is not None
     with dask.config.set(scheduler="threads"):
         expected = Runner(da.from_zarr(path, chunks=(62_500, 8)), persist=False).statistics(
-            centers, 1.0)
+            PassParams(centers, 1.0))
 
     pids = _worker_pids(client)
     victim = sorted(pids)[0]
@@ -194,22 +195,22 @@ def test_a_worker_killed_during_a_pass_streamed_straight_from_zarr(client, tmp_p
 
     killer = threading.Thread(target=kill_when_busy, daemon=True)
     killer.start()
-    got = runner.statistics(centers, 1.0)
+    got = runner.statistics(PassParams(centers, 1.0))
     killer.join(timeout=60)
     assert seen.get("killed"), "the worker was not killed"
     assert pids[victim] not in _worker_pids(client).values()
     np.testing.assert_array_equal(got, expected)
 
 
-def _marked_statistics(flags: str, x: np.ndarray, w: np.ndarray | None, params: dict) -> np.ndarray:
+def _marked_statistics(flags: str, x: np.ndarray, w: np.ndarray | None, params: PassParams) -> np.ndarray:
     """The statistics of a block; while ``flags/slow`` exists, first mark this process as
     busy (``flags/<pid>``) and take 0.2 s, so that a kill lands in the middle of a call."""
-    from dask_softkmeans._engine import _statistics_task
+    from dask_softkmeans.kernels import pass_statistics
 
     if (Path(flags) / "slow").exists():
         (Path(flags) / str(os.getpid())).touch()
         time.sleep(0.2)
-    return _statistics_task(x, w, params)
+    return pass_statistics(x, w, params)
 
 
 @pytest.mark.parametrize("kind", ["persisted", "zarr source"])
@@ -219,12 +220,13 @@ def test_a_worker_killed_during_a_pass_through_holders(client, tmp_path, kind):
     of the pass as tasks, which rebuild lost persisted blocks from their lineage (or read
     the Zarr blocks again); the pass equals the threaded scheduler's bit for bit, and the
     next pass makes new holders."""
-    from dask_softkmeans import _engine
-    from dask_softkmeans._data import as_data
+    from dask_softkmeans import engine as _engine
+    from dask_softkmeans.engine import holders as _holders
+    from dask_softkmeans.inputs import as_data
 
     rng = np.random.default_rng(9)
     x = rng.normal(size=(8000, 3))
-    params = {"centers": x[:3] + 0.1, "temperature": 1.0}
+    params = PassParams(x[:3] + 0.1, 1.0)
     flags = tmp_path / "flags"
     flags.mkdir()
     task = partial(_marked_statistics, str(flags))
@@ -234,7 +236,7 @@ def test_a_worker_killed_during_a_pass_through_holders(client, tmp_path, kind):
         runner = _engine.Runner(data)
 
         def holders():
-            return _engine._holders.get(runner._futures[1][0])
+            return _holders.registry.get(runner._futures[1][0])
     else:
         path = str(tmp_path / "x.zarr")
         zarr.create_array(path, shape=x.shape, chunks=(500, 3), dtype="float64")[:] = x
@@ -274,9 +276,10 @@ def test_a_worker_killed_during_a_pass_through_holders(client, tmp_path, kind):
 
 
 def _heap_tuned() -> bool:
-    from dask_softkmeans import _engine
 
-    return _engine._tune_worker_malloc() is not None
+    from dask_softkmeans.engine.memory import tune_worker_malloc
+
+    return tune_worker_malloc() is not None
 
 
 def test_worker_heap_is_tuned_in_nanny_workers_only(client):

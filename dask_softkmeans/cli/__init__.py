@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -19,12 +18,13 @@ from typing import Any
 import click
 from sklearn.utils._param_validation import InvalidParameterError
 
-from . import io
-from ._engine import check_temperature, load_kernel
-from ._progress import FitProgress, notice_if_slow
-from .errors import SoftKMeansError
-from .estimator import COMPILING, SoftKMeans
-from .launch import light_diagnostics, local_cluster
+from .. import datasets, io
+from ..engine import load_kernel
+from ..errors import SoftKMeansError
+from ..estimator import COMPILING, SoftKMeans
+from ..launch import light_diagnostics, local_cluster
+from ..validation import check_temperature
+from .progress import FitProgress, notice_if_slow
 
 
 class _Group(click.Group):
@@ -143,7 +143,7 @@ def _client(scheduler: str | None, workers: int, threads: int, memory_limit: str
 
 def _load_kernel(client: Any, quiet: bool) -> None:
     """Load the compiled kernel here and on every worker before a fit is timed, saying
-    so when numba compiles it (:func:`dask_softkmeans._engine.load_kernel`)."""
+    so when numba compiles it (:func:`dask_softkmeans.engine.load_kernel`)."""
     with contextlib.nullcontext() if quiet else notice_if_slow(COMPILING):
         load_kernel(client)
 
@@ -239,7 +239,7 @@ def _blob_options(k_help: str):
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
               show_default=True, help="Type of the values stored.")
 @click.option("--compressor", type=click.Choice(list(io.COMPRESSORS)),
-              default=io.DEFAULT_DATA_COMPRESSOR, show_default=True,
+              default=datasets.DEFAULT_DATA_COMPRESSOR, show_default=True,
               help="Gaussian noise hardly compresses (0.91 of its size with blosc-lz4) "
                    "and decoding slows every streamed pass: none by default.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
@@ -256,7 +256,7 @@ def make_data(path: str, n_samples: int, n_features: int, n_clusters: int, clust
     if Path(path).exists() and not overwrite:
         raise click.ClickException(f"{path!r} exists. Choose another path or pass --overwrite.")
     start = time.perf_counter()
-    io.write_blobs(path, n_samples, n_features, n_clusters, cluster_std=cluster_std,
+    datasets.write_blobs(path, n_samples, n_features, n_clusters, cluster_std=cluster_std,
                    chunk_rows=chunk_rows, dtype=dtype, compressor=compressor, random_state=seed,
                    overwrite=overwrite)
     click.echo(f"Wrote {n_samples} x {n_features} {dtype} ({n_clusters} blobs) to {path}/X "
@@ -366,7 +366,7 @@ def plot(model_path: str, out: str, data: str | None, max_points: int, overwrite
     Free energy, inertia, entropy and distinct clusters against temperature,
     phase transitions marked.  Needs matplotlib: pip install "dask-softkmeans[plot]".
     """
-    from . import plotting
+    from .. import plotting
 
     plotting.require_matplotlib()  # before reading anything
     plotting.check_image_path(out)
@@ -393,7 +393,7 @@ def demo(n_samples: int, n_features: int, n_clusters: int, workers: int,
     import zarr
     from sklearn.metrics import adjusted_rand_score
 
-    from .metrics import centroid_index
+    from ..metrics import centroid_index
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(directory or tmp) / "blobs.zarr"
@@ -401,7 +401,7 @@ def demo(n_samples: int, n_features: int, n_clusters: int, workers: int,
             raise click.ClickException(
                 f"{str(path)!r} exists. Choose another --dir, or remove it first.")
         start = time.perf_counter()
-        io.write_blobs(path, n_samples, n_features, n_clusters, overwrite=directory is None)
+        datasets.write_blobs(path, n_samples, n_features, n_clusters, overwrite=directory is None)
         click.echo(f"Wrote {n_samples} x {n_features} float32 Gaussian blobs ({n_clusters} "
                    f"clusters) to {path} in {time.perf_counter() - start:.1f} s")
         group = zarr.open_group(str(path), mode="r")
@@ -427,6 +427,3 @@ def demo(n_samples: int, n_features: int, n_clusters: int, workers: int,
                    for (t, n), (_, before) in
                    zip(model.phase_diagram_[1:], model.phase_diagram_[:-1], strict=True) if n != before]
         click.echo("  distinct clusters as the temperature fell: 1, then " + ", ".join(changes))
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,8 +1,8 @@
 """Checkpoints of a fit: the driver's state, written atomically after each temperature.
 
 A checkpoint is one ``checkpoint.npz`` in a directory, written with
-:func:`.io.save_arrays` (arrays plus JSON, no pickle, atomic replace).  It holds
-the annealing state of the current run (:class:`._annealing.AnnealState`),
+:func:`.save_arrays` (arrays plus JSON, no pickle, atomic replace).  It holds
+the annealing state of the current run (:class:`.annealing.AnnealState`),
 the best finished run when ``n_init > 1``, the restart seeds, the parameters
 that shape the result and a fingerprint of the data.  Resuming checks both,
 so a checkpoint is never continued on other data or with other parameters.
@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from . import io
-from ._annealing import AnnealResult, AnnealState
-from .errors import CheckpointError, ModelFileError, StoreNotFoundError
+from ..annealing import AnnealResult, AnnealState
+from ..errors import CheckpointError, ModelFileError, StoreNotFoundError
+from .model_files import load_arrays, save_arrays
 
 FILE_NAME = "checkpoint.npz"
 
@@ -105,7 +105,7 @@ class Checkpoint:
         if not self.path.exists():
             return None
         try:
-            meta, arrays = io.load_arrays(self.path)
+            meta, arrays = load_arrays(self.path)
             saved = meta["checkpoint"]
         except (ModelFileError, StoreNotFoundError, KeyError) as exc:
             raise CheckpointError(
@@ -161,7 +161,7 @@ class Checkpoint:
             "run": run, "seeds": seeds, "fingerprint": self.fingerprint, "params": self.params,
             "state": state_meta, "best": best_meta,
         }}
-        io.save_arrays(self.path, meta, arrays, overwrite=True)
+        save_arrays(self.path, meta, arrays, overwrite=True)
 
 
 def _short(value: Any) -> str:

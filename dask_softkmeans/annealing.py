@@ -1,10 +1,10 @@
 """Mass-constrained deterministic annealing with splits at phase transitions and merges.
 
 Pure driver logic: it sees the data only through a ``statistics`` callable
-that runs one pass and returns :class:`._kernels.BlockStats`, so the same code
+that runs one pass (:class:`.PassParams` in, :class:`.BlockStats` out), so the same code
 runs over NumPy arrays in memory or Dask arrays on a cluster.
 
-The procedure (``shared/design/annealing.md``, Rose 1998), in centered
+The procedure (mass-constrained deterministic annealing, Rose 1998), in centered
 coordinates:
 
 1. One codevector at the mean; the first critical temperature is
@@ -40,10 +40,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._kernels import BlockStats, MomentMode
+from ._typing import MomentMode
+from .kernels import BlockStats, PassParams
 from .optim import Optimizer
 
-StatisticsFn = Callable[..., BlockStats]
+#: One pass over the (centered) data: its parameters in, its unpacked statistics out.
+StatisticsFn = Callable[[PassParams], BlockStats]
 
 #: Below this many features the full (K, D, D) second moments are cheap; above,
 #: one power-iteration product per cluster replaces them.
@@ -198,8 +200,8 @@ def _random_directions(count: int, n_features: int, seed: int) -> np.ndarray:
 class Annealer:
     """Runs the annealing procedure against a ``statistics`` callable.
 
-    ``statistics(centers, temperature, log_priors=..., moments=..., directions=...)``
-    returns the :class:`BlockStats` of one pass over the (centered) data.
+    ``statistics(params)`` returns the :class:`BlockStats` of one pass over the
+    (centered) data with the :class:`.PassParams` ``params``.
     """
 
     def __init__(
@@ -241,13 +243,13 @@ class Annealer:
               moments: MomentMode = "none", removal: bool = False) -> BlockStats:
         start = time.perf_counter()
         statistics, _ = self._sources[self._source]
-        stats = statistics(
+        stats = statistics(PassParams(
             clusters.centers, temperature,
             log_priors=clusters.log_priors if temperature > 0 else None,
             moments=moments,
             directions=clusters.directions if moments == "power" else None,
             removal=removal,
-        )
+        ))
         counts = stats.counts
         means = np.where(
             counts[:, None] > 0, stats.sums / np.maximum(counts, 1e-300)[:, None],

@@ -1,0 +1,131 @@
+"""The per-block mathematics: pure functions of one row block and the pass's parameters.
+
+Nothing here imports Dask.  The engine maps these functions over row blocks
+and adds up what they return.
+
+- :mod:`.common`: constants, :class:`.PassParams` (the parameters of a pass).
+- :mod:`.layout`: how a block's statistics are packed into one float64 vector.
+- :mod:`.reference`: the NumPy specification of a pass (and the normalisations).
+- :mod:`.compiled` and :mod:`.fused`: the compiled (numba) kernel and its wrapper,
+  the fast path of softmax passes and of labels.
+- :mod:`.rbf`: the RBF network's blocks.
+- :mod:`.predict`: per-row results (labels, distances, responsibilities).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._typing import MomentMode, Normalization
+from ..validation import NORMALIZATIONS
+from .common import PassParams, float_block, sub_block_rows, working_dtype
+from .fused import fused_statistics, nearest, nearest_labels
+from .layout import BlockStats, NormalLayout, RBFLayout, ScanLayout, StatsLayout
+from .reference import (
+    normalize,
+    normalize_vjp,
+    reference_statistics,
+    responsibilities,
+    scan_statistics,
+    squared_distances,
+)
+
+__all__ = [
+    "NORMALIZATIONS",
+    "BlockStats",
+    "NormalLayout",
+    "PassParams",
+    "RBFLayout",
+    "ScanLayout",
+    "StatsLayout",
+    "block_statistics",
+    "nearest",
+    "nearest_labels",
+    "normalize",
+    "normalize_vjp",
+    "pass_statistics",
+    "reference_statistics",
+    "responsibilities",
+    "scan_statistics",
+    "squared_distances",
+    "sub_block_rows",
+    "working_dtype",
+]
+
+
+def block_statistics(
+    x: np.ndarray,
+    centers: np.ndarray,
+    temperature: float,
+    *,
+    offset: np.ndarray | None = None,
+    log_priors: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
+    moments: MomentMode = "none",
+    directions: np.ndarray | None = None,
+    removal: bool = False,
+    normalization: Normalization = "softmax",
+) -> np.ndarray:
+    """Soft k-means statistics of one row block, packed for a tree reduction.
+
+    Softmax passes (and every pass at ``T = 0``) run the compiled kernel
+    (:func:`.fused_statistics`); the sparse normalisations at ``T > 0`` run
+    the NumPy reference (:func:`.reference_statistics`), whose results the
+    compiled kernel is tested against.
+
+    Parameters
+    ----------
+    x : ndarray of shape (n, D)
+        Float32 or float64 rows; other dtypes are converted to float64.
+        Rows holding NaN or infinity are counted in ``nonfinite`` and skipped.
+    centers : ndarray of shape (K, D)
+        Current centers, float64, in the coordinates of ``x``.
+    temperature : float
+        ``T >= 0``; ``T = 0`` gives hard (Lloyd) assignments.
+    offset : ndarray of shape (D,), optional
+        Subtracted from ``x`` and ``centers`` before any product, so that data
+        far from the origin suffers no cancellation (pass the data mean).
+    log_priors : ndarray of shape (K,), optional
+        ``log pi_k``; equal priors when omitted.  Ignored at ``T = 0``.
+    weights : ndarray of shape (n,), optional
+        Sample weights: a row of weight ``w`` counts as ``w`` copies.
+    moments : {"none", "full", "power"}
+        Second-moment statistic for critical temperatures: "full" gives
+        ``Q_k = sum_i w_i p_ik (x_i - c_k)(x_i - c_k)^T`` (K, D, D); "power"
+        gives ``M_k = sum_i w_i p_ik (x_i - c_k) ((x_i - c_k) . v_k)`` (K, D),
+        one power-iteration product per cluster along ``directions``.
+    directions : ndarray of shape (K, D), optional
+        Unit vectors ``v_k``; required when ``moments="power"``.
+    removal : bool, default=False
+        At ``T = 0``, also sum for each center the extra inertia its points
+        would cost if it were removed (second-nearest minus nearest distance).
+    normalization : {"softmax", "entmax15", "sparsemax"}, default="softmax"
+        How logits become responsibilities (see :func:`.normalize`).  With a
+        sparse one, ``entropy`` holds the sum of its regulariser ``Omega`` and
+        ``free_energy`` the sum of ``sum_k p_k (d_k - T log pi_k) - T Omega``;
+        the gradient is ``2 (N_k c_k - S_k)`` for every normalisation.
+
+    Returns
+    -------
+    ndarray of shape (StatsLayout(K, D, moments).size,)
+        Float64 sums; read them with :meth:`.StatsLayout.unpack`.  ``sums``
+        are of ``x - offset``.
+    """
+    x = float_block(x)
+    centers = np.asarray(centers, dtype=np.float64)
+    if normalization == "softmax" or temperature == 0 or not np.isfinite(1.0 / temperature):
+        return fused_statistics(
+            x, centers, temperature, offset=offset, log_priors=log_priors, weights=weights,
+            moments=moments, directions=directions, removal=removal)
+    return reference_statistics(
+        x, centers, temperature, offset=offset, log_priors=log_priors, weights=weights,
+        moments=moments, directions=directions, removal=removal, normalization=normalization)
+
+
+def pass_statistics(x: np.ndarray, weights: np.ndarray | None, params: PassParams) -> np.ndarray:
+    """:func:`block_statistics` of one block with the pass's :class:`.PassParams`: the task
+    that the engine maps over the blocks of a soft pass."""
+    return block_statistics(
+        x, params.centers, params.temperature, offset=params.offset,
+        log_priors=params.log_priors, weights=weights, moments=params.moments,
+        directions=params.directions, removal=params.removal, normalization=params.normalization)
