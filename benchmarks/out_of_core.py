@@ -24,11 +24,13 @@ from pathlib import Path
 import dask
 import numpy as np
 import zarr
+from _results import add_results_option, recorded
 from distributed import Client, LocalCluster
 
-from dask_softkmeans import io
-from dask_softkmeans._data import as_data
-from dask_softkmeans._engine import Runner
+from dask_softkmeans import datasets, io
+from dask_softkmeans.engine import Runner
+from dask_softkmeans.inputs import as_data
+from dask_softkmeans.kernels import PassParams
 
 
 def _directory_bytes(path: Path) -> int:
@@ -54,12 +56,12 @@ def _read_speeds(array: zarr.Array) -> tuple[float, float]:
 def _pass_seconds(runners: list[Runner], centers: np.ndarray, passes: int) -> list[float]:
     """Median seconds per pass of each runner, passes interleaved so that both see the same load."""
     for runner in runners:
-        runner.statistics(centers, 1.0)  # warm-up: imports and first compilation on the workers
+        runner.statistics(PassParams(centers, 1.0))  # warm-up: imports and first compilation on the workers
     times: list[list[float]] = [[] for _ in runners]
     for _ in range(passes):
         for runner, runner_times in zip(runners, times, strict=True):
             start = time.perf_counter()
-            runner.statistics(centers, 1.0)
+            runner.statistics(PassParams(centers, 1.0))
             runner_times.append(time.perf_counter() - start)
     return [float(np.median(t)) for t in times]
 
@@ -78,7 +80,13 @@ def main(argv: list[str] | None = None) -> None:
         help="Set MALLOC_MMAP_THRESHOLD_ in the workers' environment (0: Dask's default "
              "environment, whose MALLOC_TRIM_THRESHOLD_ makes glibc mmap, fault in and unmap "
              "every buffer of a block, ~3x slower decoding).")
+    add_results_option(parser)
     args = parser.parse_args(argv)
+    with recorded("out_of_core", args.results_dir, argv):
+        _run(args, argv)
+
+
+def _run(args: argparse.Namespace, argv: list[str] | None) -> None:
     environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
     if args.mmap_threshold_mib:
         environ["MALLOC_MMAP_THRESHOLD_"] = str(args.mmap_threshold_mib * 2**20)
@@ -94,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
         for name in args.compressors.split(","):
             path = Path(tmp) / f"{name}.zarr"
             start = time.perf_counter()
-            group = io.write_blobs(path, args.n_samples, args.n_features, args.k,
+            group = datasets.write_blobs(path, args.n_samples, args.n_features, args.k,
                                    chunk_rows=args.chunk_rows, compressor=name)
             write_seconds = time.perf_counter() - start
             x = group["X"]

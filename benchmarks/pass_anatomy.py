@@ -9,7 +9,7 @@ processes holding persisted Gaussian blobs:
    scheduler and the nannies) and of each worker, over ``--idle`` seconds of nothing.
 2. **A pass**: ``soft_statistics(X, C, T=1)`` repeated ``--passes`` times.  Each
    worker logs the start, wall time and thread CPU time of its block holder's call
-   (``_BlockHolder.run``, wrapped on the workers for this benchmark); the clocks are
+   (``BlockHolder.run``, wrapped on the workers for this benchmark); the clocks are
    the machine's monotonic clock, shared by the processes.  Medians over the passes:
 
    - ``pass``: the call of ``soft_statistics``, as the caller sees it;
@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import add_results_option, recorded
 from throughput import (
     BLOCKS_PER_WORKER,
     block_rows,
@@ -85,28 +86,28 @@ def cpu_rates(pids: list[int], seconds: float | None = None,
 
 def _log_holder_calls() -> None:
     """On a worker: record (start, wall, thread CPU) of every block holder's call."""
-    from dask_softkmeans import _engine
+    from dask_softkmeans.engine.holders import BlockHolder
 
-    if hasattr(_engine._BlockHolder, "calls"):
+    if hasattr(BlockHolder, "calls"):
         return
-    run = _engine._BlockHolder.run
+    run = BlockHolder.run
     calls: list[tuple[float, float, float]] = []
 
-    def logged(self: Any, task: Any, params: dict) -> Any:
+    def logged(self: Any, task: Any, params: Any) -> Any:
         start, cpu = time.perf_counter(), time.thread_time()
         try:
             return run(self, task, params)
         finally:
             calls.append((start, time.perf_counter() - start, time.thread_time() - cpu))
 
-    _engine._BlockHolder.run = logged
-    _engine._BlockHolder.calls = calls
+    BlockHolder.run = logged
+    BlockHolder.calls = calls
 
 
 def _holder_calls() -> list[tuple[float, float, float]]:
-    from dask_softkmeans import _engine
+    from dask_softkmeans.engine.holders import BlockHolder
 
-    return list(_engine._BlockHolder.calls)
+    return list(BlockHolder.calls)
 
 
 def anatomy(rows: int, features: int, k: int, workers: int, passes: int, idle: float,
@@ -159,7 +160,8 @@ def _kernel_process(role: str, first: int, count: int, rows: int, features: int,
     its passes in the turns of ``role`` ("one" or "two")."""
     import traceback
 
-    from dask_softkmeans import _engine
+    from dask_softkmeans.engine import single_threaded_blas
+    from dask_softkmeans.kernels import PassParams, pass_statistics
 
     try:
         sizes = block_rows(rows, BLOCKS_PER_WORKER * 2)
@@ -167,17 +169,15 @@ def _kernel_process(role: str, first: int, count: int, rows: int, features: int,
         blocks = [make_block(i, sizes[i], centers) for i in range(first, first + count)]
         start_at = start_centers(features, k)
         # The parameters Runner.statistics gives the block kernel for soft_statistics(X, C, 1.0).
-        params = {"normalization": "softmax", "centers": start_at, "temperature": 1.0,
-                  "offset": start_at.mean(axis=0), "log_priors": None, "moments": "none",
-                  "directions": None, "removal": False}
+        params = PassParams(start_at, 1.0, offset=start_at.mean(axis=0))
 
         def one_pass() -> None:
             for block in blocks:
-                _engine._statistics_task(block, None, params)
+                pass_statistics(block, None, params)
 
         one_pass()  # the kernel loaded (and SciPy's BLAS with it), the pages touched
         times = []
-        with _engine.single_threaded_blas():  # as Dask's worker processes run BLAS
+        with single_threaded_blas():  # as Dask's worker processes run BLAS
             for i in range(passes):
                 for turn in ("one", "two") if i % 2 == 0 else ("two", "one"):
                     barrier.wait(timeout=600)
@@ -252,7 +252,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--idle", type=float, default=10.0, help="Seconds at rest.")
     parser.add_argument("--kernel-only", action="store_true",
                         help="Only the kernel alone, without Dask (part 3).")
+    add_results_option(parser)
     args = parser.parse_args(argv)
+    with recorded("pass_anatomy", args.results_dir, argv):
+        _run(args, argv)
+
+
+def _run(args: argparse.Namespace, argv: list[str] | None) -> None:
     command = " ".join(["python benchmarks/pass_anatomy.py",
                         shlex.join(sys.argv[1:] if argv is None else argv)]).strip()
     print(f"command: {command}")

@@ -41,3 +41,7 @@ class MissingDependencyError(SoftKMeansError, ImportError):
 
 class CheckpointError(InputError):
     """A checkpoint cannot be used: it exists and resuming was not asked, or it is for other data."""
+
+
+class WorkerMemoryError(SoftKMeansError, MemoryError):
+    """A worker's memory limit cannot hold what one pass needs (the kernel, a block, temporaries)."""

@@ -23,12 +23,12 @@ from click.testing import CliRunner
 from zarr.storage import LocalStore, WrapperStore
 
 from dask_softkmeans import SoftKMeans, datasets, io
-from dask_softkmeans.io import chunk_files
 from dask_softkmeans.cli import main
 from dask_softkmeans.engine import Runner, load_kernel, memory_for_data, should_persist
 from dask_softkmeans.engine.memory import PERSIST_MEMORY_SHARE, _memory_in_use
 from dask_softkmeans.errors import InputError, MissingDependencyError, StoreNotFoundError
 from dask_softkmeans.inputs import as_data
+from dask_softkmeans.io import chunk_files
 from dask_softkmeans.kernels import PassParams
 from dask_softkmeans.kernels.predict import labels_block as _labels_block
 

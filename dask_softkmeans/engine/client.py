@@ -5,8 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 
+#: Values of Dask's ``scheduler`` setting that name a scheduler of this process.
+LOCAL_SCHEDULERS = frozenset({"sync", "synchronous", "single-threaded", "threads", "threading",
+                              "processes", "multiprocessing"})
+
+
 def active_client() -> Any:
-    """The default ``distributed.Client``, or None without one."""
+    """The default ``distributed.Client``, or None without one or when Dask's ``scheduler``
+    setting picks a scheduler of this process (``dask.config.set(scheduler="threads")``):
+    passes then run where ``compute`` would."""
+    import dask.config
+
+    scheduler = dask.config.get("scheduler", None)
+    if isinstance(scheduler, str) and scheduler in LOCAL_SCHEDULERS:
+        return None
     try:
         from distributed import default_client
 

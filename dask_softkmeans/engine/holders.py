@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 import dask.array as da
 import numpy as np
+from dask.highlevelgraph import HighLevelGraph
 
 from .. import io
 from .client import active_client
@@ -177,3 +178,52 @@ def block_futures(X: da.Array, sample_weight: da.Array | None) -> tuple[Any, lis
                              (w_futures is None or len(w_futures) != len(x_futures))):
         return None
     return client, x_futures, w_futures
+
+
+def worker_runs(nthreads: dict[str, int], n_blocks: int) -> dict[str, list[int]]:
+    """Contiguous runs of block indices, one per worker thread, a worker's runs in a row:
+    ``{worker: block indices}``.  A worker holding one run sends few node sums
+    (:func:`.reduce.covering_nodes`) and reads neighbouring chunks."""
+    workers = np.repeat(list(nthreads), list(nthreads.values()))
+    runs = np.array_split(np.arange(n_blocks), min(len(workers), n_blocks))
+    plan: dict[str, list[int]] = {}
+    for worker, run in zip(workers, runs, strict=False):
+        plan.setdefault(str(worker), []).extend(run.tolist())
+    return plan
+
+
+def persist_in_runs(client: Any, arrays: list[da.Array | None]
+                    ) -> tuple[list[da.Array | None], list[list[Any] | None]]:
+    """Persist row-chunked arrays (data and weights, block for block) on ``client``, each
+    worker computing and holding a contiguous run of blocks (:func:`worker_runs`).
+
+    ``Array.persist`` leaves the placement to the scheduler, which shares blocks out
+    in turn: every worker would then hold every other block and send a node sum per
+    block.  Here the reads run where their blocks will stay; the placement is a
+    preference (``allow_other_workers``), so a lost worker's blocks are recomputed
+    elsewhere from their lineage.  Returns the persisted arrays and their block futures
+    in block order (None for None).
+    """
+    n_blocks = next(a for a in arrays if a is not None).numblocks[0]
+    plan = worker_runs(client.nthreads(), n_blocks)
+    out: list[da.Array | None] = []
+    held: list[list[Any] | None] = []
+    for array in arrays:
+        if array is None:
+            out.append(None)
+            held.append(None)
+            continue
+        blocks = array.to_delayed(optimize_graph=True).reshape(n_blocks)
+        futures: list[Any] = [None] * n_blocks
+        for worker, run in plan.items():
+            computed = client.compute([blocks[i] for i in run], workers=[worker],
+                                      allow_other_workers=True)
+            for i, future in zip(run, computed, strict=True):
+                futures[i] = future
+        name = "softkmeans-held-" + array.name
+        index = (0,) * (array.ndim - 1)
+        layer = {(name, i, *index): future for i, future in enumerate(futures)}
+        graph = HighLevelGraph.from_collections(name, layer, dependencies=[])
+        out.append(da.Array(graph, name, array.chunks, array.dtype, meta=array._meta))
+        held.append(futures)
+    return out, held

@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 import dask.array as da
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, WorkerMemoryError
 from .client import active_client
 
 #: With ``persist="auto"`` the data are held in memory when they fit in this
@@ -111,6 +111,63 @@ def should_persist(X: np.ndarray | da.Array, persist: bool | str) -> bool:
     if persist != "auto":
         raise InputError(f"persist must be 'auto', True or False; got {persist!r}.")
     return X.nbytes <= memory_for_data()
+
+
+#: Room for a pass's own temporaries per worker thread, besides its blocks: the
+#: kernel's chunk buffers and the reference path's sub-blocks (see
+#: :data:`.kernels.common.TEMPORARY_ELEMENTS`), the statistics vectors.
+PASS_TEMPORARY_BYTES = 48 * 2**20
+
+
+def pass_memory(block_bytes: int, persisted: bool) -> int:
+    """Bytes one worker thread needs for a pass over blocks of ``block_bytes``: a streamed
+    block is read (its stored bytes) and decoded (the array) before the kernel runs; a
+    persisted block is held already."""
+    return (0 if persisted else 2 * block_bytes) + PASS_TEMPORARY_BYTES
+
+
+def check_worker_memory(client: Any, block_bytes: int, *, persisted: bool = False) -> None:
+    """Refuse, before the first pass, a worker whose memory limit cannot hold a pass.
+
+    A worker pauses when its process uses more than the ``pause`` share of its
+    limit (``distributed.worker.memory.pause``, 80% by default) and waits, with
+    no error, until memory goes down: a worker that reaches it with nothing
+    held but the interpreter, the libraries and the kernel would wait forever.
+    Each worker's process memory now (after :func:`.load_kernel`), plus what
+    every thread of that process needs for a pass (:func:`pass_memory`), must
+    stay below its pause threshold.  Workers without a limit are not checked.
+
+    Raises
+    ------
+    WorkerMemoryError
+        Naming the worker, its limit, what it uses and what the pass needs, and the fixes.
+    """
+    import dask.config
+    from dask.utils import format_bytes
+
+    fraction = dask.config.get("distributed.worker.memory.pause", 0.8) or dask.config.get(
+        "distributed.worker.memory.terminate", 0.95) or 1.0
+    rows = client.run(_memory_in_use, on_error="ignore")
+    threads_per_process: dict[str, int] = {}
+    for row in rows.values():
+        threads_per_process[row.process] = threads_per_process.get(row.process, 0) + row.threads
+    per_thread = pass_memory(block_bytes, persisted)
+    for address, row in sorted(rows.items()):
+        if not row.limit or not row.used:
+            continue
+        need = row.used + threads_per_process[row.process] * per_thread
+        if need > fraction * row.limit:
+            raise WorkerMemoryError(
+                f"Worker {address} has a memory limit of {format_bytes(row.limit)} and pauses at "
+                f"{fraction:.0%} of it ({format_bytes(int(fraction * row.limit))}); its process "
+                f"already uses {format_bytes(row.used)} (Python, Dask, the compiled kernel) and a "
+                f"pass needs {format_bytes(per_thread)} more per thread (blocks of "
+                f"{format_bytes(block_bytes)}, read and decoded, and the kernel's temporaries): "
+                f"{format_bytes(need)} in all. The worker would pause for good. Give the workers more "
+                f"memory (at least {-(-int(1.25 * need / fraction) // 2**20)} MiB each: "
+                "memory_limit= of LocalCluster or `dask worker --memory-limit`, --memory-limit "
+                "of `dask-softkmeans fit`), or fewer threads per worker, or smaller row blocks "
+                "(fewer rows per Zarr chunk, or X.rechunk({0: ROWS}) for a Dask array).")
 
 
 #: At most this much freed memory stays in a worker's heap for the next block

@@ -31,17 +31,19 @@ from dask.highlevelgraph import HighLevelGraph
 from ..errors import InputError
 from ..kernels import PassParams, pass_statistics, scan_statistics, sub_block_rows
 from ..kernels.layout import ScanLayout, ScanStats
-from .client import active_client
+from .client import active_client, load_kernel
 from .holders import (
     Holders,
     balanced_assignment,
     block_futures,
+    persist_in_runs,
     registry,
     registry_lock,
     release,
     start_holders,
+    worker_runs,
 )
-from .memory import should_persist
+from .memory import check_worker_memory, should_persist
 from .reduce import combine_results, sum_vectors
 from .tasks import BlockTask, held_blocks_task, source_blocks_task, source_rows_task, streamed_task
 from .threads import LOCAL_BLOCK_ROWS, LOCAL_THREADS, in_pool_thread, single_threaded_blas, thread_pool
@@ -79,16 +81,30 @@ class Runner:
         #: Bytes of node sums the last pass brought to this process from workers.
         self.bytes_received = 0
         self._local = not isinstance(X, da.Array)
+        self._x, self._w = X, sample_weight
+        if not self._local:
+            client = active_client()
+            if client is not None and client.nthreads():
+                # The kernel first, then the memory it leaves: a worker that cannot
+                # run a pass is an error now, not a pause that never ends.
+                load_kernel(client)
+                check_worker_memory(client, max(X.chunks[0]) * X.shape[1] * X.dtype.itemsize)
         #: True when the data were persisted in (cluster) memory for the passes.
         self.persisted = should_persist(X, persist)
-        self._x, self._w = X, sample_weight
         if self._local:
             return
-        if self.persisted:
+        #: ``(client, block futures, weight futures)`` of data persisted on a client.
+        self._futures = None
+        client = active_client() if self.persisted else None
+        if client is not None and client.nthreads() and all(
+                n == 1 for a in (X, sample_weight) if a is not None for n in a.numblocks[1:]):
+            (self._x, self._w), (xf, wf) = persist_in_runs(client, [X, sample_weight])
+            self._futures = (client, xf, wf)
+        elif self.persisted:
             self._x = X.persist()
             self._w = None if sample_weight is None else sample_weight.persist()
-        #: ``(client, block futures, weight futures)`` of data persisted on a client.
-        self._futures = block_futures(self._x, self._w)
+        if self._futures is None:
+            self._futures = block_futures(self._x, self._w)
         #: The Zarr array streamed passes read from (unweighted, not persisted).
         self._source = (None if self.persisted or sample_weight is not None
                         else getattr(X, "zarr_source", None))
@@ -149,10 +165,9 @@ class Runner:
         shared = dask.delayed(params, traverse=False)
         if self.persisted:
             call = dask.delayed(task, pure=True)
-            weights = ([None] * self.n_blocks if self._w is None
-                       else self._w.to_delayed(optimize_graph=False).ravel())
-            parts = [call(x, w, shared) for x, w in
-                     zip(self._x.to_delayed(optimize_graph=False).ravel(), weights, strict=True)]
+            xs = self._x.to_delayed(optimize_graph=False).ravel()
+            ws = [None] * len(xs) if self._w is None else self._w.to_delayed(optimize_graph=False).ravel()
+            parts = [call(x, w, shared) for x, w in zip(xs, ws, strict=True)]
         else:
             parts = self._streamed_parts(task, shared)
         combine = dask.delayed(sum_vectors, pure=True)
@@ -198,6 +213,9 @@ class Runner:
         if holders is not None and holders.client is client and holders.keys == keys:
             return holders
         try:
+            from distributed import wait
+
+            wait(x_futures)  # where they are once computed, not where they are queued
             who_has = client.who_has(x_futures)
         except Exception:  # the scheduler is unreachable: the tasks will say why
             return None
@@ -284,14 +302,6 @@ class Runner:
         stops = np.cumsum(self._x.chunks[0])
         return list(zip((0, *stops[:-1].tolist()), stops.tolist(), strict=True))
 
-    def _source_runs(self, client: Any) -> list[tuple[str, list[int]]]:
-        """Contiguous runs of blocks, one per worker thread, a worker's runs in a row:
-        ``[(worker, block indices), ...]``, so that each reads neighbouring chunks."""
-        threads = client.nthreads()
-        workers = np.repeat(list(threads), list(threads.values()))
-        runs = np.array_split(np.arange(self.n_blocks), min(len(workers), self.n_blocks))
-        return [(str(worker), run.tolist()) for worker, run in zip(workers, runs, strict=False)]
-
     def _run_source_tasks(self, client: Any, task: BlockTask, params: Any) -> np.ndarray:
         """The streamed pass as one task per worker thread, each reading its run of blocks.
 
@@ -300,7 +310,10 @@ class Runner:
         again elsewhere: it only reads.
         """
         bounds = self._block_bounds()
-        runs = [run for _, run in self._source_runs(client)]
+        # One task per worker thread: each worker's run split among its threads.
+        threads = client.nthreads()
+        runs = [part.tolist() for worker, run in worker_runs(threads, self.n_blocks).items()
+                for part in np.array_split(np.array(run), min(threads[worker], len(run)))]
         # One map, not one submit per task: the client batches messages sent within
         # 10 ms of each other, which would hold every task after the first back.
         submitted = client.map(
@@ -323,9 +336,7 @@ class Runner:
         holders = self._source_holders
         if holders is None or holders.client is not client:
             bounds = self._block_bounds()
-            plan: dict[str, list[int]] = {}
-            for worker, run in self._source_runs(client):
-                plan.setdefault(worker, []).extend(run)
+            plan = worker_runs(client.nthreads(), self.n_blocks)
             started = start_holders(client, plan, lambda index: {
                 "source": self._source, "bounds": [bounds[i] for i in index],
                 **self._tree_position(index)})
