@@ -27,6 +27,7 @@ from .validation import (
     check_log_priors,
     check_normalization,
     check_positive,
+    check_split_every,
     check_temperature,
     nonfinite_error,
 )
@@ -155,7 +156,7 @@ def fit_temperature(
     tol = check_positive("tol", tol)
     max_iter = check_positive("max_iter", max_iter, integer=True)
     log_priors = check_log_priors(log_priors, centers.shape[0])
-    runner = Runner(data, weights, split_every=split_every, persist=persist)
+    runner = Runner(data, weights, split_every=check_split_every(split_every), persist=persist)
     # A fixed origin near the data keeps the distance products away from cancellation.
     offset = centers.mean(axis=0)
     state = optimizer.init(centers)
@@ -275,7 +276,7 @@ def soft_statistics(
     temperature = check_temperature(temperature)
     normalization = check_normalization(normalization)
     log_priors = check_log_priors(log_priors, centers.shape[0])
-    runner = Runner(data, weights, split_every=split_every)
+    runner = Runner(data, weights, split_every=check_split_every(split_every))
     # Centering on the centers' mean keeps the products away from cancellation.
     offset = centers.mean(axis=0)
     stats = run_pass(runner, PassParams(centers, temperature, offset=offset,

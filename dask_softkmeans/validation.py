@@ -161,3 +161,10 @@ def check_positive(name: str, value: Any, *, integer: bool = False) -> float | i
     if not integer and not (np.isfinite(number) and number > 0):
         raise InputError(f"{name} must be a finite number > 0; got {value!r}.")
     return number
+
+
+def check_split_every(split_every: Any) -> int:
+    """Inputs per node of a pass's reduction tree: an int ``>= 2``."""
+    if isinstance(split_every, bool) or not isinstance(split_every, int | np.integer) or split_every < 2:
+        raise InputError(f"split_every must be an int >= 2; got {split_every!r}.")
+    return int(split_every)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 #: Values of Dask's ``scheduler`` setting that name a scheduler of this process.
 LOCAL_SCHEDULERS = frozenset({"sync", "synchronous", "single-threaded", "threads", "threading",
                               "processes", "multiprocessing"})

@@ -180,20 +180,31 @@ def block_futures(X: da.Array, sample_weight: da.Array | None) -> tuple[Any, lis
     return client, x_futures, w_futures
 
 
-def worker_runs(nthreads: dict[str, int], n_blocks: int) -> dict[str, list[int]]:
+def worker_runs(nthreads: dict[str, int], n_blocks: int,
+                split_every: int) -> dict[str, list[int]]:
     """Contiguous runs of block indices, one per worker thread, a worker's runs in a row:
     ``{worker: block indices}``.  A worker holding one run sends few node sums
-    (:func:`.reduce.covering_nodes`) and reads neighbouring chunks."""
+    (:func:`.reduce.covering_nodes`) and reads neighbouring chunks.
+
+    Run boundaries fall on multiples of the largest power of ``split_every`` that is
+    at most a sixteenth of a run, so that they cut few nodes of the reduction tree
+    while the runs stay within a few percent of equal.
+    """
     workers = np.repeat(list(nthreads), list(nthreads.values()))
-    runs = np.array_split(np.arange(n_blocks), min(len(workers), n_blocks))
+    n_runs = max(1, min(len(workers), n_blocks))
+    align = 1
+    while align * split_every * 16 * n_runs <= n_blocks:
+        align *= split_every
+    cuts = [round(n_blocks * r / n_runs / align) * align for r in range(n_runs + 1)]
+    cuts[-1] = n_blocks
     plan: dict[str, list[int]] = {}
-    for worker, run in zip(workers, runs, strict=False):
-        plan.setdefault(str(worker), []).extend(run.tolist())
-    return plan
+    for worker, start, stop in zip(workers, cuts[:-1], cuts[1:], strict=False):
+        plan.setdefault(str(worker), []).extend(range(start, stop))
+    return {worker: run for worker, run in plan.items() if run}
 
 
-def persist_in_runs(client: Any, arrays: list[da.Array | None]
-                    ) -> tuple[list[da.Array | None], list[list[Any] | None]]:
+def persist_in_runs(client: Any, arrays: list[da.Array | None], split_every: int,
+                    ) -> tuple[list[da.Array | None], list[list[Any] | None], dict[str, list[int]]]:
     """Persist row-chunked arrays (data and weights, block for block) on ``client``, each
     worker computing and holding a contiguous run of blocks (:func:`worker_runs`).
 
@@ -201,11 +212,11 @@ def persist_in_runs(client: Any, arrays: list[da.Array | None]
     in turn: every worker would then hold every other block and send a node sum per
     block.  Here the reads run where their blocks will stay; the placement is a
     preference (``allow_other_workers``), so a lost worker's blocks are recomputed
-    elsewhere from their lineage.  Returns the persisted arrays and their block futures
-    in block order (None for None).
+    elsewhere from their lineage.  Returns the persisted arrays, their block futures
+    in block order (None for None), and the plan ``{worker: block indices}``.
     """
     n_blocks = next(a for a in arrays if a is not None).numblocks[0]
-    plan = worker_runs(client.nthreads(), n_blocks)
+    plan = worker_runs(client.nthreads(), n_blocks, split_every)
     out: list[da.Array | None] = []
     held: list[list[Any] | None] = []
     for array in arrays:
@@ -226,4 +237,4 @@ def persist_in_runs(client: Any, arrays: list[da.Array | None]
         graph = HighLevelGraph.from_collections(name, layer, dependencies=[])
         out.append(da.Array(graph, name, array.chunks, array.dtype, meta=array._meta))
         held.append(futures)
-    return out, held
+    return out, held, plan

@@ -28,7 +28,6 @@ import dask.array as da
 import numpy as np
 from dask.highlevelgraph import HighLevelGraph
 
-from ..errors import InputError
 from ..kernels import PassParams, pass_statistics, scan_statistics, sub_block_rows
 from ..kernels.layout import ScanLayout, ScanStats
 from .client import active_client, load_kernel
@@ -56,7 +55,9 @@ def _scan_task(x: np.ndarray, w: np.ndarray | None, params: dict[str, Any]) -> n
 class Runner:
     """Runs passes of a block task over one dataset and returns the summed statistics.
 
-    ``X`` is a validated float NumPy or Dask array (see :func:`.inputs.as_data`).
+    ``X`` is a validated float NumPy or Dask array (see :func:`.inputs.as_data`) and
+    ``split_every`` an int >= 2 (see :func:`.validation.check_split_every`): the public
+    functions validate, the runner assumes valid input.
     ``persist`` (True, False or "auto", see :func:`.should_persist`) holds Dask
     data in memory once; otherwise every pass reads each block from its
     source and drops it once its statistics are computed, so memory stays
@@ -71,8 +72,6 @@ class Runner:
         split_every: int = 8,
         persist: bool | str = False,
     ) -> None:
-        if split_every < 2:
-            raise InputError(f"split_every must be an int >= 2; got {split_every!r}.")
         self.n_samples, self.n_features = X.shape
         self.dtype = X.dtype
         self.split_every = split_every
@@ -95,10 +94,13 @@ class Runner:
             return
         #: ``(client, block futures, weight futures)`` of data persisted on a client.
         self._futures = None
+        #: Which worker holds which blocks, when this runner placed them (persist_in_runs).
+        self._plan: dict[str, list[int]] | None = None
         client = active_client() if self.persisted else None
         if client is not None and client.nthreads() and all(
                 n == 1 for a in (X, sample_weight) if a is not None for n in a.numblocks[1:]):
-            (self._x, self._w), (xf, wf) = persist_in_runs(client, [X, sample_weight])
+            (self._x, self._w), (xf, wf), self._plan = persist_in_runs(
+                client, [X, sample_weight], split_every)
             self._futures = (client, xf, wf)
         elif self.persisted:
             self._x = X.persist()
@@ -219,9 +221,12 @@ class Runner:
             who_has = client.who_has(x_futures)
         except Exception:  # the scheduler is unreachable: the tasks will say why
             return None
-        plan = balanced_assignment(list(self._x.chunks[0]),
-                                   [tuple(who_has.get(f.key, ())) for f in x_futures],
-                                   client.nthreads())
+        held = [tuple(who_has.get(f.key, ())) for f in x_futures]
+        plan = self._plan
+        if plan is None or any(worker not in held[i] for worker, index in plan.items()
+                               for i in index):
+            # Placed by the caller, or moved since (a lost worker's blocks recomputed).
+            plan = balanced_assignment(list(self._x.chunks[0]), held, client.nthreads())
         started = start_holders(client, plan, lambda index: {
             "xs": [x_futures[i] for i in index],
             "ws": None if w_futures is None else [w_futures[i] for i in index],
@@ -312,7 +317,8 @@ class Runner:
         bounds = self._block_bounds()
         # One task per worker thread: each worker's run split among its threads.
         threads = client.nthreads()
-        runs = [part.tolist() for worker, run in worker_runs(threads, self.n_blocks).items()
+        plan = worker_runs(threads, self.n_blocks, self.split_every)
+        runs = [part.tolist() for worker, run in plan.items()
                 for part in np.array_split(np.array(run), min(threads[worker], len(run)))]
         # One map, not one submit per task: the client batches messages sent within
         # 10 ms of each other, which would hold every task after the first back.
@@ -336,7 +342,7 @@ class Runner:
         holders = self._source_holders
         if holders is None or holders.client is not client:
             bounds = self._block_bounds()
-            plan = worker_runs(client.nthreads(), self.n_blocks)
+            plan = worker_runs(client.nthreads(), self.n_blocks, self.split_every)
             started = start_holders(client, plan, lambda index: {
                 "source": self._source, "bounds": [bounds[i] for i in index],
                 **self._tree_position(index)})
