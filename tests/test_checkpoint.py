@@ -116,6 +116,7 @@ def _checkpoint_passes(directory: Path) -> int:
     return len(state["history"]) if state and state["stage"] == "anneal" else 0
 
 
+@pytest.mark.slow
 def test_killed_driver_process_resumes_from_the_command_line(tmp_path):
     """A real driver process is killed (SIGKILL) mid-fit; ``fit --resume`` finishes it."""
     datasets.write_blobs(tmp_path / "blobs.zarr", 8000, 2, 8, chunk_rows=1000, random_state=3)

@@ -127,6 +127,7 @@ def _run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
+@pytest.mark.slow
 def test_fit_over_tls_finds_the_generating_centers(tls_cluster, certificates, dataset, tmp_path):
     out = tmp_path / "model.npz"
     result = _run_cli("fit", str(dataset / "X"), "--k", "2", "--scheduler", tls_cluster,

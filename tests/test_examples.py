@@ -53,11 +53,13 @@ def test_there_are_examples():
     assert {"quickstart.py", "connect_cluster.py"} <= {s.name for s in SCRIPTS}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", SCRIPTS, ids=[s.stem for s in SCRIPTS])
 def test_example_runs_as_a_script(script):
     run_example(script, *test_args(script))
 
 
+@pytest.mark.slow
 def test_connect_cluster_to_a_running_scheduler():
     """The address given on the command line is used: the fit runs on that scheduler's worker."""
     from distributed import LocalCluster

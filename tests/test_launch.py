@@ -41,6 +41,7 @@ def _no_chosen_settings(monkeypatch):
     monkeypatch.setattr(dask.config, "collect", lambda *args, **kwargs: {})
 
 
+@pytest.mark.slow
 def test_every_process_runs_the_light_diagnostics_and_the_callers_config_is_unchanged():
     before = {key: dask.config.get(key) for key in LIGHT_DIAGNOSTICS}
     assert light_diagnostics() == LIGHT_DIAGNOSTICS  # distributed's defaults here
@@ -51,6 +52,7 @@ def test_every_process_runs_the_light_diagnostics_and_the_callers_config_is_unch
     assert {key: dask.config.get(key) for key in LIGHT_DIAGNOSTICS} == before
 
 
+@pytest.mark.slow
 def test_a_setting_the_user_chose_is_kept():
     with dask.config.set({"distributed.admin.tick.interval": "50ms"}):
         assert light_diagnostics() == {"distributed.worker.profile.interval": "100ms"}

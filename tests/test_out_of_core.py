@@ -396,6 +396,7 @@ def test_persist_auto_counts_the_memory_the_process_uses(client):
         should_persist(small, "sometimes")
 
 
+@pytest.mark.slow
 def test_persist_auto_leaves_room_for_what_workers_load():
     """Worker processes of 1 GiB with the compiled kernel loaded (~210 MiB each, numba's
     compiler ~130 MiB of it): data of 450 MiB on one worker took less than half its limit,

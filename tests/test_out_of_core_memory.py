@@ -72,6 +72,7 @@ def test_a_whole_fit_with_defaults_streams_data_four_times_the_workers_memory(bi
     assert [r["phase"] for r in streamed.history_] == [r["phase"] for r in in_memory.history_]
 
 
+@pytest.mark.slow
 def test_workers_too_small_for_a_pass_fail_at_once_with_the_reason(tmp_path):
     """2 x 300 MiB workers: a worker holding the kernel already sits near its 80% pause
     threshold, and would pause for good at its first block.  The fit refuses before its

@@ -176,6 +176,7 @@ def test_verbose_fit_announces_a_slow_kernel_load_before_its_first_pass(
     assert capsys.readouterr().out == ""  # silent unless verbose
 
 
+@pytest.mark.slow
 def test_first_run_says_the_kernel_compiles_and_times_the_fit_without_it(tmp_path):
     """A new installation, as a new user's first command meets it: numba's cache empty.
 

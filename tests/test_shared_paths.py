@@ -14,6 +14,9 @@ import zarr
 from dask_softkmeans import SoftKMeans, datasets, io
 from dask_softkmeans.errors import StoreNotFoundError
 
+#: Real worker processes (or scheduler and worker commands) in every test.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def elsewhere_cluster(tmp_path_factory, dask_processes):

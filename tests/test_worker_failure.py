@@ -29,6 +29,10 @@ from dask_softkmeans.kernels import PassParams
 
 distributed = pytest.importorskip("distributed")
 
+#: Real worker processes (or scheduler and worker commands) in every test.
+pytestmark = pytest.mark.slow
+
+
 N_CLUSTERS = 2
 KILL_AFTER_PASS = 4
 
