@@ -549,3 +549,22 @@ def test_write_blobs_is_reproducible_and_records_its_compressor(tmp_path):
         datasets.write_blobs(tmp_path / "c.zarr", 10, 2, 2, compressor="gzip")
     with pytest.raises(FileExistsError, match="overwrite=True"):
         datasets.write_blobs(tmp_path / "a.zarr", 10, 2, 2)
+
+
+def test_per_sample_methods_on_a_zarr_path_read_inside_their_own_tasks(blobs_path, client):
+    """``predict``, ``transform`` and ``predict_proba`` of a Zarr path: one task per block
+    that reads its own rows (as the passes read), never a read task that runs ahead; each
+    chunk read once per call; the values those of the in-memory data."""
+    array, store = counted(blobs_path / "X")
+    model = SoftKMeans(3, compute_labels=False).fit(array[:])
+    data = array[:]
+    for method in ("predict", "transform", "predict_proba"):
+        before = store.chunk_reads()
+        result = getattr(model, method)(array)
+        assert isinstance(result, da.Array)
+        layers = result.__dask_graph__().layers
+        assert len(layers) == 1 and next(iter(layers)).startswith("softkmeans-rows-")
+        np.testing.assert_allclose(result.compute(), getattr(model, method)(data), rtol=1e-6)
+        after = store.chunk_reads()
+        assert {key: after[key] - before.get(key, 0) for key in after} == {
+            f"c/{i}/0": 1 for i in range(20)}
