@@ -1,7 +1,11 @@
-"""The compiled block kernel (issue 4): chunking, threads, exp accuracy, and the futures pass."""
+"""The compiled block kernel (issue 4): chunking, threads, exp accuracy, the register
+transposition and its fallback, and the futures pass."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 
 import dask
@@ -9,9 +13,17 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from dask_softkmeans import _compiled, _kernels, soft_statistics
-from dask_softkmeans._engine import Runner
-from dask_softkmeans._kernels import StatsLayout, block_statistics
+from dask_softkmeans import soft_statistics
+from dask_softkmeans.engine import Runner
+from dask_softkmeans.kernels import (
+    PassParams,
+    StatsLayout,
+    block_statistics,
+    compiled,
+    fused,
+    reference_statistics,
+)
+from dask_softkmeans.kernels.compiled import _math, _transpose
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +43,7 @@ def _exp_on(v: np.ndarray) -> np.ndarray:
     def run(values):
         out = np.empty_like(values)
         for i in range(values.shape[0]):
-            out[i] = _compiled._exp_nonpositive(values[i])
+            out[i] = _math.exp_nonpositive(values[i])
         return out
 
     return run(v)
@@ -49,7 +61,7 @@ def test_float32_exp_is_accurate_on_the_clipped_range():
     def run(values):
         out = np.empty_like(values)
         for i in range(values.shape[0]):
-            out[i] = _compiled._exp_nonpositive32(values[i])
+            out[i] = _math.exp_nonpositive32(values[i])
         return out
 
     v = np.concatenate([-np.geomspace(1e-30, 60, 20001), [0.0, -0.5 * np.log(2), -60.0]])
@@ -66,7 +78,7 @@ def test_inline_log_is_accurate():
     def run(values):
         out = np.empty_like(values)
         for i in range(values.shape[0]):
-            out[i] = _compiled._log_positive(values[i])
+            out[i] = _math.log_positive(values[i])
         return out
 
     v = np.concatenate([np.geomspace(1e-300, 1e300, 20001), [1.0, np.sqrt(2.0), 2.0, 1e4]])
@@ -74,19 +86,67 @@ def test_inline_log_is_accurate():
     assert run(np.array([1.0]))[0] == 0.0
 
 
+@pytest.mark.parametrize("product", ["_tiled_product", "_loop_product"])
 @pytest.mark.parametrize("m", [1, 15, 16, 37, 128])
 @pytest.mark.parametrize("k", [16, 21, 32, 40])
-def test_the_tiled_product_is_the_plain_product_transposed(m, k):
-    """``x C^T`` transposed 16 x 16 in registers, and the edges by a loop, is ``C x^T``."""
+def test_the_tiled_product_is_the_plain_product_transposed(product, m, k):
+    """``x C^T`` transposed 16 x 16 in registers (and the edges by a loop), or by loops
+    alone (the fallback), is ``C x^T``."""
     rng = np.random.default_rng(m * 100 + k)
     xw = rng.normal(size=(m, 24)).astype(np.float32)
     centers = rng.normal(size=(k, 24)).astype(np.float32)
     gt = np.empty((m, k), np.float32)
     g = np.full((k, m), np.nan, np.float32)
-    _compiled._transposed_product(xw, np.ascontiguousarray(centers.T), gt, g)
+    getattr(_transpose, product)(xw, np.ascontiguousarray(centers.T), gt, g)
     np.testing.assert_array_equal(g, gt.T)
     np.testing.assert_allclose(g, centers.astype(np.float64) @ xw.T.astype(np.float64),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_the_register_transposition_builds_here_and_can_be_turned_off(monkeypatch):
+    """This llvmlite builds the tile (the kernel uses it); the environment variable, or a
+    failure to build it, turns it off instead of breaking the kernel."""
+    assert compiled.IR_TRANSPOSE
+    assert _transpose.tiled_product is _transpose._tiled_product
+    monkeypatch.setenv(_transpose.ENVIRONMENT, "0")
+    assert not _transpose._tile_works()
+    monkeypatch.delenv(_transpose.ENVIRONMENT)
+
+    def broken(*args):
+        raise NotImplementedError("an llvmlite without this IR")
+
+    monkeypatch.setattr(_transpose, "_tiled_product", broken)
+    assert not _transpose._tile_works()
+
+
+_FALLBACK_SCRIPT = """
+import numpy as np
+from dask_softkmeans.kernels import block_statistics, compiled, reference_statistics
+from dask_softkmeans.kernels.compiled import _plan
+
+assert not compiled.IR_TRANSPOSE
+assert compiled.soft_block._cache.__class__.__name__ == "NullCache"  # never the tiled build's
+rng = np.random.default_rng(3)
+c = rng.uniform(-10, 10, size=(20, 32))
+x = (c[rng.integers(20, size=700)] + rng.normal(size=(700, 32))).astype(np.float32)
+for t in (0.0, 1.0, 30.0):
+    np.testing.assert_allclose(block_statistics(x, c, t), reference_statistics(x, c, t),
+                               rtol=2e-5, atol=2e-3)
+print("fallback ok")
+"""
+
+
+@pytest.mark.slow
+def test_without_the_register_transposition_the_kernel_takes_the_plain_product(tmp_path):
+    """With ``DASK_SOFTKMEANS_IR_TRANSPOSE=0`` (as when llvmlite cannot build the tile) a
+    fresh process compiles the kernel without it and without the disk cache; a float32
+    block of 32 features and 20 clusters, which would take the tiled product, gives the
+    reference statistics.  Slow: a full compilation of the kernel."""
+    env = {**os.environ, _transpose.ENVIRONMENT: "0", "NUMBA_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", _FALLBACK_SCRIPT], env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "fallback ok" in done.stdout
 
 
 @pytest.mark.parametrize("n_clusters", [7, 21])
@@ -126,7 +186,7 @@ def test_scattered_soft_sums_do_not_depend_on_the_chunks(monkeypatch, dtype, rto
     for t in (0.5, 300.0):  # separated at T = 0.5, every term above the floor at T = 300
         whole = block_statistics(x, c, t, offset=c.mean(0))
         for rows in (1, 7):
-            monkeypatch.setattr(_kernels, "chunk_rows", lambda *a, rows=rows: rows)
+            monkeypatch.setattr(fused, "chunk_rows", lambda *a, rows=rows: rows)
             np.testing.assert_allclose(block_statistics(x, c, t, offset=c.mean(0)), whole,
                                        rtol=rtol, atol=rtol * 100)
         monkeypatch.undo()
@@ -164,12 +224,13 @@ def test_the_kernel_refuses_an_offset_that_its_precision_cannot_hold(blobs32):
     k, d = c.shape
     offset = np.full(d, 0.1)  # not a float32
     rel = c - offset
+    work = rel.astype(np.float32)
+    centers = compiled.Centers(offset, rel, work, (rel ** 2).sum(1), np.zeros(k), np.zeros((0, d)))
+    out = compiled.Outputs(np.zeros(k), np.zeros((k, d)), np.zeros(k), np.zeros(k), np.zeros(0),
+                           np.zeros(7), np.empty(0, np.int32))
     with pytest.raises(ValueError, match="offset must be exact"):
-        _compiled.soft_block(
-            x, np.ones(len(x)), offset, rel, rel.astype(np.float32), (rel ** 2).sum(1),
-            np.zeros(k), 1.0, -60.0, 0, np.zeros((0, d)), False, 64, np.zeros(k),
-            np.zeros((k, d)), np.zeros(k), np.zeros(k), np.zeros(0), np.zeros(7),
-            np.empty(0, np.int32))
+        compiled.soft_block(x, np.ones(len(x)), centers, compiled.Settings(1.0, -60.0, 0, False, 64),
+                            out)
 
 
 @pytest.mark.parametrize("temperature", [0.0, 0.7, 40.0])
@@ -187,7 +248,7 @@ def test_chunks_of_any_size_give_the_same_sums(blobs32, monkeypatch, temperature
               "log_priors": np.log(np.arange(1, 6) / 15.0)}
     whole = block_statistics(x, c, temperature, **kwargs)
     for rows in (1, 7):
-        monkeypatch.setattr(_kernels, "chunk_rows", lambda *a, rows=rows: rows)
+        monkeypatch.setattr(fused, "chunk_rows", lambda *a, rows=rows: rows)
         np.testing.assert_allclose(block_statistics(x, c, temperature, **kwargs), whole,
                                    rtol=rtol, atol=atol)
 
@@ -255,11 +316,11 @@ def test_a_pass_over_persisted_blocks_runs_as_futures_and_equals_the_graph(blobs
     x, c = blobs32
     dx = da.from_array(x, chunks=500)
     with dask.config.set(scheduler="threads"):
-        threaded = Runner(dx, persist=True).statistics(c, 0.9, offset=c.mean(0))
+        threaded = Runner(dx, persist=True).statistics(PassParams(c, 0.9, offset=c.mean(0)))
     on_cluster = dx.persist()
     runner = Runner(on_cluster)
     assert runner._futures is not None
-    np.testing.assert_array_equal(runner.statistics(c, 0.9, offset=c.mean(0)), threaded)
+    np.testing.assert_array_equal(runner.statistics(PassParams(c, 0.9, offset=c.mean(0))), threaded)
     # Other blocks (NumPy in one piece) round the float32 products differently: to float32
     # precision of the terms, so the tolerance is relative to the size of the sums.
     whole = soft_statistics(x, c, 0.9).sums
@@ -275,7 +336,7 @@ def test_weights_persisted_with_the_data_travel_block_for_block(blobs32, client)
     dw = da.from_array(w.astype(float), chunks=600).persist()
     runner = Runner(dx, dw)
     assert runner._futures is not None
-    weighted = StatsLayout(*c.shape).unpack(runner.statistics(c, 1.0))
+    weighted = StatsLayout(*c.shape).unpack(runner.statistics(PassParams(c, 1.0)))
     copies = StatsLayout(*c.shape).unpack(block_statistics(np.repeat(x, w, axis=0), c, 1.0))
     np.testing.assert_allclose(weighted.sums, copies.sums, rtol=1e-9)
     assert weighted.weight == w.sum()
@@ -323,7 +384,7 @@ def test_one_hot_chunks_match_the_textbook_soft_statistics(monkeypatch, dtype, r
     assert priors == "equal" or p[:, 0 if k == 6 else 6].max() == 0.0
     for rows in (1, 7, None):
         if rows:
-            monkeypatch.setattr(_kernels, "chunk_rows", lambda *args, rows=rows: rows)
+            monkeypatch.setattr(fused, "chunk_rows", lambda *args, rows=rows: rows)
         s = StatsLayout(k, 32).unpack(block_statistics(x, c, t, log_priors=log_priors))
         np.testing.assert_allclose(s.counts, p.sum(0), rtol=rtol, atol=1e-9)
         np.testing.assert_allclose(s.sums, p.T @ x64, rtol=rtol, atol=rtol * 900)
@@ -334,4 +395,41 @@ def test_one_hot_chunks_match_the_textbook_soft_statistics(monkeypatch, dtype, r
         np.testing.assert_allclose(s.confidence, p.max(1).sum(), rtol=rtol)
         np.testing.assert_allclose(s.inertia, d.min(1).sum(), rtol=rtol)
         np.testing.assert_allclose(s.hard_counts, np.bincount(d.argmin(1), minlength=k))
+        monkeypatch.undo()
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (32, 20), (9, 16)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("temperature, priors, removal", [
+    (0.0, False, False), (0.0, False, True), (0.05, False, False), (1.0, False, False),
+    (1.0, True, False), (30.0, True, False)])
+@pytest.mark.parametrize("moments", ["none", "full", "power"])
+def test_every_sweep_of_the_kernel_matches_the_reference(monkeypatch, shape, dtype, temperature,
+                                                         priors, removal, moments):
+    """Lloyd, removal, unequal-priors, equal-priors and gap sweeps; one-hot, mixed and soft
+    chunks (separated blobs with rows halfway between two centers), weights, non-finite
+    rows and the moments, in chunks of 7 rows and whole: the NumPy specification."""
+    d, k = shape
+    rng = np.random.default_rng(d * k)
+    c = rng.uniform(-10, 10, size=(k, d))
+    x = c[rng.integers(k, size=400)] + rng.normal(size=(400, d))
+    x[::37] = 0.51 * c[0] + 0.49 * c[1]
+    x[[5, 200], [0, d - 1]] = [np.nan, np.inf]
+    x = x.astype(dtype)
+    kw = {"offset": c.mean(0), "weights": rng.uniform(0.5, 2.0, size=400), "moments": moments,
+          "removal": removal, "log_priors": np.log(rng.dirichlet(np.full(k, 3.0))) if priors else None,
+          "directions": np.linalg.qr(rng.normal(size=(d, d)))[0][:k] if moments == "power" and k <= d
+          else rng.normal(size=(k, d))}
+    want = StatsLayout(k, d, moments).unpack(reference_statistics(x, c, temperature, **kw))
+    rtol = 1e-9 if dtype == np.float64 else 2e-4
+    for rows in (7, None):
+        if rows:
+            monkeypatch.setattr(fused, "chunk_rows", lambda *a, rows=rows: rows)
+        got = StatsLayout(k, d, moments).unpack(block_statistics(x, c, temperature, **kw))
+        for name in ("weight", "counts", "sums", "hard_counts", "removal", "moments", "free_energy",
+                     "entropy", "distortion", "inertia", "confidence", "nonfinite"):
+            expected = np.asarray(getattr(want, name))
+            scale = max(float(np.abs(expected).max(initial=0.0)), 1.0)
+            np.testing.assert_allclose(getattr(got, name), expected, rtol=rtol, atol=rtol * scale,
+                                       err_msg=name)
         monkeypatch.undo()

@@ -66,26 +66,35 @@ def fused_statistics(
     kernel_offset[~np.isfinite(kernel_offset)] = 0.0  # beyond float32: no centering helps there
     rel_centers = np.ascontiguousarray(centers - kernel_offset)
     centers_work = rel_centers.astype(x.dtype)
-    center_norms = np.einsum("ij,ij->i", centers_work, centers_work, dtype=np.float64)
-    priors = (np.zeros(n_clusters) if log_priors is None
-              else np.ascontiguousarray(log_priors, dtype=np.float64))
-    # No weights: an empty array, read as 1 per row (not n ones to allocate and read).
-    w = np.empty(0) if weights is None else np.ascontiguousarray(weights, np.float64)
-    mode = {"none": compiled.MOMENTS_NONE, "full": compiled.MOMENTS_FULL,
-            "power": compiled.MOMENTS_POWER}[moments]
     if moments == "power":
         if directions is None:
             raise ValueError("moments='power' needs directions of shape (K, D).")
-        directions = np.ascontiguousarray(directions, np.float64)
+        directions = np.array(directions, np.float64, order="C")  # fresh: the kernel writes none
     else:
         directions = np.zeros((0, n_features))
-    scalars = np.zeros(7)
-    compiled.soft_block(
-        x, w, kernel_offset, rel_centers, centers_work, center_norms, priors, float(temperature),
-        LOGIT_FLOOR, mode, directions, bool(removal), chunk_rows(n_clusters, n_features, moments),
-        acc.counts, acc.sums, acc.hard_counts, acc.removal, acc.moments.reshape(-1), scalars,
-        np.empty(0, np.int32) if labels is None else labels,
+    kernel_centers = compiled.Centers(
+        offset=kernel_offset,
+        rel=rel_centers,
+        work=centers_work,
+        norms=np.einsum("ij,ij->i", centers_work, centers_work, dtype=np.float64),
+        log_priors=(np.zeros(n_clusters) if log_priors is None
+                    else np.array(log_priors, np.float64, order="C")),
+        directions=directions,
     )
+    settings = compiled.Settings(
+        temperature=float(temperature),
+        floor=float(LOGIT_FLOOR),
+        moments={"none": compiled.MOMENTS_NONE, "full": compiled.MOMENTS_FULL,
+                 "power": compiled.MOMENTS_POWER}[moments],
+        removal=bool(removal),
+        chunk=int(chunk_rows(n_clusters, n_features, moments)),
+    )
+    scalars = np.zeros(len(compiled.TOTALS))
+    # No weights: an empty array, read as 1 per row (not n ones to allocate and read).
+    w = np.empty(0) if weights is None else np.ascontiguousarray(weights, np.float64)
+    compiled.soft_block(x, w, kernel_centers, settings, compiled.Outputs(
+        acc.counts, acc.sums, acc.hard_counts, acc.removal, acc.moments.reshape(-1), scalars,
+        np.empty(0, np.int32) if labels is None else labels))
     for name, value in zip(
         ("weight", "free_energy", "entropy", "distortion", "inertia", "confidence", "nonfinite"),
         scalars, strict=True,

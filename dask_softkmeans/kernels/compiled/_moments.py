@@ -1,0 +1,75 @@
+"""The second-moment statistics, from the chunk's float64 responsibilities ``work.r``.
+
+Summed about the offset chunk by chunk, and moved about the centers once at
+the end (:func:`center_moments`).
+"""
+
+from __future__ import annotations
+
+import numba as nb
+
+from ._math import PHASE, product_into
+from ._plan import MOMENTS_FULL, MOMENTS_POWER
+
+
+@nb.njit(**PHASE)
+def moment_products(m, soft, centers, plan, work, out):  # pragma: no cover - compiled
+    """Add the chunk's moments (and, for a ``soft`` chunk, its soft sums) to ``out``."""
+    k, dim = centers.rel.shape
+    r = work.r[: k * m].reshape((k, m))
+    xs = work.x64[:m]
+    sums, moments = out.sums, out.moments
+    s64 = work.s64
+    if soft:
+        product_into(r, xs, s64)
+        for c in range(k):
+            for j in range(dim):
+                sums[c, j] += s64[c, j]
+    if plan.moments == MOMENTS_FULL:
+        # sum_i r_ik x_i x_i^T, corrected about the centers at the end.
+        outer, q = work.outer[:m], work.q
+        for i in range(m):
+            for a in range(dim):
+                for b in range(dim):
+                    outer[i, a * dim + b] = xs[i, a] * xs[i, b]
+        product_into(r, outer, q)
+        for c in range(k):
+            for ab in range(dim * dim):
+                moments[c * dim * dim + ab] += q[c, ab]
+    else:
+        # sum_i r_ik (x_i - c_k) ((x_i - c_k) . v_k) without the - c_k, added at the end.
+        proj = work.proj[: k * m].reshape((k, m))
+        product_into(centers.directions, xs.T, proj)
+        center_proj, proj_sums = work.center_proj, work.proj_sums
+        for c in range(k):
+            acc = 0.0
+            for i in range(m):
+                v = (proj[c, i] - center_proj[c]) * r[c, i]
+                proj[c, i] = v
+                acc += v
+            proj_sums[c] += acc
+        product_into(proj, xs, s64)
+        for c in range(k):
+            for j in range(dim):
+                moments[c * dim + j] += s64[c, j]
+
+
+@nb.njit(**PHASE)
+def center_moments(centers, plan, work, out):  # pragma: no cover - compiled
+    """Move the summed moments from about the offset to about the centers."""
+    k, dim = centers.rel.shape
+    rel, sums, counts, moments, proj_sums = (centers.rel, out.sums, out.counts, out.moments,
+                                             work.proj_sums)
+    if plan.moments == MOMENTS_FULL:
+        # sum p (x - c)(x - c)^T = sum p x x^T - c S^T - S c^T + N c c^T
+        for c in range(k):
+            for a in range(dim):
+                for b in range(dim):
+                    moments[c * dim * dim + a * dim + b] += (
+                        -rel[c, a] * sums[c, b] - sums[c, a] * rel[c, b]
+                        + counts[c] * rel[c, a] * rel[c, b]
+                    )
+    elif plan.moments == MOMENTS_POWER:
+        for c in range(k):
+            for j in range(dim):
+                moments[c * dim + j] -= rel[c, j] * proj_sums[c]

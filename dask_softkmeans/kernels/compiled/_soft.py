@@ -1,0 +1,248 @@
+"""The soft path: ``exp`` of the shifted logits, per-point totals, the soft sums.
+
+Responsibilities within ln 2 of the logit floor are stored as exact zeros;
+with many features and mostly zeros, the soft sums are a float64 scatter of
+the nonzero terms instead of the second product.  Soft rows of mixed chunks
+(:mod:`._hard`) wait in the soft-row buffer (:class:`._plan.Pending`) until
+a chunk's worth takes the soft path: a loop over a dozen rows runs far slower
+per row than one over hundreds.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from ._math import PHASE, STEP, exp_nonpositive, exp_nonpositive32, log_positive, product_into, squared_norm
+from ._plan import CONF_SUM, D_SUM, F_SUM, H_SUM
+
+#: The soft sums of a chunk are scattered, not a dense product, when at most one in
+#: this many responsibilities is nonzero ...
+_SPARSE_FACTOR = 4
+
+#: ... and only with this many features or more: below, BLAS does the dense product
+#: faster than the scatter visits the responsibilities.
+_SPARSE_MIN_DIM = 64
+
+
+@nb.njit(**PHASE)
+def soft_rows(g, xw, point, scratch, log_priors, plan, work, out, totals):  # pragma: no cover
+    """The soft path over ``ms`` rows whose distances are ``g`` (K, ms).
+
+    ``point`` holds the rows' ``(amax, best, exact, weight)``, ``scratch`` three
+    per-point buffers.  ``g`` gets their weighted responsibilities; their soft sums
+    go to ``out.counts`` and ``out.sums`` (or, with the moments, the
+    responsibilities to ``work.r``), their entropy, free energy, distortion and
+    confidence to ``totals``.
+
+    Not inlined: three call sites, and inlined copies would triple the
+    compilation time.  The sizes come from the arrays, not from integer
+    arguments, which numba would compile again for each literal value passed.
+    """
+    amax, best, exact, wc = point
+    z, su, sd = scratch
+    _exp_sweep(g, amax, z, su, sd, log_priors, plan.temperature, plan.inv_t, plan.floor)
+    _row_totals(g.shape[1], amax, best, exact, wc, z, su, sd, plan.temperature, totals)
+    nonzero = _drop_floor(g, z, plan.e_cut, out.counts)
+    _soft_sums(g, xw, nonzero, plan.r64, work.r, work.s_work, out.sums)
+
+
+@nb.njit(**STEP)
+def _exp_sweep(g, amax, z, su, sd, log_priors, temperature, inv_t, floor):  # pragma: no cover
+    """``g = exp(u)`` of the clipped shifted logits; per point the normaliser
+    ``z = sum exp(u)``, ``su = sum exp(u) u`` and ``sd = sum exp(u) d``.
+
+    Float32 blocks take ``exp`` in float32: their responsibilities are stored
+    in float32 anyway.
+    """
+    k, ms = g.shape
+    single = g.itemsize == 4
+    for i in range(ms):
+        z[i] = 0.0
+        su[i] = 0.0
+        sd[i] = 0.0
+    for c in range(k):
+        gr = g[c]
+        tlp = temperature * log_priors[c]
+        if single:
+            for i in range(ms):
+                d = np.float64(gr[i])
+                v = (tlp - d - amax[i]) * inv_t
+                v = v if v > floor else floor
+                e32 = exp_nonpositive32(np.float32(v))
+                e = np.float64(e32)
+                z[i] += e
+                su[i] += e * v
+                sd[i] += e * d
+                gr[i] = e32
+        else:
+            for i in range(ms):
+                d = np.float64(gr[i])
+                v = (tlp - d - amax[i]) * inv_t
+                v = v if v > floor else floor
+                e = exp_nonpositive(v)
+                z[i] += e
+                su[i] += e * v
+                sd[i] += e * d
+                gr[i] = e
+
+
+@nb.njit(**STEP)
+def _row_totals(ms, amax, best, exact, wc, z, su, sd, temperature, totals):  # pragma: no cover
+    """Entropy, free energy, distortion and confidence of the rows into ``totals``;
+    ``z`` becomes each row's ``weight / z``."""
+    h_sum = 0.0
+    f_sum = 0.0
+    d_sum = 0.0
+    conf_sum = 0.0
+    for i in range(ms):
+        wi = wc[i]
+        q = wi / z[i]
+        log_z = log_positive(z[i])
+        # -sum_k p log p with log p = u - log z: never 0 * log 0.
+        h_sum += wi * (log_z - su[i] / z[i])
+        # -T log Z_i = d_min - (max_j a_ij + d_min) - T log z_i, d_min exact.
+        f_sum += wi * (exact[i] - (amax[i] + best[i]) - temperature * log_z)
+        d_sum += sd[i] * q
+        conf_sum += q
+        z[i] = q
+    totals[H_SUM] += h_sum
+    totals[F_SUM] += f_sum
+    totals[D_SUM] += d_sum
+    totals[CONF_SUM] += conf_sum
+
+
+@nb.njit(**STEP)
+def _drop_floor(g, q, e_cut, counts):  # pragma: no cover - compiled
+    """``g`` becomes the weighted responsibilities ``exp(u) q``, exact zeros at (or
+    within ln 2 of) the logit floor, where they weigh < 2e-26 of the row's largest;
+    adds them to ``counts`` and returns how many are nonzero."""
+    nonzero = 0.0
+    for c in range(g.shape[0]):
+        gr = g[c]
+        acc = 0.0
+        count = 0.0  # a float count keeps the loop vectorised
+        for i in range(g.shape[1]):
+            e = np.float64(gr[i])
+            keep = e > e_cut
+            pw = e * q[i] if keep else 0.0
+            gr[i] = pw
+            acc += pw
+            count += 1.0 if keep else 0.0
+        counts[c] += acc
+        nonzero += count
+    return nonzero
+
+
+@nb.njit(**STEP)
+def _soft_sums(g, xw, nonzero, r64, r, s_work, sums):  # pragma: no cover - compiled
+    """The soft sums ``g xw`` into ``sums``: a scatter of the nonzero terms when most
+    are zero, else the second product (through ``s_work``); with the moments, ``g``
+    into ``r`` instead (:func:`._moments.moment_products` takes them in float64)."""
+    k, ms = g.shape
+    dim = xw.shape[1]
+    if r64:
+        for c in range(k):
+            for i in range(ms):
+                r[c * ms + i] = np.float64(g[c, i])
+    elif dim >= _SPARSE_MIN_DIM and nonzero * _SPARSE_FACTOR <= k * ms:
+        for c in range(k):
+            gr = g[c]
+            sc = sums[c]
+            for i in range(ms):
+                pw = np.float64(gr[i])
+                if pw != 0.0:
+                    xi = xw[i]
+                    for j in range(dim):
+                        sc[j] += pw * np.float64(xi[j])
+    else:
+        product_into(g, xw[:ms], s_work)
+        for c in range(k):
+            for j in range(dim):
+                sums[c, j] += np.float64(s_work[c, j])
+
+
+@nb.njit(**PHASE)
+def soft_chunk(g, m, xw, gap, centers, plan, work, rows, wrows, out, totals):  # pragma: no cover
+    """A chunk that is soft as a whole; after the gap sweep, its distances first."""
+    if gap:
+        _gap_distances(g, m, xw, centers.norms, plan.temperature * centers.log_priors[0],
+                       wrows.norms, rows.label, rows.best, rows.amax)
+    soft_rows(g, xw, (rows.amax, rows.best, rows.exact, rows.weight), (rows.z, rows.su, rows.sd),
+              centers.log_priors, plan, work, out, totals)
+
+
+@nb.njit(**STEP)
+def _gap_distances(g, m, xw, center_norms, tlp, norms_w, label, best, amax):  # pragma: no cover
+    """After the gap sweep, which left the products in ``g``: the norms and distances,
+    and the nearest distance as stored, so that its logit is exactly the largest (the
+    exact distance rounds differently)."""
+    for i in range(m):
+        norms_w[i] = squared_norm(xw[i])
+    two = g.dtype.type(2.0)
+    zero = g.dtype.type(0.0)
+    for c in range(g.shape[0]):
+        gr = g[c]
+        cw = g.dtype.type(center_norms[c])
+        for i in range(m):
+            gr[i] = max(norms_w[i] + cw - two * gr[i], zero)
+    for i in range(m):
+        best[i] = np.float64(g[label[i], i])
+        amax[i] = tlp - best[i]
+
+
+@nb.njit(**PHASE)
+def flush_pending(pending, n_buf, log_priors, plan, work, rows, out, totals):  # pragma: no cover
+    """The soft path over the ``n_buf`` rows in the soft-row buffer.
+
+    Their distances, at row stride ``chunk`` there, are first packed to stride
+    ``n_buf`` (every value moves to a position at or before its own).
+    """
+    stride = pending.xw.shape[0]
+    b_g = pending.g
+    k = b_g.size // stride
+    for c in range(1, k):
+        for t in range(n_buf):
+            b_g[c * n_buf + t] = b_g[c * stride + t]
+    pp = pending.pp
+    soft_rows(b_g[: k * n_buf].reshape((k, n_buf)), pending.xw, (pp[0], pp[1], pp[2], pp[3]),
+              (rows.z, rows.su, rows.sd), log_priors, plan, work, out, totals)
+
+
+@nb.njit(**PHASE)
+def pend_rows(g, n_soft, n_buf, xw, gap, centers, plan, rows, wrows, pending):  # pragma: no cover
+    """The soft rows of a mixed chunk (``rows.soft_index[:n_soft]``) join the soft-row
+    buffer after its ``n_buf`` rows; returns the rows it then holds."""
+    stride = pending.xw.shape[0]
+    b_g, b_xw, pp, center_norms = pending.g, pending.xw, pending.pp, centers.norms
+    soft_index, norms_w, label = rows.soft_index, wrows.norms, rows.label
+    amax, best, exact, soft_w = rows.amax, rows.best, rows.exact, rows.soft_w
+    for t in range(n_soft):
+        i = soft_index[t]
+        pp[0, n_buf + t] = amax[i]
+        pp[1, n_buf + t] = best[i]
+        pp[2, n_buf + t] = exact[i]
+        pp[3, n_buf + t] = soft_w[t]
+        for j in range(xw.shape[1]):
+            b_xw[n_buf + t, j] = xw[i, j]
+        if gap:
+            norms_w[i] = squared_norm(xw[i])
+    for c in range(g.shape[0]):
+        gr = g[c]
+        if gap:  # the norms and distances from the products
+            cw = gr.dtype.type(center_norms[c])
+            two = gr.dtype.type(2.0)
+            zero = gr.dtype.type(0.0)
+            for t in range(n_soft):
+                i = soft_index[t]
+                b_g[c * stride + n_buf + t] = max(norms_w[i] + cw - two * gr[i], zero)
+        else:
+            for t in range(n_soft):
+                b_g[c * stride + n_buf + t] = gr[soft_index[t]]
+    if gap:  # the nearest distance as stored, as in _gap_distances
+        tlp = plan.temperature * centers.log_priors[0]
+        for t in range(n_soft):
+            d = np.float64(b_g[label[soft_index[t]] * stride + n_buf + t])
+            pp[1, n_buf + t] = d
+            pp[0, n_buf + t] = tlp - d
+    return n_buf + n_soft
