@@ -10,7 +10,7 @@ import zarr
 
 from ._typing import PathLike
 from .errors import InputError
-from .io.stores import compressors, create_group
+from .io.stores import compressors, create_group, mark_complete
 
 #: The generated blobs are stored uncompressed by default: Gaussian float noise
 #: hardly compresses, while decoding it is the largest cost of a streamed pass
@@ -59,7 +59,10 @@ def write_blobs(
     Returns
     -------
     zarr.Group
-        The group, opened read-only.
+        The group, opened read-only.  It is created marked incomplete and marked
+        complete after its last chunk is written (:data:`.io.stores.MARKER`): the
+        arrays of a group whose write was interrupted are refused by
+        :func:`.io.open_array`.
     """
     if min(n_samples, n_features, n_clusters, chunk_rows, n_threads) < 1:
         raise InputError(
@@ -100,4 +103,5 @@ def write_blobs(
     with ThreadPoolExecutor(max(1, min(n_threads, n_chunks))) as pool:
         for _ in pool.map(write_chunk, range(n_chunks)):
             pass
+    mark_complete(group)  # only now: an interrupted write leaves a group marked incomplete
     return zarr.open_group(group.store, mode="r")

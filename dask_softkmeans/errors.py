@@ -45,3 +45,16 @@ class CheckpointError(InputError):
 
 class WorkerMemoryError(SoftKMeansError, MemoryError):
     """A worker's memory limit cannot hold what one pass needs (the kernel, a block, temporaries)."""
+
+
+class StoreReadError(SoftKMeansError, OSError):
+    """A Zarr chunk could not be read, even after retrying: the store failed every time.
+
+    Raised by :func:`dask_softkmeans.io.read_rows` once the transient errors of a
+    store (an object store's 5xx answers, timeouts, dropped connections) outlast
+    its retries; the message names the array, the rows and the chunk.
+    """
+
+
+class IncompleteOutputError(InputError):
+    """A Zarr group was left incomplete by an interrupted write: its arrays are not all written."""

@@ -236,10 +236,11 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         self.optimizer = optimizer
 
     # -- input ----------------------------------------------------------------
-    def _data(self, X: ArrayLike, *, reset: bool) -> np.ndarray | da.Array:
+    def _data(self, X: ArrayLike, *, reset: bool,
+              storage_options: dict[str, Any] | None = None) -> np.ndarray | da.Array:
         """Validate X; in-memory input goes through scikit-learn's own checks."""
         if isinstance(X, (da.Array, zarr.Array, str, os.PathLike)):
-            data = as_data(X)
+            data = as_data(X, storage_options=storage_options)
             if reset:
                 self.n_features_in_ = data.shape[1]
                 if hasattr(self, "feature_names_in_"):
@@ -254,7 +255,8 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             half = getattr(X, "dtype", None) == np.float16
             data = as_data(validate_data(
                 self, X, reset=reset, dtype=[np.float32, np.float64] if half else
-                [np.float64, np.float32], ensure_all_finite=False, accept_sparse=False))
+                [np.float64, np.float32], ensure_all_finite=False, accept_sparse=False),
+                storage_options=storage_options)  # refused: they apply to a path only
         if not reset and data.shape[1] != self.n_features_in_:
             raise feature_count_error(data.shape[1], self.n_features_in_, type(self).__name__)
         if reset and data.shape[0] < self.n_clusters:
@@ -274,6 +276,7 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         *,
         callback: Callable[[dict], None] | None = None,
         resume: bool = False,
+        storage_options: dict[str, Any] | None = None,
     ) -> SoftKMeans:
         """Anneal from the first critical temperature down to a Lloyd fixed point.
 
@@ -290,6 +293,10 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             Continue from the checkpoint in ``checkpoint`` (start afresh when
             there is none).  The data and the parameters must be those of the
             interrupted fit; the first pass over the data checks it.
+        storage_options : dict, optional
+            fsspec options for a URL ``X`` (``s3://...``: ``endpoint_url``, ``key``,
+            ``secret``, ``anon``, ...); the workers open the data with them too.
+            An error with any ``X`` but a path or URL.
 
         Returns
         -------
@@ -299,7 +306,7 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             raise InputError(
                 "resume=True needs the checkpoint directory of the interrupted fit: set "
                 "SoftKMeans(checkpoint=DIR).")
-        data = self._data(X, reset=True)
+        data = self._data(X, reset=True, storage_options=storage_options)
         weights = as_weights(sample_weight, data)
         if self.checkpoint is not None and not resume:
             # Refuse before the first pass; data and parameters are checked after it.

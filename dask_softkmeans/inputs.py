@@ -35,10 +35,16 @@ def as_data(
 
     Zarr arrays and paths become Dask arrays whose row chunks follow the Zarr
     chunks.  A Dask array chunked along the feature axis is rechunked lazily
-    to one feature chunk.  Nothing the user passed is modified.
+    to one feature chunk.  Nothing the user passed is modified.  ``storage_options``
+    (fsspec's, for a URL) apply to a path only.
     """
     if isinstance(X, (str, os.PathLike)):
         X = io.open_array(X, storage_options=storage_options)
+    elif storage_options:
+        raise InputError(
+            f"storage_options apply to a path or URL of a Zarr array, but {what} is a "
+            f"{type(X).__name__}. Pass the URL (e.g. 's3://bucket/data.zarr/X') with them, "
+            "or drop storage_options.")
     if isinstance(X, zarr.Array):
         check_shape_dtype(X.shape, X.dtype, what)
         X = io.to_dask(X)

@@ -149,13 +149,13 @@ def _load_kernel(client: Any, quiet: bool) -> None:
 
 
 def _fit(data: Any, k: int, quiet: bool, verbose: bool, resume: bool = False,
-         **params: Any) -> SoftKMeans:
+         storage_options: dict[str, Any] | None = None, **params: Any) -> SoftKMeans:
     """Fit with progress on standard error: a live display on a terminal, log lines otherwise."""
     model = SoftKMeans(k, compute_labels=False, **params)
     if quiet:
-        return model.fit(data, resume=resume)
+        return model.fit(data, resume=resume, storage_options=storage_options)
     with FitProgress(k, verbose=verbose) as progress:
-        return model.fit(data, callback=progress, resume=resume)
+        return model.fit(data, callback=progress, resume=resume, storage_options=storage_options)
 
 
 def _passes(model: SoftKMeans) -> str:
@@ -229,6 +229,28 @@ def _blob_options(k_help: str):
     return decorate
 
 
+def _parse_storage_options(ctx: click.Context, param: click.Parameter,
+                            value: str | None) -> dict[str, Any] | None:
+    """``--storage-options``: a JSON object, or a usage error that shows one."""
+    if value is None:
+        return None
+    try:
+        options = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(
+            f"not JSON ({exc}); give an object, e.g. '{{\"anon\": true}}'.") from None
+    if not isinstance(options, dict):
+        raise click.BadParameter(
+            f"must be a JSON object, e.g. '{{\"anon\": true}}'; got {value!r}.")
+    return options
+
+
+_storage_options = click.option(
+    "--storage-options", metavar="JSON", callback=_parse_storage_options,
+    help='fsspec options for URLs (s3://, gs://, ...) as a JSON object, e.g. '
+         '\'{"anon": true}\' or \'{"endpoint_url": "http://host:9000"}\'.')
+
+
 @main.command("make-data")
 @click.argument("path", type=click.Path())
 @_blob_options("Its blobs.")
@@ -245,20 +267,26 @@ def _blob_options(k_help: str):
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
               help="Seed of the generator: the same seed, the same data.")
 @click.option("--overwrite", is_flag=True, help="Replace PATH if it exists.")
+@_storage_options
 def make_data(path: str, n_samples: int, n_features: int, n_clusters: int, cluster_std: float,
-              chunk_rows: int, dtype: str, compressor: str, seed: int, overwrite: bool) -> None:
+              chunk_rows: int, dtype: str, compressor: str, seed: int, overwrite: bool,
+              storage_options: dict[str, Any] | None) -> None:
     """Write a Gaussian-blob dataset to the Zarr group PATH, chunk by chunk.
 
     PATH/X holds the data, PATH/labels the true labels and PATH/centers the
     generating centers.  Memory stays a few chunks whatever --n-samples, so
     a dataset larger than this machine's memory can be written.
     """
+    if storage_options and not io.stores.is_url(path):
+        raise click.UsageError(
+            "--storage-options apply to URLs (s3://, gs://, ...), but PATH is a local path. "
+            "Drop --storage-options.")
     if Path(path).exists() and not overwrite:
         raise click.ClickException(f"{path!r} exists. Choose another path or pass --overwrite.")
     start = time.perf_counter()
     datasets.write_blobs(path, n_samples, n_features, n_clusters, cluster_std=cluster_std,
-                   chunk_rows=chunk_rows, dtype=dtype, compressor=compressor, random_state=seed,
-                   overwrite=overwrite)
+                         chunk_rows=chunk_rows, dtype=dtype, compressor=compressor,
+                         random_state=seed, overwrite=overwrite, storage_options=storage_options)
     click.echo(f"Wrote {n_samples} x {n_features} {dtype} ({n_clusters} blobs) to {path}/X "
                f"in {time.perf_counter() - start:.1f} s")
 
@@ -276,9 +304,11 @@ def make_data(path: str, n_samples: int, n_features: int, n_clusters: int, clust
               help="Write the driver's state to DIR at each temperature (atomically).")
 @click.option("--resume", is_flag=True,
               help="Continue the fit checkpointed in --checkpoint DIR (start afresh if none).")
+@_storage_options
 @_with_cluster_options
 def fit(data: str, n_clusters: int, n_init: int, out: str | None, overwrite: bool,
-        checkpoint: str | None, resume: bool, scheduler: str | None, workers: int, threads: int,
+        checkpoint: str | None, resume: bool, storage_options: dict[str, Any] | None,
+        scheduler: str | None, workers: int, threads: int,
         memory_limit: str, quiet: bool, verbose: bool) -> None:
     """Fit SoftKMeans to the Zarr array DATA (a path or URL).
 
@@ -294,12 +324,12 @@ def fit(data: str, n_clusters: int, n_init: int, out: str | None, overwrite: boo
         # Found now, not after a fit of hours.
         raise click.ClickException(
             f"The directory of {out!r} does not exist. Create it first, or choose another path.")
-    io.open_array(data)  # fail on a bad path before starting a cluster
+    io.open_array(data, storage_options=storage_options)  # a bad path fails before a cluster starts
     with _client(scheduler, workers, threads, memory_limit, quiet) as client:
         _load_kernel(client, quiet)
         start = time.perf_counter()
         model = _fit(data, n_clusters, quiet, verbose, resume=resume, n_init=n_init,
-                     checkpoint=checkpoint)
+                     checkpoint=checkpoint, storage_options=storage_options)
         seconds = time.perf_counter() - start
     click.echo(f"Fitted {n_clusters} clusters in {seconds:.2f} s, {_passes(model)}, "
                f"inertia {model.inertia_:.6g}")
@@ -317,27 +347,37 @@ def fit(data: str, n_clusters: int, n_init: int, out: str | None, overwrite: boo
 @click.option("--temperature", type=float, default=None,
               help="Temperature of --proba; default: the model's final one.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@_storage_options
 @_with_cluster_options
 def predict(model_path: str, data: str, out: str, proba: bool, distances: bool,
-            temperature: float | None, overwrite: bool, scheduler: str | None,
-            workers: int, threads: int, memory_limit: str, quiet: bool, verbose: bool) -> None:
+            temperature: float | None, overwrite: bool, storage_options: dict[str, Any] | None,
+            scheduler: str | None, workers: int, threads: int, memory_limit: str, quiet: bool,
+            verbose: bool) -> None:
     """Write per-row results for the Zarr array DATA to the new Zarr group OUT, out of core.
 
     OUT/labels holds the nearest center of every row (int32); --proba and
     --distances add OUT/proba and OUT/distances.  Each block of DATA is read
     once and its results are written by the worker that computed them, in
-    chunks aligned with DATA's: nothing is gathered here.
+    chunks aligned with DATA's: nothing is gathered here.  --storage-options apply to
+    whichever of DATA and OUT is a URL.
     """
     if Path(out).exists() and not overwrite:
         raise click.ClickException(f"{out!r} exists. Choose another path or pass --overwrite.")
     if temperature is not None:
         check_temperature(temperature)  # before a cluster starts
     model = SoftKMeans.load(model_path)
-    io.open_array(data)  # fail on a bad path before starting a cluster
+    urls = [path for path in (data, out) if io.stores.is_url(path)]
+    if storage_options and not urls:
+        raise click.UsageError(
+            "--storage-options apply to URLs (s3://, gs://, ...), but DATA and OUT are local "
+            "paths. Drop --storage-options.")
+    data_options, out_options = (storage_options if io.stores.is_url(path) else None
+                                 for path in (data, out))
+    x = io.open_array(data, storage_options=data_options)  # a bad path fails before a cluster
     what = ("labels",) + (("proba",) if proba else ()) + (("distances",) if distances else ())
     with _client(scheduler, workers, threads, memory_limit, quiet):
-        group = model.write_predictions(data, out, what=what, temperature=temperature,
-                                        overwrite=overwrite)
+        group = model.write_predictions(x, out, what=what, temperature=temperature,
+                                        overwrite=overwrite, storage_options=out_options)
     if not quiet:
         click.echo(f"{', '.join(what).capitalize()} of {group['labels'].shape[0]} rows "
                    f"written to {out} ({', '.join(f'{out}/{name}' for name in what)})")

@@ -3,6 +3,7 @@
 - :mod:`.stores`: paths, URLs, opening and creating stores, codecs.
 - :mod:`.arrays`: open a Zarr array, wrap it as Dask, read row ranges, write per-row results.
 - :mod:`.chunk_files`: the direct reader of local chunk files (switchable off).
+- :mod:`.retrying`: reads from other stores, their transient errors retried with backoff.
 - :mod:`.model_files`: ``.npz`` model files without pickle.
 - :mod:`.checkpoint`: the annealing's checkpoints (imported on its own: it knows the annealing).
 """

@@ -15,16 +15,21 @@ import numpy as np
 import zarr
 
 from .._typing import PathLike
-from ..errors import InputError, StoreNotFoundError
+from ..errors import IncompleteOutputError, InputError, StoreNotFoundError
 from ..validation import check_shape_dtype
-from . import chunk_files
+from . import chunk_files, retrying
 from .stores import (
     DEFAULT_COMPRESSOR,
+    MARKER,
     absolute,
     check_local_folder,
     compressors,
     create_group,
+    is_incomplete,
+    local_folder,
+    mark_complete,
     open_store,
+    parent_path,
     store_path,
 )
 
@@ -55,6 +60,9 @@ def open_array(
         Nothing is stored at ``path``.
     InputError
         ``path`` holds a group, or an array that is not 2-D and numeric.
+    IncompleteOutputError
+        The array is in a group whose writer (:func:`write_row_blocks`,
+        :func:`.write_blobs`) was interrupted: the group is marked incomplete.
     MissingDependencyError
         The fsspec backend of the URL's protocol (``s3fs``, ``gcsfs``) is not installed.
     """
@@ -74,6 +82,12 @@ def open_array(
             + (f", e.g. {shown.rstrip('/')}/{arrays[0]} (arrays: {', '.join(arrays)})."
                if arrays else "; it holds none.")
         )
+    parent = parent_path(path)
+    if parent is not None and is_incomplete(parent, storage_options):
+        raise IncompleteOutputError(
+            f"The Zarr array at {shown!r} was left incomplete by an interrupted write (its "
+            f"group is marked {{{MARKER!r}: {{'complete': False}}}}): some of its chunks may "
+            "never have been written. Write it again (overwrite=True, or --overwrite).")
     check_shape_dtype(node.shape, node.dtype, f"The Zarr array at {shown!r}")
     return node
 
@@ -137,16 +151,27 @@ def read_rows(array: zarr.Array, start: int, stop: int) -> np.ndarray:
     chunk's file is missing or damaged, zarr reads it.  The result is always
     equal to ``array[start:stop]`` (``start`` and ``stop`` taken as a slice's).
 
+    From any other store (``s3://``, ``gs://``, ``memory://``, a wrapped store), a read
+    that fails with a transient error (an object store's 5xx answer, a timeout, a dropped
+    connection) is retried with exponential backoff: see :mod:`.retrying` and its Dask
+    configuration keys ``softkmeans.read-retries`` and ``softkmeans.read-backoff``.
+
     Raises
     ------
     StoreNotFoundError
         The array is in a local store whose folder this process cannot see (a
         worker without the caller's filesystem), where zarr would read zeros.
+    StoreReadError
+        A chunk failed with transient errors on every try; the message names it.
     """
     start, stop, _ = slice(start, stop).indices(array.shape[0])  # as a slice: clipped
     check_local_folder(array, "read")
     out = chunk_files.read_direct(array, start, stop)
-    return array[start:stop] if out is None else out
+    if out is not None:
+        return out
+    if local_folder(array) is not None:  # local files: an error there is not a passing one
+        return array[start:stop]
+    return retrying.read(array, start, stop)
 
 
 def _row_starts(chunks: tuple[int, ...]) -> Iterator[tuple[int, int]]:
@@ -156,10 +181,13 @@ def _row_starts(chunks: tuple[int, ...]) -> Iterator[tuple[int, int]]:
         start += size
 
 
-def _write_block(x: np.ndarray, start: int, stop: int, shared: dict[str, Any]) -> int:
-    """Compute one block's per-row results and write them straight to their Zarr arrays."""
+def _write_block(x: np.ndarray | None, start: int, stop: int, shared: dict[str, Any]) -> int:
+    """Compute one block's per-row results and write them straight to their Zarr arrays;
+    ``x`` None: read the block's rows from ``shared["source"]`` here, inside the task."""
     for target in shared["targets"].values():
         check_local_folder(target, "write to")  # not into a folder of this worker's own
+    if x is None:
+        x = read_rows(shared["source"], start, stop)
     results = shared["func"](x, **shared["params"])
     for name, target in shared["targets"].items():
         target[start:stop] = results[name]
@@ -185,7 +213,13 @@ def write_row_blocks(
     a 1-D output).  One task per block reads the block once, computes every
     output and writes each into its array at the block's rows: the Zarr chunks
     equal the blocks, so no two tasks write one chunk, and nothing but a row
-    count per block returns to the caller.
+    count per block returns to the caller.  Over a Zarr array (``X`` made by
+    :func:`to_dask`) each task reads its own rows with :func:`read_rows`, as a
+    pass does: no read runs ahead of its write.
+
+    The group is created marked incomplete and marked complete after the last
+    block is written (see :data:`.stores.MARKER`): an interrupted write leaves a
+    group that :func:`open_array` refuses, and that ``overwrite=False`` names as such.
 
     Returns
     -------
@@ -197,6 +231,7 @@ def write_row_blocks(
         # Zarr chunks are regular: make the blocks so (a user's irregular Dask array).
         X = X.rechunk({0: max(rows)})
         rows = X.chunks[0]
+    source = getattr(X, "zarr_source", None)  # a Dask array made by to_dask, as it is
     codecs = compressors(compressor)
     group = create_group(path, storage_options, overwrite, attrs or {})
     targets = {}
@@ -206,10 +241,13 @@ def write_row_blocks(
         targets[name] = group.create_array(
             name, shape=shape, chunks=chunks, dtype=dtype, compressors=codecs)
     # One key for what every task shares, so it is not copied into each task.
-    shared = dask.delayed({"targets": targets, "func": func, "params": params}, traverse=False)
+    shared = dask.delayed({"targets": targets, "func": func, "params": params,
+                           "source": source}, traverse=False)
     write = dask.delayed(_write_block, pure=False)
-    blocks = X.to_delayed(optimize_graph=True).ravel()
+    blocks = ([None] * len(rows) if source is not None
+              else X.to_delayed(optimize_graph=True).ravel())
     tasks = [write(block, start, stop, shared)
              for block, (start, stop) in zip(blocks, _row_starts(rows), strict=True)]
     dask.compute(*tasks)
+    mark_complete(group)
     return zarr.open_group(group.store, mode="r")

@@ -7,6 +7,7 @@ go to zarr as they are, with their ``storage_options``.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import zarr
 import zarr.codecs
+import zarr.errors
 import zarr.storage
 
 from .._typing import PathLike
@@ -105,14 +107,71 @@ def check_local_folder(array: zarr.Array, action: str) -> None:
 
 def create_group(path: PathLike, storage_options: dict[str, Any] | None, overwrite: bool,
                   attrs: Mapping[str, Any]) -> zarr.Group:
+    """A new group, marked incomplete until :func:`mark_complete` (see :data:`MARKER`)."""
     shown = str(path)
     path = store_path(path, storage_options)
     if not overwrite and not is_url(path) and Path(path).exists():
-        raise FileExistsError(f"{shown!r} exists. Choose another path or pass overwrite=True.")
+        raise FileExistsError(_exists_message(shown, path, storage_options))
     try:
         group = open_store(path, "w" if overwrite else "w-", storage_options, zarr.open_group)
     except FileExistsError as exc:
-        raise FileExistsError(
-            f"{shown!r} exists. Choose another path or pass overwrite=True.") from exc
-    group.attrs.update(dict(attrs))
+        raise FileExistsError(_exists_message(shown, path, storage_options)) from exc
+    group.attrs.update({**dict(attrs), MARKER: {"complete": False}})
     return group
+
+
+#: The group attribute that says whether the writer of a group finished: created as
+#: ``{"complete": False}`` and set to ``{"complete": True}`` only after every chunk is
+#: written, so that an interrupted write never leaves a group that looks complete.
+#: A group without it (written by something else) counts as complete.
+MARKER = "dask_softkmeans"
+
+
+def mark_complete(group: zarr.Group) -> None:
+    """Mark a group made by :func:`create_group` complete: call it after its last write."""
+    group.attrs.update({MARKER: {"complete": True}})
+
+
+def _exists_message(shown: str, path: str, storage_options: dict[str, Any] | None) -> str:
+    if is_incomplete(path, storage_options):
+        return (f"{shown!r} exists, left incomplete by an interrupted write. Write it again "
+                "with overwrite=True, or choose another path.")
+    return f"{shown!r} exists. Choose another path or pass overwrite=True."
+
+
+def is_incomplete(path: str, storage_options: dict[str, Any] | None) -> bool:
+    """Whether ``path`` (as :func:`store_path` gives it) holds a group marked incomplete.
+
+    False where it holds no group, or one without the marker."""
+    try:
+        group = open_store(path, "r", storage_options,
+                           functools.partial(zarr.open_group, use_consolidated=False))
+    except (FileNotFoundError, PermissionError, zarr.errors.BaseZarrError):
+        return False
+    marker = group.attrs.get(MARKER)
+    return isinstance(marker, dict) and marker.get("complete") is False
+
+
+def parent_path(path: str) -> str | None:
+    """The path or URL of the node holding ``path`` (as :func:`store_path` gives it), or None
+    at the top of a filesystem or bucket."""
+    if is_url(path):
+        protocol, rest = path.split("://", 1)
+        rest = rest.rstrip("/")
+        return f"{protocol}://{rest.rsplit('/', 1)[0]}" if "/" in rest else None
+    parent = Path(path).parent
+    return None if parent == Path(path) else str(parent)
+
+
+def describe(array: zarr.Array) -> str:
+    """Where ``array`` is, for a message: its URL or folder (a wrapped store: the store inside)."""
+    store = array.store
+    while isinstance(store, zarr.storage.WrapperStore):
+        store = store._store
+    if isinstance(store, zarr.storage.FsspecStore):
+        where = store.fs.unstrip_protocol(store.path)
+    elif isinstance(store, zarr.storage.LocalStore):
+        where = str(store.root)
+    else:
+        where = repr(store)
+    return where.rstrip("/") + (f"/{array.path}" if array.path else "")
