@@ -23,10 +23,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _results import add_results_option, recorded
 from sklearn.cluster import KMeans
 
 from dask_softkmeans import SoftKMeans
-from dask_softkmeans._kernels import nearest
+from dask_softkmeans.kernels import nearest
 from dask_softkmeans.metrics import centroid_index
 
 SETS = ["a1", "a2", "a3", "s1", "s2", "s3", "s4", "birch1", "birch2", "unbalance", "d31", "r15"]
@@ -89,7 +90,13 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--repeat", type=int, default=3,
                         help="timed runs of softkmeans and sklearn n_init=10 (median reported)")
+    add_results_option(parser)
     args = parser.parse_args()
+    with recorded("quality", args.results_dir):
+        _run(args)
+
+
+def _run(args: argparse.Namespace) -> None:
     # Load the compiled kernel once before timing (it is paid once per process).
     start = time.perf_counter()
     SoftKMeans(2).fit(np.random.default_rng(0).normal(size=(100, 2)))

@@ -66,10 +66,11 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
+from _results import add_results_option, recorded
 from threadpoolctl import threadpool_info
 
 from dask_softkmeans import SoftKMeans, soft_statistics
-from dask_softkmeans._kernels import block_statistics, nearest
+from dask_softkmeans.kernels import block_statistics, nearest
 from dask_softkmeans.launch import LIGHT_DIAGNOSTICS, local_cluster
 
 FULL = {
@@ -545,7 +546,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sections", nargs="+",
                         default=["pass", "fixed", "scaling", "predict", "fit"],
                         choices=["pass", "fixed", "scaling", "predict", "fit"])
+    add_results_option(parser)
     args = parser.parse_args(argv)
+    with recorded("throughput", args.results_dir, argv):
+        _run(args, argv)
+
+
+def _run(args: argparse.Namespace, argv: list[str] | None) -> None:
     config = QUICK if args.quick else FULL
     print("command: python benchmarks/throughput.py " + " ".join(sys.argv[1:] if argv is None
                                                                   else argv))
