@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         "--mmap-threshold-mib", type=int, default=0,
         help="Set MALLOC_MMAP_THRESHOLD_ in the workers' environment (0: Dask's default "
              "environment, whose MALLOC_TRIM_THRESHOLD_ makes glibc mmap, fault in and unmap "
-             "every buffer of a block, ~3x slower decoding).")
+             "every buffer of a block, which slows decoding).")
     add_results_option(parser)
     args = parser.parse_args(argv)
     with recorded("out_of_core", args.results_dir, argv):

@@ -131,7 +131,7 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     verbose : int, default=0
         Print one line per pass when positive, and, when the kernel takes
         more than 2 s to load (numba compiling it into an empty cache: the
-        first fit of an installation, about half a minute), a line that says
+        first fit of an installation), a line that says
         so before the first pass and one with the time it took.
     optimizer : {"em", "gd", "momentum", "adam"}, default="em"
         The center update of the passes at ``T > 0``: "em" is the closed-form

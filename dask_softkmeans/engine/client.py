@@ -33,8 +33,8 @@ def _import_kernel() -> None:
 def load_kernel(client: Any = None) -> None:
     """Load the compiled kernel in this process, then on every worker of ``client``.
 
-    With an empty numba cache this compiles it (once per installation and CPU,
-    about half a minute on a 2-core machine); workers on this machine then
+    With an empty numba cache this compiles it (once per installation and CPU;
+    ``benchmarks/throughput.py --sections fixed`` times it); workers on this machine then
     load what this process wrote.  A fit does it first, so that the wait is
     neither hidden in its first pass (here, on the sample) nor in its first
     pass over the data (on the workers), and can be announced.

@@ -72,7 +72,7 @@ def memory_for_data() -> int:
     share a process, ``processes=False``, add their limits), or all processes
     without a limit on one host (that host's memory, once).  A pool offers
     :data:`PERSIST_MEMORY_SHARE` of its memory less what its processes use now:
-    the interpreter, the loaded libraries (numba's compiler alone ~130 MiB),
+    the interpreter, the loaded libraries (numba's compiler among them),
     data held already.  Persisted blocks are shared out by worker threads, so
     the data fit when each pool's share (its threads over all threads) fits
     in what it offers: one small worker limits the whole cluster.  Without a
@@ -184,8 +184,7 @@ def tune_worker_malloc() -> Any:
     Dask starts workers with ``MALLOC_TRIM_THRESHOLD_`` set, which also pins
     glibc's mmap threshold at 128 KiB: every block buffer above it (a Zarr
     chunk and its decoded copy, megabytes each) is then mapped, faulted in
-    page by page and unmapped again, on every pass (``benchmarks/out_of_core.py``
-    counts the page faults).  Raising
+    page by page and unmapped again, on every pass.  Raising
     both thresholds to :data:`WORKER_HEAP_KEEP` (at most a sixteenth of the
     worker's memory limit: glibc may keep that much free in each of its arenas,
     and at an eighth a 512 MiB worker spilled to disk now and then while it

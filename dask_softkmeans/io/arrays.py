@@ -142,11 +142,10 @@ def to_dask(array: zarr.Array, *, block_bytes: int = BLOCK_BYTES) -> da.Array:
 def read_rows(array: zarr.Array, start: int, stop: int) -> np.ndarray:
     """``array[start:stop]`` of a 2-D Zarr array, read straight from its chunk files when it can.
 
-    Zarr's own read of a chunk (the store's bytes, the codec pipeline, a copy
-    into the result) took 1.8 ms for an 8 MiB uncompressed chunk here; reading
-    the file into the result takes 0.5 ms, and decoding blosc-lz4 or zstd
-    straight into the result saves ~1.8 ms a chunk (``benchmarks/out_of_core.py``
-    measures a pass).  Where the layout is one zarr knows better (another store,
+    Zarr's own read of a chunk goes through the store's bytes, the codec pipeline
+    and a copy into the result; reading the file, or decoding blosc-lz4 or zstd,
+    straight into the result skips the copies (``benchmarks/out_of_core.py``
+    measures a pass both ways).  Where the layout is one zarr knows better (another store,
     sharding, filters, other codecs, split features, big-endian values) or a
     chunk's file is missing or damaged, zarr reads it.  The result is always
     equal to ``array[start:stop]`` (``start`` and ``stop`` taken as a slice's).

@@ -15,7 +15,7 @@ SPARSE_LOGIT_FLOOR = -3.0
 
 #: Shifted logits below this are clipped before ``exp``: ``exp(-60)`` is
 #: ~1e-26, negligible against the row's largest term (which is 1), and the
-#: clip keeps ``exp`` out of the denormal range, where it is ~10x slower.
+#: clip keeps ``exp`` out of the denormal range, where it is much slower.
 LOGIT_FLOOR = -60.0
 
 #: Rows per sub-block are chosen so that one ``(K, rows)`` temporary holds

@@ -333,7 +333,7 @@ def squared_distances(
     """``(n, K)`` float64 squared distances from every row to every center.
 
     Formed in that layout (``x c^T`` with the norms added), not as the ``(K, n)``
-    of the passes transposed: 1.5x faster at 32 features and clusters.
+    of the passes transposed, which is faster for this output.
     """
     centers = np.asarray(centers, np.float64)
     offset = np.zeros(centers.shape[1]) if offset is None else np.asarray(offset, np.float64)
