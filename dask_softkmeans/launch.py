@@ -8,6 +8,7 @@ here, so that both build the same command line and read TLS files the same way.
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import sys
 from pathlib import Path
@@ -74,6 +75,31 @@ def local_cluster(**kwargs: Any) -> LocalCluster:
                         "dask.config.set(dask_softkmeans.launch.light_diagnostics()).")
     with dask.config.set(light_diagnostics()):
         return LocalCluster(**kwargs)
+
+
+#: What stands for the dashboard's link where bokeh, which draws the dashboard, is missing.
+NO_DASHBOARD = "needs bokeh: pip install 'dask-softkmeans[dashboard]'"
+
+
+def dashboard_link(client: Any) -> str:
+    """The dashboard link of a cluster started in this environment, or how to get one.
+
+    distributed draws the dashboard with bokeh, an optional dependency (the
+    ``dashboard`` extra); without it the link opens a page that only says so.
+
+    Parameters
+    ----------
+    client : distributed.Client
+        A client of a cluster whose scheduler runs in this environment (a ``LocalCluster``).
+
+    Returns
+    -------
+    str
+        ``client.dashboard_link``, or :data:`NO_DASHBOARD` when bokeh is not installed.
+    """
+    if importlib.util.find_spec("bokeh") is None:
+        return NO_DASHBOARD
+    return client.dashboard_link
 
 
 def tls_files(tls_dir: str) -> dict[str, str]:

@@ -24,8 +24,9 @@ reduced sum accumulates in float64.
 8. :func:`._moments.moment_products`: the second moments, if asked for.
 
 The inline ``exp`` and ``log`` are in :mod:`._math`.  The functions are
-compiled eagerly for float32 and float64 blocks and cached on disk, so that a
-fresh process loads machine code instead of compiling it; they release the
+compiled eagerly for float32 and float64 blocks and cached on disk, in the
+user's cache directory (:mod:`._cache`: never in the installed package), so
+that a fresh process loads machine code instead of compiling it; they release the
 GIL, so the threaded scheduler runs blocks in parallel.  Nothing is shared
 between calls: each call allocates its own buffers, so concurrent calls from
 several threads are safe.
@@ -33,25 +34,32 @@ several threads are safe.
 
 from __future__ import annotations
 
-from ._driver import soft_block
-from ._plan import (
-    MOMENTS_FULL,
-    MOMENTS_NONE,
-    MOMENTS_POWER,
-    TOTALS,
-    Centers,
-    Outputs,
-    Settings,
-)
-from ._transpose import IR_TRANSPOSE
+from ._cache import CACHE_DIR, KernelCacheWarning, kernel_cache
+
+# The decorators choose their cache directory as they run: the kernel's modules are
+# imported inside kernel_cache(), and only here (this package's __init__ runs first).
+with kernel_cache():
+    from ._driver import soft_block
+    from ._plan import (
+        MOMENTS_FULL,
+        MOMENTS_NONE,
+        MOMENTS_POWER,
+        TOTALS,
+        Centers,
+        Outputs,
+        Settings,
+    )
+    from ._transpose import IR_TRANSPOSE
 
 __all__ = [
+    "CACHE_DIR",
     "IR_TRANSPOSE",
     "MOMENTS_FULL",
     "MOMENTS_NONE",
     "MOMENTS_POWER",
     "TOTALS",
     "Centers",
+    "KernelCacheWarning",
     "Outputs",
     "Settings",
     "soft_block",

@@ -111,7 +111,7 @@ def _row_norms(xw, xt, m, norms):  # pragma: no cover - compiled
 
 
 # Cached only with the register tiles, like the driver (see ._transpose).
-@nb.njit(**(PHASE | {"cache": IR_TRANSPOSE}))
+@nb.njit(**(PHASE | {"cache": PHASE["cache"] and IR_TRANSPOSE}))
 def first_product(work, centers_work, product, m, g):  # pragma: no cover - compiled
     """``g = C (x - offset)^T`` (K, m) in the working precision, as ``product`` says."""
     k, dim = centers_work.shape

@@ -48,7 +48,7 @@ def _signatures() -> list[Any]:
     return signatures
 
 
-@nb.njit(_signatures(), **(DRIVER | {"cache": IR_TRANSPOSE}))
+@nb.njit(_signatures(), **(DRIVER | {"cache": DRIVER["cache"] and IR_TRANSPOSE}))
 def soft_block(x, weights, centers, settings, out):  # pragma: no cover - compiled
     """Add the statistics of the rows of ``x`` to ``out`` (float64 sums).
 

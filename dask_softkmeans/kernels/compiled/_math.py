@@ -16,13 +16,16 @@ from numba.core import types
 from numba.core.cpu import CPUTargetOptions
 from numba.extending import intrinsic
 
+from ._cache import CACHING
+
 #: Allowed: reassociate (vectorised sums and minima), fused multiply-add,
 #: ignore the sign of zero.  Not allowed: assuming no NaN or infinity (the
 #: non-finite rows must still be recognised) or approximate division.
 FASTMATH = {"reassoc", "contract", "nsz"}
 
-#: Options of the kernel's driver: compiled once, cached on disk, no GIL.
-DRIVER = {"nogil": True, "cache": True, "fastmath": FASTMATH, "error_model": "numpy"}
+#: Options of the kernel's driver: compiled once, cached on disk (where :mod:`._cache`
+#: found a writable directory), no GIL.
+DRIVER = {"nogil": True, "cache": CACHING, "fastmath": FASTMATH, "error_model": "numpy"}
 
 #: Options of its phases, called (not inlined) once or a few times per chunk: those of
 #: the driver and, where numba allows, no reference counting (``_nrt=False``).  numba
