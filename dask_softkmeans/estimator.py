@@ -6,17 +6,24 @@ import contextlib
 import os
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from numbers import Integral, Real
 from typing import Any
 
 import dask.array as da
 import numpy as np
 import zarr
-from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin, _fit_context
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    ClusterMixin,
+    TransformerMixin,
+    _fit_context,
+)
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._set_output import _get_output_config
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import io
@@ -24,7 +31,7 @@ from ._typing import ArrayLike
 from .annealing import AnnealConfig, Annealer, AnnealResult, AnnealState
 from .engine import Runner, active_client, load_kernel, map_rows, single_threaded_blas
 from .errors import InputError, ModelFileError
-from .inputs import as_data, as_weights
+from .inputs import as_data, as_features, as_weights, is_dask_frame, is_pandas_frame
 from .io.checkpoint import Checkpoint, fingerprint, result_parameters
 from .kernels import PassParams, sub_block_rows
 from .kernels.predict import (
@@ -52,8 +59,8 @@ COMPILING = "Compiling the kernel with numba (once per installation)..."
 
 
 
-class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
-    """Annealed soft k-means on NumPy, Dask and Zarr arrays.
+class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, BaseEstimator):
+    """Annealed soft k-means on NumPy, Dask and Zarr arrays, xarray and DataFrames.
 
     Soft assignments ``p_ik = pi_k exp(-||x_i - c_k||^2 / T) / Z_i`` at a
     temperature ``T`` smooth the k-means objective into the free energy
@@ -68,6 +75,17 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     tree-reduces ``O(K D)`` statistics in float64; the data never travel to
     the driver.  The active ``distributed.Client`` is used when there is one,
     the threaded scheduler otherwise; NumPy input runs in this process.
+
+    Data may also be an xarray ``DataArray`` (samples x features) or
+    ``Dataset`` (one 1-D data variable per feature; see ``variables`` in
+    :meth:`fit`), a Zarr group written by xarray (or its path), or a pandas or
+    Dask DataFrame of numeric columns.  Lazy (Dask-backed) input stays lazy:
+    :meth:`predict`, :meth:`transform` and :meth:`predict_proba` return Dask
+    arrays whose row chunks follow its chunks (a Dask DataFrame's partitions,
+    row counts unknown), and nothing is computed until you ask.  In-memory
+    input gives NumPy arrays (``set_output(transform="pandas")`` makes
+    :meth:`transform` return a DataFrame).  Float32 data give float32
+    distances and responsibilities; the statistics are accumulated in float64.
 
     With ``n_init=1`` (the default) the fit uses no randomness: the same data
     give the same centers whatever ``random_state``.
@@ -174,6 +192,9 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         Distinct clusters against temperature: ``[T, n_clusters]`` rows,
         starting with the first critical temperature.
     n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of the features, set when ``X`` has string names: DataFrame
+        columns, Dataset variables, a DataArray's feature coordinate.
     persisted_ : bool
         Whether this fit held the data in (cluster) memory (see ``persist``);
         False for NumPy input and when every pass streamed the data.
@@ -237,14 +258,25 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
 
     # -- input ----------------------------------------------------------------
     def _data(self, X: ArrayLike, *, reset: bool,
-              storage_options: dict[str, Any] | None = None) -> np.ndarray | da.Array:
-        """Validate X; in-memory input goes through scikit-learn's own checks."""
-        if isinstance(X, (da.Array, zarr.Array, str, os.PathLike)):
-            data = as_data(X, storage_options=storage_options)
+              storage_options: dict[str, Any] | None = None,
+              variables: Sequence[str] | None = None,
+              lazy: bool = False) -> np.ndarray | da.Array:
+        """Validate X; in-memory arrays go through scikit-learn's own checks.
+
+        Containers are unwrapped without computing anything; a Dataset or Zarr
+        group of a model fitted with names gives the same variables by name.
+        ``lazy``: a Dask DataFrame's rows per partition are left unknown (for
+        results returned as Dask arrays) instead of counted.
+        """
+        fitted = None if reset else getattr(self, "feature_names_in_", None)
+        lazy = lazy and is_dask_frame(X)  # a Dask array of unknown chunk sizes is refused
+        X, names = as_features(X, variables=variables, storage_options=storage_options,
+                               unknown_rows=lazy, fitted_names=None if fitted is None else list(fitted))
+        if isinstance(X, (da.Array, zarr.Array)) or (names is not None and not is_pandas_frame(X)):
+            data = as_data(X, unknown_rows=lazy)
+            self._check_names(names, reset=reset)
             if reset:
                 self.n_features_in_ = data.shape[1]
-                if hasattr(self, "feature_names_in_"):
-                    del self.feature_names_in_
         else:
             # Our checks first, so that every refusal says how to fix it.
             shape = check_in_memory(X)
@@ -259,12 +291,40 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
                 storage_options=storage_options)  # refused: they apply to a path only
         if not reset and data.shape[1] != self.n_features_in_:
             raise feature_count_error(data.shape[1], self.n_features_in_, type(self).__name__)
-        if reset and data.shape[0] < self.n_clusters:
+        if reset and data.shape[0] < self.n_clusters:  # a known count: fit never has NaN chunks
             raise InputError(
                 f"n_samples={data.shape[0]} should be >= n_clusters={self.n_clusters}: each "
                 f"cluster needs a sample. Use n_clusters <= {data.shape[0]}, or pass more samples."
             )
         return data
+
+    def _check_names(self, names: list[str] | None, *, reset: bool) -> None:
+        """Set or check ``feature_names_in_`` as scikit-learn does for DataFrames."""
+        fitted = getattr(self, "feature_names_in_", None)
+        if reset:
+            if names is not None:
+                self.feature_names_in_ = np.asarray(names, dtype=object)
+            elif fitted is not None:
+                del self.feature_names_in_
+            return
+        name = type(self).__name__
+        if fitted is None and names is not None:
+            warnings.warn(f"X has feature names, but {name} was fitted without feature names",
+                          UserWarning, stacklevel=3)
+        elif fitted is not None and names is None:
+            warnings.warn(f"X does not have valid feature names, but {name} was fitted with "
+                          "feature names", UserWarning, stacklevel=3)
+        elif fitted is not None and list(fitted) != list(names):
+            raise InputError(
+                f"The feature names should match those that were passed during fit: fitted "
+                f"with {list(fitted)}, got {list(names)}. Select the same features in the "
+                "same order.")
+
+    @property
+    def _n_features_out(self) -> int:
+        """Columns of :meth:`transform` (one distance per center), for
+        ``get_feature_names_out``: ``softkmeans0``, ``softkmeans1``, ..."""
+        return self.cluster_centers_.shape[0]
 
     # -- fit ------------------------------------------------------------------
     @_fit_context(prefer_skip_nested_validation=True)
@@ -277,12 +337,15 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         callback: Callable[[dict], None] | None = None,
         resume: bool = False,
         storage_options: dict[str, Any] | None = None,
+        variables: Sequence[str] | None = None,
     ) -> SoftKMeans:
         """Anneal from the first critical temperature down to a Lloyd fixed point.
 
         Parameters
         ----------
-        X : array-like, Dask array, zarr.Array or path of shape (n_samples, n_features)
+        X : array-like, Dask array, zarr.Array, path, xarray or DataFrame
+            Shape (n_samples, n_features).  A path is a Zarr array or a Zarr
+            group written by xarray; see the class docstring for containers.
         y : ignored
         sample_weight : array-like of shape (n_samples,), optional
             A sample of weight ``w`` counts as ``w`` copies of itself.
@@ -297,6 +360,12 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             fsspec options for a URL ``X`` (``s3://...``: ``endpoint_url``, ``key``,
             ``secret``, ``anon``, ...); the workers open the data with them too.
             An error with any ``X`` but a path or URL.
+        variables : sequence of str, optional
+            For an xarray ``Dataset`` or a Zarr group: the data variables to use
+            as features, in this order (default: every data variable;
+            coordinates never).  They become ``feature_names_in_``, and the
+            other methods select the same variables by name.  An error with
+            any other ``X``.
 
         Returns
         -------
@@ -306,7 +375,7 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             raise InputError(
                 "resume=True needs the checkpoint directory of the interrupted fit: set "
                 "SoftKMeans(checkpoint=DIR).")
-        data = self._data(X, reset=True, storage_options=storage_options)
+        data = self._data(X, reset=True, storage_options=storage_options, variables=variables)
         weights = as_weights(sample_weight, data)
         if self.checkpoint is not None and not resume:
             # Refuse before the first pass; data and parameters are checked after it.
@@ -427,9 +496,9 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             centers=self.cluster_centers_, offset=self._offset)
 
     def predict(self, X: ArrayLike) -> np.ndarray | da.Array:
-        """Index of the nearest center of each sample (Dask array for Dask input)."""
+        """Index of the nearest center of each sample, int32 (a lazy Dask array for lazy input)."""
         check_is_fitted(self)
-        return self._labels(self._data(X, reset=False))
+        return self._labels(self._data(X, reset=False, lazy=True))
 
     def fit_predict(
         self, X: ArrayLike, y: Any = None, sample_weight: ArrayLike | None = None
@@ -528,19 +597,28 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         normalization = check_normalization(normalization)
-        data = self._data(X, reset=False)
+        data = self._data(X, reset=False, lazy=True)
         temperature = self.temperature_ if temperature is None else check_temperature(temperature)
         return map_rows(
-            data, proba_block, n_outputs=self.n_clusters, dtype=np.float64,
+            data, proba_block, n_outputs=self.n_clusters, dtype=data.dtype, out_dtype=data.dtype,
             centers=self.cluster_centers_, temperature=temperature, offset=self._offset,
             log_priors=self._log_priors(), normalization=normalization)
 
     def transform(self, X: ArrayLike) -> np.ndarray | da.Array:
-        """Euclidean distances to every center, shape (n, K)."""
+        """Euclidean distances to every center, shape (n, K), in the data's float dtype.
+
+        A lazy Dask array for lazy input.  A point on a center is at distance 0
+        exactly (see :func:`dask_softkmeans.kernels.predict.exact_squared_distances`).
+        """
         check_is_fitted(self)
-        data = self._data(X, reset=False)
+        data = self._data(X, reset=False, lazy=True)
+        if isinstance(data, da.Array) and _get_output_config("transform", self)["dense"] != "default":
+            raise InputError(
+                "set_output(transform=...) asks for an in-memory container, but X is lazy: "
+                "wrapping the result would compute it all into this process. Use "
+                "set_output(transform='default') for a Dask array, or pass in-memory data.")
         return map_rows(
-            data, distances_block, n_outputs=self.n_clusters, dtype=np.float64,
+            data, distances_block, n_outputs=self.n_clusters, dtype=data.dtype, out_dtype=data.dtype,
             centers=self.cluster_centers_, offset=self._offset)
 
     def write_predictions(
@@ -702,7 +780,7 @@ class SoftKMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
-        tags.transformer_tags.preserves_dtype = ["float64"]
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
 
 

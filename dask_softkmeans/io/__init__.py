@@ -10,7 +10,16 @@
 
 from __future__ import annotations
 
-from .arrays import BLOCK_BYTES, MIN_BLOCKS, block_rows, open_array, read_rows, to_dask, write_row_blocks
+from .arrays import (
+    BLOCK_BYTES,
+    MIN_BLOCKS,
+    block_rows,
+    open_array,
+    open_data,
+    read_rows,
+    to_dask,
+    write_row_blocks,
+)
 from .model_files import MODEL_FORMAT_VERSION, load_arrays, save_arrays
 from .stores import COMPRESSORS, DEFAULT_COMPRESSOR
 
@@ -23,6 +32,7 @@ __all__ = [
     "block_rows",
     "load_arrays",
     "open_array",
+    "open_data",
     "read_rows",
     "save_arrays",
     "to_dask",

@@ -40,6 +40,45 @@ BLOCK_BYTES = 32 * 2**20
 MIN_BLOCKS = 16
 
 
+def open_data(
+    path: PathLike, *, storage_options: dict[str, Any] | None = None
+) -> zarr.Array | zarr.Group:
+    """Open the Zarr array or group at a path or fsspec URL read-only.
+
+    An array is checked as by :func:`open_array`; a group is returned as it is
+    (a group written by xarray holds one variable per feature, see
+    :func:`dask_softkmeans.inputs.as_features`).
+
+    Raises
+    ------
+    StoreNotFoundError
+        Nothing is stored at ``path``.
+    InputError
+        ``path`` holds an array that is not 2-D and numeric.
+    IncompleteOutputError
+        The array is in a group whose writer was interrupted.
+    """
+    shown = str(path)  # messages name the path as it was given
+    path = store_path(path, storage_options)
+    try:
+        node = open_store(path, "r", storage_options, zarr.open)
+    except FileNotFoundError as exc:
+        raise StoreNotFoundError(
+            f"No Zarr array at {shown!r}. Check the path, or write one with "
+            "`dask-softkmeans make-data PATH` or dask_softkmeans.datasets.write_blobs."
+        ) from exc
+    if isinstance(node, zarr.Group):
+        return node
+    parent = parent_path(path)
+    if parent is not None and is_incomplete(parent, storage_options):
+        raise IncompleteOutputError(
+            f"The Zarr array at {shown!r} was left incomplete by an interrupted write (its "
+            f"group is marked {{{MARKER!r}: {{'complete': False}}}}): some of its chunks may "
+            "never have been written. Write it again (overwrite=True, or --overwrite).")
+    check_shape_dtype(node.shape, node.dtype, f"The Zarr array at {shown!r}")
+    return node
+
+
 def open_array(
     path: PathLike, *, storage_options: dict[str, Any] | None = None
 ) -> zarr.Array:
@@ -66,15 +105,8 @@ def open_array(
     MissingDependencyError
         The fsspec backend of the URL's protocol (``s3fs``, ``gcsfs``) is not installed.
     """
-    shown = str(path)  # messages name the path as it was given
-    path = store_path(path, storage_options)
-    try:
-        node = open_store(path, "r", storage_options, zarr.open)
-    except FileNotFoundError as exc:
-        raise StoreNotFoundError(
-            f"No Zarr array at {shown!r}. Check the path, or write one with "
-            "`dask-softkmeans make-data PATH` or dask_softkmeans.datasets.write_blobs."
-        ) from exc
+    shown = str(path)
+    node = open_data(path, storage_options=storage_options)
     if isinstance(node, zarr.Group):
         arrays = sorted(name for name, _ in node.arrays())
         raise InputError(
@@ -82,13 +114,6 @@ def open_array(
             + (f", e.g. {shown.rstrip('/')}/{arrays[0]} (arrays: {', '.join(arrays)})."
                if arrays else "; it holds none.")
         )
-    parent = parent_path(path)
-    if parent is not None and is_incomplete(parent, storage_options):
-        raise IncompleteOutputError(
-            f"The Zarr array at {shown!r} was left incomplete by an interrupted write (its "
-            f"group is marked {{{MARKER!r}: {{'complete': False}}}}): some of its chunks may "
-            "never have been written. Write it again (overwrite=True, or --overwrite).")
-    check_shape_dtype(node.shape, node.dtype, f"The Zarr array at {shown!r}")
     return node
 
 

@@ -15,7 +15,7 @@ from ..validation import nonfinite_error
 from .common import sub_block_rows
 from .fused import nearest_labels
 from .rbf import rbf_outputs
-from .reference import responsibilities, squared_distances
+from .reference import responsibilities
 
 #: Per-sample outputs of :func:`predictions_block`: dtype and whether there is
 #: one column per cluster.
@@ -35,14 +35,54 @@ def labels_block(x: np.ndarray, centers: np.ndarray, offset: np.ndarray) -> np.n
     return nearest_labels(check_finite(x), centers, offset=offset)
 
 
-def distances_block(x: np.ndarray, centers: np.ndarray, offset: np.ndarray) -> np.ndarray:
-    """Euclidean distances to every center, ``(n, K)`` float64."""
-    return np.sqrt(squared_distances(check_finite(x), centers, offset=offset))
+#: Entries with ``d_ik <= NEAR * (|x_i|^2 + max_k |c_k|^2)`` are recomputed as ``|x_i - c_k|^2``.
+NEAR = 2.0**-20
 
 
-def proba_block(x: np.ndarray, **kwargs: Any) -> np.ndarray:
-    """Responsibilities ``(n, K)`` (see :func:`.responsibilities` for the keywords)."""
-    return responsibilities(check_finite(x), **kwargs)
+def exact_squared_distances(
+    x: np.ndarray, centers: np.ndarray, offset: np.ndarray
+) -> np.ndarray:
+    """``(n, K)`` float64 squared distances, accurate to rounding of the difference.
+
+    The expanded form ``|x|^2 + |c|^2 - 2 x.c`` (one matrix product) loses
+    about ``eps (|x|^2 + |c|^2)`` to cancellation, which is all of ``d`` for a
+    point on a center (``2e-8`` instead of 0 after the square root), so equal
+    fits by weights or by repeated rows could differ there.  The few entries
+    where cancellation matters (a point within about ``1e-3`` of a center,
+    relative to their norms) are recomputed from the difference itself.
+    """
+    x64 = np.asarray(x, np.float64) - offset
+    c = np.asarray(centers, np.float64) - offset
+    x_norms = np.einsum("ij,ij->i", x64, x64)
+    c_norms = np.einsum("ij,ij->i", c, c)
+    # As reference.squared_distances, keeping the norms for the test below.
+    d = x64 @ (-2.0 * c.T)
+    d += x_norms[:, None]
+    d += c_norms[None, :]
+    np.maximum(d, 0.0, out=d)
+    # One threshold per row (with the largest center norm: a few more entries recomputed
+    # than needed, one (n, K) comparison instead of a sum and a comparison).
+    near = d <= (NEAR * (x_norms + c_norms.max()))[:, None]
+    if near.any():
+        rows, cols = np.nonzero(near)
+        diff = x64[rows] - c[cols]
+        d[rows, cols] = np.einsum("ij,ij->i", diff, diff)
+    return d
+
+
+def distances_block(
+    x: np.ndarray, centers: np.ndarray, offset: np.ndarray, out_dtype: Any = np.float64
+) -> np.ndarray:
+    """Euclidean distances to every center, ``(n, K)``, computed in float64 and returned
+    as ``out_dtype`` (the estimator passes the data's: float32 in, float32 out)."""
+    d = exact_squared_distances(check_finite(x), centers, np.asarray(offset, np.float64))
+    return np.sqrt(d, out=d).astype(out_dtype, copy=False)
+
+
+def proba_block(x: np.ndarray, out_dtype: Any = np.float64, **kwargs: Any) -> np.ndarray:
+    """Responsibilities ``(n, K)`` as ``out_dtype`` (see :func:`.responsibilities` for the
+    keywords)."""
+    return responsibilities(check_finite(x), **kwargs).astype(out_dtype, copy=False)
 
 
 def outputs_block(x: np.ndarray, **kwargs: Any) -> np.ndarray:
