@@ -2,39 +2,82 @@
 
 Commands: ``demo``, ``make-data``, ``fit``, ``predict``, ``info``, ``plot``.  Errors the
 user can fix exit with status 1 and a one-line message (usage errors with 2,
-as click does); ``--help`` works everywhere.
+as click does); ``--help`` works everywhere.  Every command takes ``-q/--quiet``
+and ``-v/--verbose``; ``fit`` takes every parameter of :class:`~dask_softkmeans.SoftKMeans`
+that means something on a command line, named as in the estimator.
+
+This module imports only click at the top: scikit-learn, Dask, Zarr and rich are
+imported inside the commands, so that ``--help`` answers at once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import re
+import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from sklearn.utils._param_validation import InvalidParameterError
 
-from .. import datasets, io
-from ..engine import load_kernel
 from ..errors import SoftKMeansError
-from ..estimator import COMPILING, SoftKMeans
-from ..launch import light_diagnostics, local_cluster
-from ..validation import check_temperature
-from .progress import FitProgress, notice_if_slow
+
+if TYPE_CHECKING:
+    from ..estimator import SoftKMeans
+
+#: Names of :data:`dask_softkmeans.optim.OPTIMIZERS` and :data:`dask_softkmeans.io.COMPRESSORS`,
+#: and :data:`dask_softkmeans.datasets.DEFAULT_DATA_COMPRESSOR`, written out so that ``--help``
+#: need not import NumPy and Zarr to list them; the tests keep them equal to the registries.
+OPTIMIZER_NAMES = ("em", "gd", "momentum", "adam")
+COMPRESSOR_NAMES = ("blosc-lz4", "zstd", "none")
+DEFAULT_DATA_COMPRESSOR = "none"
+
+def _user_error(exc: Exception) -> bool:
+    """Whether ``exc`` is an error the user can fix: ours, an existing output, or a
+    parameter scikit-learn's validation refused (only possible once it is imported)."""
+    if isinstance(exc, SoftKMeansError | FileExistsError):
+        return True
+    validation = sys.modules.get("sklearn.utils._param_validation")
+    return validation is not None and isinstance(exc, validation.InvalidParameterError)
+
+
+class _Command(click.Command):
+    """A command with the same ``-q/--quiet`` and ``-v/--verbose`` as every other."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.params.extend([
+            click.Option(["--quiet", "-q"], is_flag=True,
+                         help="Print only the result (a fit's summary line, info's JSON, the "
+                              "demo's scores): no progress and no notes."),
+            click.Option(["--verbose", "-v"], is_flag=True,
+                         help="Say more: every pass of a fit (default: one line per "
+                              "temperature, or a live display on a terminal), the layout of "
+                              "data read or written, a model's history."),
+        ])
+
+    def invoke(self, ctx: click.Context) -> Any:
+        if ctx.params.get("quiet") and ctx.params.get("verbose"):
+            raise click.UsageError("--quiet and --verbose contradict each other; pass one.", ctx)
+        return super().invoke(ctx)
 
 
 class _Group(click.Group):
     """Turns our documented errors and invalid parameters into a one-line message, status 1."""
 
+    command_class = _Command
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (SoftKMeansError, FileExistsError, InvalidParameterError) as exc:
-            raise click.ClickException(str(exc)) from exc
+        except Exception as exc:
+            if _user_error(exc):
+                raise click.ClickException(str(exc)) from exc
+            raise
 
 
 @click.group(cls=_Group)
@@ -42,6 +85,100 @@ class _Group(click.Group):
 def main() -> None:
     """Annealed soft k-means on Dask, for NumPy, Dask and Zarr data of any size."""
 
+
+# -- the estimator's parameters as options of fit -------------------------------------
+
+#: "The 'tol' parameter of SoftKMeans must be ..." -> "must be ...": click names the option.
+_PARAMETER_PREFIX = re.compile(r"^The '\w+' parameter of \w+ ")
+
+
+def _check_parameter(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Check a SoftKMeans parameter with the estimator's own constraints, as the option's
+    usage error (before any data are read or any cluster starts)."""
+    from sklearn.utils._param_validation import (
+        InvalidParameterError,
+        validate_parameter_constraints,
+    )
+
+    from ..estimator import SoftKMeans
+
+    name = param.name
+    try:
+        validate_parameter_constraints({name: SoftKMeans._parameter_constraints[name]},
+                                       {name: value}, caller_name="SoftKMeans")
+    except InvalidParameterError as exc:
+        raise click.BadParameter(_PARAMETER_PREFIX.sub("", str(exc)), ctx, param) from None
+    return value
+
+
+class _AutoOr(click.ParamType):
+    """``auto``, ``none`` where allowed, or a value of ``inner``: the estimator's parameters
+    that take "auto" (``persist``, ``sample_size``)."""
+
+    def __init__(self, inner: click.ParamType, *, none: bool = False) -> None:
+        self.inner = inner
+        self.none = none
+        self.name = "auto|" + ("none|" if none else "") + inner.name
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str):
+            word = value.strip().lower()
+            if word == "auto":
+                return "auto"
+            if self.none and word == "none":
+                return None
+        try:
+            return self.inner.convert(value, param, ctx)
+        except click.BadParameter:
+            words = "auto, none" if self.none else "auto"
+            self.fail(f"{value!r} is neither {words} nor a valid {self.inner.name}.", param, ctx)
+
+
+#: One option per SoftKMeans parameter (but ``compute_labels`` and ``verbose``: see
+#: ``fit``), named as in the estimator, with
+#: the estimator's defaults (the tests check both); values are checked by the estimator's
+#: own constraints (:func:`_check_parameter`).
+estimator_options = [
+    click.option("--n-clusters", "--k", "n_clusters", type=int, default=8, show_default=True,
+                 callback=_check_parameter, help="Number of clusters K (--k: the same)."),
+    click.option("--n-init", type=int, default=1, show_default=True, callback=_check_parameter,
+                 help="Annealing runs; the best (lowest inertia) is kept. The first run is "
+                      "deterministic, the others perturb the split directions "
+                      "(seeded by --random-state)."),
+    click.option("--random-state", type=int, default=None, callback=_check_parameter,
+                 help="Seed of the restarts when --n-init > 1, so that a fit can be repeated "
+                      "(default: unseeded). A fit with --n-init 1 uses no randomness."),
+    click.option("--tol", type=float, default=1e-2, show_default=True,
+                 callback=_check_parameter,
+                 help="At temperature T the passes stop when every center moves less than "
+                      "sqrt(tol * T): relative to the scale of the data."),
+    click.option("--cooling", type=float, default=0.9, show_default=True,
+                 callback=_check_parameter,
+                 help="Geometric cooling factor, in (0, 1), while fewer than K clusters exist."),
+    click.option("--max-iter", type=int, default=300, show_default=True,
+                 callback=_check_parameter,
+                 help="Most passes of each Lloyd run at T = 0."),
+    click.option("--persist", type=_AutoOr(click.BOOL), default="auto", show_default=True,
+                 metavar="auto|true|false", callback=_check_parameter,
+                 help="Hold the data in the workers' memory for the passes: auto when they fit "
+                      "in half of it; false streams them from the store at every pass."),
+    click.option("--sample-size", type=_AutoOr(click.INT, none=True), default="auto",
+                 show_default=True, metavar="auto|none|ROWS", callback=_check_parameter,
+                 help="Rows of the in-memory sample the annealing at T > 0 runs on (auto: "
+                      "max(10000, 200 K), or all the data when that is more than half of them; "
+                      "none: all the data). The passes at T = 0 always read all the data."),
+    click.option("--split-every", type=int, default=8, show_default=True,
+                 callback=_check_parameter, help="Inputs per node of the tree reduction."),
+    click.option("--optimizer", type=click.Choice(OPTIMIZER_NAMES), default="em",
+                 show_default=True, callback=_check_parameter,
+                 help="Center update at T > 0: em (closed form) or a gradient optimiser (gd, "
+                      "momentum, adam) on the same tree-reduced gradient."),
+    click.option("--checkpoint", metavar="DIR", default=None, callback=_check_parameter,
+                 help="Write the driver's state to DIR at each temperature (atomically)."),
+]
+
+
+# -- cluster -----------------------------------------------------------------------------
 
 _TLS_OPTIONS = ("tls_ca_file", "tls_cert", "tls_key")
 
@@ -110,6 +247,8 @@ def _client(scheduler: str | None, workers: int, threads: int, memory_limit: str
     """A client of an existing scheduler, or of a LocalCluster started here."""
     from distributed import Client
 
+    from ..launch import dashboard_link, light_diagnostics, local_cluster
+
     context = click.get_current_context(silent=True)
     tls_options = context.meta.get("dask_softkmeans.tls", {}) if context else {}
     security = _security(scheduler, **tls_options)
@@ -137,24 +276,29 @@ def _client(scheduler: str | None, workers: int, threads: int, memory_limit: str
             lighter = (f"; lighter diagnostics: {', '.join(f'{k} {v}' for k, v in light.items())}"
                        if light else "")
             click.echo(f"Local cluster: {workers} workers x {threads} threads, "
-                       f"dashboard {client.dashboard_link}{lighter}")
+                       f"dashboard {dashboard_link(client)}{lighter}")
         yield client
 
 
 def _load_kernel(client: Any, quiet: bool) -> None:
     """Load the compiled kernel here and on every worker before a fit is timed, saying
     so when numba compiles it (:func:`dask_softkmeans.engine.load_kernel`)."""
+    from ..engine import load_kernel
+    from ..estimator import COMPILING
+    from .progress import notice_if_slow
+
     with contextlib.nullcontext() if quiet else notice_if_slow(COMPILING):
         load_kernel(client)
 
 
-def _fit(data: Any, k: int, quiet: bool, verbose: bool, resume: bool = False,
-         storage_options: dict[str, Any] | None = None, **params: Any) -> SoftKMeans:
+def _fit(model: SoftKMeans, data: Any, quiet: bool, verbose: bool, resume: bool = False,
+         storage_options: dict[str, Any] | None = None) -> SoftKMeans:
     """Fit with progress on standard error: a live display on a terminal, log lines otherwise."""
-    model = SoftKMeans(k, compute_labels=False, **params)
+    from .progress import FitProgress
+
     if quiet:
         return model.fit(data, resume=resume, storage_options=storage_options)
-    with FitProgress(k, verbose=verbose) as progress:
+    with FitProgress(model.n_clusters, verbose=verbose) as progress:
         return model.fit(data, callback=progress, resume=resume, storage_options=storage_options)
 
 
@@ -178,6 +322,26 @@ def _save(model: SoftKMeans, out: str | None, overwrite: bool, quiet: bool) -> N
             click.echo(f"Model written to {out}")
 
 
+def _layout(x: Any) -> str:
+    """Rows, columns, type and row blocks of a 2-D Zarr array, for --verbose."""
+    if getattr(x, "ndim", None) != 2:
+        return type(x).__name__  # a group (features as variables): no single layout
+    rows, columns = x.shape
+    blocks = -(-rows // x.chunks[0]) if rows else 0
+    return f"{rows} x {columns} {x.dtype} in {blocks} row blocks of {x.chunks[0]} rows"
+
+
+def _options(options: list[Callable[[Any], Any]]) -> Callable[[Any], Any]:
+    """One decorator applying ``options`` in order (the first listed shows first in --help)."""
+
+    def decorate(func: Any) -> Any:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
 cluster_options = [
     click.option("--scheduler", metavar="ADDRESS",
                  help="Address of a running scheduler (tcp://host:8786 or tls://host:8786); "
@@ -197,36 +361,19 @@ cluster_options = [
                  help="Local cluster: threads per worker."),
     click.option("--memory-limit", default="auto", show_default=True,
                  help="Local cluster: memory per worker, e.g. 4GiB."),
-    click.option("--quiet", "-q", is_flag=True, help="Print only the result, no progress."),
-    click.option("--verbose", "-v", is_flag=True,
-                 help="Progress of every pass (default: one line per temperature, or a live "
-                      "display on a terminal)."),
 ]
 
 
-def _with_cluster_options(func):
-    for option in reversed(cluster_options):
-        func = option(func)
-    return func
-
-
-def _blob_options(k_help: str):
+def _blob_options(k_help: str) -> Callable[[Any], Any]:
     """The generated dataset's size, as ``make-data`` and ``demo`` take it."""
-    options = [
+    return _options([
         click.option("--n-samples", default=200_000, show_default=True,
                      type=click.IntRange(min=1), help="Rows of the generated dataset."),
         click.option("--n-features", default=8, show_default=True, type=click.IntRange(min=1),
                      help="Its columns."),
-        click.option("--k", "n_clusters", default=8, show_default=True,
-                     type=click.IntRange(min=1), help=k_help),
-    ]
-
-    def decorate(func):
-        for option in reversed(options):
-            func = option(func)
-        return func
-
-    return decorate
+        click.option("--n-clusters", "--k", "n_clusters", default=8, show_default=True,
+                     type=click.IntRange(min=1), help=k_help + " (--k: the same)."),
+    ])
 
 
 def _parse_storage_options(ctx: click.Context, param: click.Parameter,
@@ -251,32 +398,37 @@ _storage_options = click.option(
          '\'{"anon": true}\' or \'{"endpoint_url": "http://host:9000"}\'.')
 
 
+# -- commands ------------------------------------------------------------------------------
+
 @main.command("make-data")
 @click.argument("path", type=click.Path())
-@_blob_options("Its blobs.")
+@_blob_options("Its blobs")
 @click.option("--cluster-std", default=1.0, show_default=True, type=click.FloatRange(min=0),
               help="Standard deviation of each blob (the centers lie in a box of side 20).")
 @click.option("--chunk-rows", default=65_536, show_default=True, type=click.IntRange(min=1),
               help="Rows per Zarr chunk.")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
               show_default=True, help="Type of the values stored.")
-@click.option("--compressor", type=click.Choice(list(io.COMPRESSORS)),
-              default=datasets.DEFAULT_DATA_COMPRESSOR, show_default=True,
+@click.option("--compressor", type=click.Choice(COMPRESSOR_NAMES),
+              default=DEFAULT_DATA_COMPRESSOR, show_default=True,
               help="Gaussian noise hardly compresses (0.91 of its size with blosc-lz4) "
                    "and decoding slows every streamed pass: none by default.")
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
-              help="Seed of the generator: the same seed, the same data.")
+@click.option("--random-state", "--seed", "random_state", default=0, show_default=True,
+              type=click.IntRange(min=0),
+              help="Seed of the generator: the same seed, the same data (--seed: the same).")
 @click.option("--overwrite", is_flag=True, help="Replace PATH if it exists.")
 @_storage_options
 def make_data(path: str, n_samples: int, n_features: int, n_clusters: int, cluster_std: float,
-              chunk_rows: int, dtype: str, compressor: str, seed: int, overwrite: bool,
-              storage_options: dict[str, Any] | None) -> None:
+              chunk_rows: int, dtype: str, compressor: str, random_state: int, overwrite: bool,
+              storage_options: dict[str, Any] | None, quiet: bool, verbose: bool) -> None:
     """Write a Gaussian-blob dataset to the Zarr group PATH, chunk by chunk.
 
     PATH/X holds the data, PATH/labels the true labels and PATH/centers the
     generating centers.  Memory stays a few chunks whatever --n-samples, so
     a dataset larger than this machine's memory can be written.
     """
+    from .. import datasets, io
+
     if storage_options and not io.stores.is_url(path):
         raise click.UsageError(
             "--storage-options apply to URLs (s3://, gs://, ...), but PATH is a local path. "
@@ -286,37 +438,41 @@ def make_data(path: str, n_samples: int, n_features: int, n_clusters: int, clust
     start = time.perf_counter()
     datasets.write_blobs(path, n_samples, n_features, n_clusters, cluster_std=cluster_std,
                          chunk_rows=chunk_rows, dtype=dtype, compressor=compressor,
-                         random_state=seed, overwrite=overwrite, storage_options=storage_options)
-    click.echo(f"Wrote {n_samples} x {n_features} {dtype} ({n_clusters} blobs) to {path}/X "
-               f"in {time.perf_counter() - start:.1f} s")
+                         random_state=random_state, overwrite=overwrite,
+                         storage_options=storage_options)
+    if not quiet:
+        click.echo(f"Wrote {n_samples} x {n_features} {dtype} ({n_clusters} blobs) to {path}/X "
+                   f"in {time.perf_counter() - start:.1f} s")
+    if verbose:
+        x = io.open_array(f"{path}/X", storage_options=storage_options)
+        click.echo(f"  {path}/X: {_layout(x)}, compressor {compressor}, seed {random_state}")
 
 
 @main.command()
 @click.argument("data")
-@click.option("--k", "n_clusters", default=8, show_default=True, type=click.IntRange(min=1),
-              help="Number of clusters.")
-@click.option("--n-init", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Annealing runs; the best (lowest inertia) is kept. The first run is "
-                   "deterministic, the others perturb the split directions.")
+@_options(estimator_options)
 @click.option("--out", metavar="MODEL", help="Write the fitted model to this .npz file.")
 @click.option("--overwrite", is_flag=True, help="Replace MODEL if it exists.")
-@click.option("--checkpoint", metavar="DIR",
-              help="Write the driver's state to DIR at each temperature (atomically).")
 @click.option("--resume", is_flag=True,
               help="Continue the fit checkpointed in --checkpoint DIR (start afresh if none).")
 @_storage_options
-@_with_cluster_options
-def fit(data: str, n_clusters: int, n_init: int, out: str | None, overwrite: bool,
-        checkpoint: str | None, resume: bool, storage_options: dict[str, Any] | None,
-        scheduler: str | None, workers: int, threads: int,
-        memory_limit: str, quiet: bool, verbose: bool) -> None:
+@_options(cluster_options)
+def fit(data: str, out: str | None, overwrite: bool, resume: bool,
+        storage_options: dict[str, Any] | None, scheduler: str | None, workers: int,
+        threads: int, memory_limit: str, quiet: bool, verbose: bool,
+        **estimator_params: Any) -> None:
     """Fit SoftKMeans to the Zarr array DATA (a path or URL).
 
-    With --checkpoint DIR an interrupted fit (driver killed, machine
-    pre-empted) continues with the same command plus --resume, and ends with
-    the result an uninterrupted fit would have given.
+    The options from --n-clusters to --checkpoint are the estimator's
+    parameters, with its names and defaults.  With --checkpoint DIR an
+    interrupted fit (driver killed, machine pre-empted) continues with the same
+    command plus --resume, and ends with the result an uninterrupted fit would
+    have given.
     """
-    if resume and not checkpoint:
+    from .. import io
+    from ..estimator import SoftKMeans
+
+    if resume and not estimator_params["checkpoint"]:
         raise click.UsageError("--resume needs --checkpoint DIR (the directory of the interrupted fit).")
     if out and Path(out).exists() and not overwrite:
         raise click.ClickException(f"{out!r} exists. Choose another path or pass --overwrite.")
@@ -324,14 +480,19 @@ def fit(data: str, n_clusters: int, n_init: int, out: str | None, overwrite: boo
         # Found now, not after a fit of hours.
         raise click.ClickException(
             f"The directory of {out!r} does not exist. Create it first, or choose another path.")
-    io.open_array(data, storage_options=storage_options)  # a bad path fails before a cluster starts
+    # Not options: labels are predict's job (out of core, a model file holds none), and
+    # --verbose is the CLI's own progress display, which the estimator's printing would repeat.
+    model = SoftKMeans(**estimator_params, compute_labels=False)
+    model._validate_params()  # the options were checked one by one; this checks them together
+    x = io.open_array(data, storage_options=storage_options)  # a bad path fails before a cluster
+    if verbose:
+        click.echo(f"{data}: {_layout(x)}")
     with _client(scheduler, workers, threads, memory_limit, quiet) as client:
         _load_kernel(client, quiet)
         start = time.perf_counter()
-        model = _fit(data, n_clusters, quiet, verbose, resume=resume, n_init=n_init,
-                     checkpoint=checkpoint, storage_options=storage_options)
+        model = _fit(model, data, quiet, verbose, resume=resume, storage_options=storage_options)
         seconds = time.perf_counter() - start
-    click.echo(f"Fitted {n_clusters} clusters in {seconds:.2f} s, {_passes(model)}, "
+    click.echo(f"Fitted {model.n_clusters} clusters in {seconds:.2f} s, {_passes(model)}, "
                f"inertia {model.inertia_:.6g}")
     _save(model, out, overwrite, quiet)
 
@@ -348,7 +509,7 @@ def fit(data: str, n_clusters: int, n_init: int, out: str | None, overwrite: boo
               help="Temperature of --proba; default: the model's final one.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @_storage_options
-@_with_cluster_options
+@_options(cluster_options)
 def predict(model_path: str, data: str, out: str, proba: bool, distances: bool,
             temperature: float | None, overwrite: bool, storage_options: dict[str, Any] | None,
             scheduler: str | None, workers: int, threads: int, memory_limit: str, quiet: bool,
@@ -361,6 +522,10 @@ def predict(model_path: str, data: str, out: str, proba: bool, distances: bool,
     chunks aligned with DATA's: nothing is gathered here.  --storage-options apply to
     whichever of DATA and OUT is a URL.
     """
+    from .. import io
+    from ..estimator import SoftKMeans
+    from ..validation import check_temperature
+
     if Path(out).exists() and not overwrite:
         raise click.ClickException(f"{out!r} exists. Choose another path or pass --overwrite.")
     if temperature is not None:
@@ -375,6 +540,10 @@ def predict(model_path: str, data: str, out: str, proba: bool, distances: bool,
                                  for path in (data, out))
     x = io.open_array(data, storage_options=data_options)  # a bad path fails before a cluster
     what = ("labels",) + (("proba",) if proba else ()) + (("distances",) if distances else ())
+    if verbose:
+        click.echo(f"{model_path}: {model.n_clusters} clusters of {model.n_features_in_} "
+                   f"features, final temperature {model.temperature_:.6g}")
+        click.echo(f"{data}: {_layout(x)}")
     with _client(scheduler, workers, threads, memory_limit, quiet):
         group = model.write_predictions(x, out, what=what, temperature=temperature,
                                         overwrite=overwrite, storage_options=out_options)
@@ -385,10 +554,15 @@ def predict(model_path: str, data: str, out: str, proba: bool, distances: bool,
 
 @main.command()
 @click.argument("model_path", metavar="MODEL")
-def info(model_path: str) -> None:
-    """Print a summary of a saved model as JSON."""
+def info(model_path: str, quiet: bool, verbose: bool) -> None:
+    """Print a summary of a saved model as JSON (with --verbose, its history: one record per pass)."""
+    from ..estimator import SoftKMeans
+
     model = SoftKMeans.load(model_path)
-    click.echo(json.dumps(model.summary(), indent=2))
+    summary = model.summary()
+    if verbose:
+        summary["history"] = model.history_
+    click.echo(json.dumps(summary, indent=2))
 
 
 @main.command()
@@ -400,13 +574,15 @@ def info(model_path: str) -> None:
 @click.option("--max-points", default=5_000, show_default=True, type=click.IntRange(min=1),
               help="Largest number of points drawn from --data.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
-def plot(model_path: str, out: str, data: str | None, max_points: int, overwrite: bool) -> None:
+def plot(model_path: str, out: str, data: str | None, max_points: int, overwrite: bool,
+         quiet: bool, verbose: bool) -> None:
     """Draw the annealing path of MODEL to the image OUT (PNG, or .pdf/.svg by suffix).
 
     Free energy, inertia, entropy and distinct clusters against temperature,
     phase transitions marked.  Needs matplotlib: pip install "dask-softkmeans[plot]".
     """
-    from .. import plotting
+    from .. import io, plotting
+    from ..estimator import SoftKMeans
 
     plotting.require_matplotlib()  # before reading anything
     plotting.check_image_path(out)
@@ -414,25 +590,33 @@ def plot(model_path: str, out: str, data: str | None, max_points: int, overwrite
         raise click.ClickException(f"{out!r} exists. Choose another path or pass --overwrite.")
     model = SoftKMeans.load(model_path)
     if data is not None:
-        io.open_array(data)  # a bad path fails here, with the store's own message
+        x = io.open_array(data)  # a bad path fails here, with the store's own message
+        if verbose:
+            click.echo(f"{data}: {_layout(x)}; at most {max_points} points drawn")
+    if verbose:
+        temperatures = model.phase_diagram_[:, 0]
+        click.echo(f"Annealing path: {len(temperatures)} temperatures from "
+                   f"T={temperatures[0]:.4g} to T={temperatures[-1]:.4g}, "
+                   f"{model.n_iter_} passes")
     plotting.plot_annealing(model, out, X=data, max_points=max_points)
-    click.echo(f"Plot written to {out}")
+    if not quiet:
+        click.echo(f"Plot written to {out}")
 
 
 @main.command()
-@_blob_options("Its blobs, and the clusters fitted.")
+@_blob_options("Its blobs, and the clusters fitted")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1),
               help="Worker processes of the local cluster (1 thread each).")
 @click.option("--dir", "directory", type=click.Path(), default=None,
               help="Where to write the dataset (default: a temporary directory).")
-@click.option("--quiet", "-q", is_flag=True, help="Print only the results, no progress.")
-@click.option("--verbose", "-v", is_flag=True, help="Progress of every pass.")
 def demo(n_samples: int, n_features: int, n_clusters: int, workers: int,
          directory: str | None, quiet: bool, verbose: bool) -> None:
     """End to end: write blobs to Zarr, start a LocalCluster, fit, compare with the truth."""
     import zarr
     from sklearn.metrics import adjusted_rand_score
 
+    from .. import datasets
+    from ..estimator import SoftKMeans
     from ..metrics import centroid_index
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -448,7 +632,8 @@ def demo(n_samples: int, n_features: int, n_clusters: int, workers: int,
         with _client(None, workers, 1, "auto", quiet) as client:
             _load_kernel(client, quiet)
             start = time.perf_counter()
-            model = _fit(str(path / "X"), n_clusters, quiet, verbose)
+            model = _fit(SoftKMeans(n_clusters, compute_labels=False), str(path / "X"),
+                         quiet, verbose)
             seconds = time.perf_counter() - start
             labels = model.predict(str(path / "X")).compute()
         truth = group["labels"][:]
