@@ -1,4 +1,4 @@
-"""The bad-input catalogue (issue 6): every refusal names the problem and the fix.
+"""The bad-input catalogue: every refusal names the problem and the fix.
 
 Each case checks the error type, that the message says what was found and how
 to fix it, that the user's array is left as it was, and, for Dask input, how

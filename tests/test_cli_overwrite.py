@@ -1,4 +1,4 @@
-"""The command line never overwrites an output unless asked (issue 6).
+"""The command line never overwrites an output unless asked.
 
 Every command that writes (make-data, fit --out, predict, plot, demo --dir)
 refuses an existing output before doing any work, says which flag replaces

@@ -1,4 +1,4 @@
-"""The compiled block kernel (issue 4): chunking, threads, exp accuracy, the register
+"""The compiled block kernel: chunking, threads, exp accuracy, the register
 transposition and its fallback, and the futures pass."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Determinism (issue 6): same parameters, same result, whatever the chunking and the scheduler.
+"""Determinism: same parameters, same result, whatever the chunking and the scheduler.
 
 With the same row blocks the reduction tree is the same, so every scheduler
 (synchronous, threads, a distributed cluster) gives bit-for-bit the same fit.

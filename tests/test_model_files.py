@@ -1,4 +1,4 @@
-"""Model files (issue 6): damaged, truncated, newer or foreign files get a clear error; no unpickling.
+"""Model files: damaged, truncated, newer or foreign files get a clear error; no unpickling.
 
 Every file here is real, written under ``tmp_path``: the good one by
 ``SoftKMeans.save``, the bad ones by cutting, flipping or rewriting it, or by

@@ -1,4 +1,4 @@
-"""Worker failure (issue 6): a worker process killed during a fit costs time, not the result.
+"""Worker failure: a worker process killed during a fit costs time, not the result.
 
 Real worker processes (a ``LocalCluster`` with nannies) read real Zarr data
 from ``tmp_path``; a worker is killed with SIGKILL, as the kernel's OOM killer
