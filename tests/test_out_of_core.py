@@ -568,3 +568,34 @@ def test_per_sample_methods_on_a_zarr_path_read_inside_their_own_tasks(blobs_pat
         after = store.chunk_reads()
         assert {key: after[key] - before.get(key, 0) for key in after} == {
             f"c/{i}/0": 1 for i in range(20)}
+
+
+def test_the_sample_of_a_zarr_array_is_read_inside_the_tasks_that_keep_its_rows(
+        blobs_path, client):
+    """The annealing's sample of streamed Zarr data: one task per block that reads the block
+    and keeps only the sampled rows (a block is never a task's result, which could wait in a
+    worker's memory, or spill, while other reads run ahead); each chunk read once; the rows
+    those of the in-memory data, whatever the chunking."""
+    from dask_softkmeans.engine.runner import _source_take
+
+    array, store = counted(blobs_path / "X")
+    x = as_data(array)
+    streamed, in_memory = Runner(x), Runner(array[:])
+    def stored(dask_worker):  # bytes of task results the worker's tasks read from memory
+        return dask_worker.data.cumulative_metrics.get(("memory-read", "bytes"), 0)
+
+    store.clear()
+    before = sum(client.run(stored).values())
+    rows, weights = streamed.sample(5_000, seed=3)
+    # Only the kept rows were task results: each part once, and the joined rows once
+    # (Dask joins them in a task, then sends them to the client); never the blocks.
+    assert sum(client.run(stored).values()) - before <= 3 * rows.nbytes
+    assert weights is None and rows.dtype == array.dtype
+    np.testing.assert_array_equal(rows, in_memory.sample(5_000, seed=3)[0])
+    assert store.chunk_reads() == {f"c/{i}/0": 1 for i in range(20)}
+
+    index = np.array([5, 999, 1_000, 7_777, 19_999])  # blocks 0, 1, 7 and 19 only
+    taken = _source_take(x, x.zarr_source, index)
+    assert [layer.split("-")[1] for layer in taken.__dask_graph__().layers] == ["take"]
+    assert taken.chunks[0] == (2, 1, 1, 1)
+    np.testing.assert_array_equal(taken.compute(), array[:][index])

@@ -44,7 +44,14 @@ from .holders import (
 )
 from .memory import check_worker_memory, should_persist
 from .reduce import combine_results, sum_vectors
-from .tasks import BlockTask, held_blocks_task, source_blocks_task, source_rows_task, streamed_task
+from .tasks import (
+    BlockTask,
+    held_blocks_task,
+    source_blocks_task,
+    source_rows_task,
+    source_take_task,
+    streamed_task,
+)
 from .threads import LOCAL_BLOCK_ROWS, LOCAL_THREADS, in_pool_thread, single_threaded_blas, thread_pool
 
 
@@ -374,8 +381,10 @@ class Runner:
         if self._local:
             x = self._x[index]
             return x, None if self._w is None else np.asarray(self._w[index], np.float64)
-        parts = [self._x[index]] + ([] if self._w is None else [self._w[index]])
         self.n_passes += 1
+        if self._source is not None:
+            return _source_take(self._x, self._source, index).compute(), None
+        parts = [self._x[index]] + ([] if self._w is None else [self._w[index]])
         out = dask.compute(*parts)
         return np.asarray(out[0]), None if self._w is None else np.asarray(out[1], np.float64)
 
@@ -414,6 +423,25 @@ def map_rows(
         with single_threaded_blas():
             parts = list(thread_pool().map(lambda i: func(X[i : i + rows], **kwargs), starts))
     return np.concatenate(parts).astype(dtype, copy=False)
+
+
+def _source_take(X: da.Array, source: Any, index: np.ndarray) -> da.Array:
+    """The rows ``index`` (sorted) of ``X`` as a Dask array, each task reading its block of
+    the Zarr array ``source`` and keeping the rows it needs: no block is a task's result, so
+    none waits in a worker's memory for the task that selects from it."""
+    name = "softkmeans-take-" + dask.base.tokenize(X.name, index)
+    stops = np.cumsum(X.chunks[0])
+    starts = stops - np.asarray(X.chunks[0])
+    cuts = np.searchsorted(index, stops)
+    counts = np.diff(cuts, prepend=0)
+    layer: dict[Any, Any] = {}
+    for i in np.flatnonzero(counts):
+        key = (name, len(layer), 0)
+        layer[key] = (source_take_task, source, int(starts[i]), int(stops[i]),
+                      index[cuts[i] - counts[i] : cuts[i]])
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[])
+    return da.Array(graph, name, chunks=(tuple(int(c) for c in counts[counts > 0]),
+                                         (X.shape[1],)), dtype=X.dtype)
 
 
 def _source_rows(X: da.Array, source: Any, func: Any, chunks: tuple, dtype: Any,

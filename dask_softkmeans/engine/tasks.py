@@ -46,6 +46,13 @@ def source_blocks_task(bounds: list[tuple[int, int]], blocks: list[int], n_block
             blocks, n_blocks, split_every)
 
 
+def source_take_task(source: Any, start: int, stop: int, index: np.ndarray) -> np.ndarray:
+    """The rows ``index`` (global, sorted, within ``start:stop``) of a Zarr array, read inside
+    the task: the block is read, the rows kept, the block dropped."""
+    with block_reads():
+        return io.read_rows(source, start, stop)[index - start]
+
+
 def source_rows_task(source: Any, start: int, stop: int, per_row: Any,
                      kwargs: dict[str, Any]) -> np.ndarray:
     """``per_row(rows, **kwargs)`` of rows ``start:stop`` read from ``source`` inside the task:
