@@ -209,10 +209,13 @@ def test_strict_mixed_with_another_library_is_refused(xps, problem):
 
 @pytest.fixture
 def jax64():
-    """JAX with float64 (restored afterwards): gradients are compared to 1e-6."""
+    """JAX with float64 (restored afterwards): gradients are compared to 1e-6.  Set globally,
+    not by the ``jax.enable_x64`` context, which holds in this thread only (not in Dask's)."""
     jax = pytest.importorskip("jax")
-    with jax.enable_x64(True):
-        yield jax
+    before = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    yield jax
+    jax.config.update("jax_enable_x64", before)
 
 
 @pytest.mark.parametrize("normalization", NORMALIZATIONS)
@@ -293,6 +296,34 @@ def test_jax_float32_sums_in_float32_without_x64(problem):
         assert got["counts"].dtype == jnp.float32
         np.testing.assert_allclose(np.asarray(got["gradient"]), expected.gradient,
                                    atol=1e-4 * np.abs(expected.gradient).max())
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_dask_array_of_jax_chunks_runs_the_array_api_kernel_per_block(
+        jax64, problem, scheduler, monkeypatch):
+    """The CPU stand-in for CuPy chunks: the engine maps the array-API kernel over non-NumPy
+    blocks and tree-reduces their packed float64 statistics."""
+    import dask
+    import dask.array as da
+
+    jnp = jax64.numpy
+    x, centers, log_priors, _ = problem
+    seen = []
+    packed = aa.packed_statistics
+
+    def spy(block, *args, **kwargs):
+        seen.append(type(block))
+        return packed(block, *args, **kwargs)
+
+    monkeypatch.setattr(aa, "packed_statistics", spy)
+    chunks = da.from_array(x, chunks=(60, 3)).map_blocks(jnp.asarray, meta=jnp.zeros((0, 3)))
+    with dask.config.set(scheduler=scheduler):
+        got = soft_statistics(chunks, centers, 0.7, log_priors=log_priors, normalization="entmax15")
+    expected = soft_statistics(x, centers, 0.7, log_priors=log_priors, normalization="entmax15")
+    assert len(seen) == chunks.numblocks[0] and all(issubclass(t, jax64.Array) for t in seen)
+    assert isinstance(got.gradient, np.ndarray)
+    np.testing.assert_allclose(got.gradient, expected.gradient, atol=1e-9)
+    assert got.free_energy == pytest.approx(expected.free_energy, rel=1e-12)
 
 
 # -- CuPy: a Dask array of GPU chunks (needs a GPU) ----------------------------------------
