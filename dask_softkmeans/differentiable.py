@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from ._typing import Normalization
 from .errors import InputError
 from .kernels import array_api as aa
@@ -119,7 +121,7 @@ def free_energy(
     if log_priors is not None:
         log_priors = xp.astype(log_priors, X.dtype)
     hard = False
-    if isinstance(temperature, int | float):
+    if isinstance(temperature, int | float | np.generic):
         temperature = check_temperature(temperature)
         hard = temperature == 0 or not math.isfinite(1.0 / temperature)
     if hard:

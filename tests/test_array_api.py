@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import dask_softkmeans
-from dask_softkmeans import free_energy, soft_statistics
+from dask_softkmeans import fit_temperature, free_energy, soft_statistics
 from dask_softkmeans.differentiable import array_statistics
 from dask_softkmeans.errors import InputError
 from dask_softkmeans.kernels import (
@@ -119,6 +119,8 @@ def test_free_energy_bad_input_names_the_problem(problem):
         free_energy(x, centers[:, :2], 1.0)
     with pytest.raises(InputError, match="temperature must be a finite number >= 0"):
         free_energy(x, centers, -1.0)
+    with pytest.raises(InputError, match="temperature must be a finite number >= 0"):
+        free_energy(x, centers, np.float32(-1.0))
     with pytest.raises(InputError, match="normalization must be one of"):
         free_energy(x, centers, 1.0, normalization="entmax")
     with pytest.raises(InputError, match=r"log_priors must have shape \(4,\)"):
@@ -324,6 +326,11 @@ def test_dask_array_of_jax_chunks_runs_the_array_api_kernel_per_block(
     assert isinstance(got.gradient, np.ndarray)
     np.testing.assert_allclose(got.gradient, expected.gradient, atol=1e-9)
     assert got.free_energy == pytest.approx(expected.free_energy, rel=1e-12)
+    with dask.config.set(scheduler=scheduler):
+        fit = fit_temperature(chunks, centers, 0.7, normalization="entmax15", max_iter=5)
+    np.testing.assert_allclose(
+        fit.centers, fit_temperature(x, centers, 0.7, normalization="entmax15", max_iter=5).centers,
+        atol=1e-9)
 
 
 # -- CuPy: a Dask array of GPU chunks (needs a GPU) ----------------------------------------
