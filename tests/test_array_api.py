@@ -136,22 +136,26 @@ def test_free_energy_is_a_lazy_public_name():
     assert "free_energy" in dask_softkmeans.__all__ and "free_energy" in dir(dask_softkmeans)
 
 
-def test_numpy_works_without_array_api_compat():
-    """The extra is optional: NumPy >= 2.1 follows the standard by itself."""
+def test_numpy_and_jax_work_without_array_api_compat():
+    """The extra is optional: NumPy >= 2.1 and JAX follow the standard by themselves."""
+    pytest.importorskip("jax")
     code = ("import sys; sys.modules['array_api_compat'] = None\n"
-            "import numpy as np\n"
+            "import numpy as np, jax, jax.numpy as jnp\n"
             "from dask_softkmeans import free_energy\n"
             "from dask_softkmeans.kernels import array_api\n"
             "assert array_api.array_api_compat is None\n"
-            "x = np.array([[0.0], [0.2], [5.0], [5.2]])\n"
-            "print(round(float(free_energy(x, np.array([[0.1], [5.1]]), 0.5, "
-            "normalization='entmax15')), 6))\n")
+            "x, c = np.array([[0.0], [0.2], [5.0], [5.2]]), np.array([[0.3], [4.9]])\n"
+            "f = free_energy(x, c, 0.5, normalization='entmax15')\n"
+            "g = jax.grad(free_energy, argnums=1)(jnp.asarray(x), jnp.asarray(c), 0.5)\n"
+            "print(float(f), float(g[0, 0]), float(g[1, 0]))\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
-    x = np.array([[0.0], [0.2], [5.0], [5.2]])
-    expected = free_energy(x, np.array([[0.1], [5.1]]), 0.5, normalization="entmax15")
-    assert float(result.stdout) == pytest.approx(float(expected), abs=1e-6)
+    x, c = np.array([[0.0], [0.2], [5.0], [5.2]]), np.array([[0.3], [4.9]])
+    f, g0, g1 = map(float, result.stdout.split())
+    assert f == pytest.approx(float(free_energy(x, c, 0.5, normalization="entmax15")), rel=1e-12)
+    gradient = soft_statistics(x, c, 0.5).gradient
+    assert [g0, g1] == pytest.approx(gradient[:, 0].tolist(), abs=1e-5)  # JAX in float32
 
 
 # -- array-api-strict: nothing outside the standard ---------------------------------------
