@@ -192,6 +192,14 @@ def test_strict_arrays_end_to_end(xps, problem, normalization):
     assert type(p) is type(strict[0]) and p.shape == (x.shape[0], 4)
 
 
+def test_strict_rows_with_nan_are_refused_with_the_fix(xps, problem):
+    x, centers, _, _ = problem
+    bad = x.copy()
+    bad[[2, 5]] = np.nan
+    with pytest.raises(InputError, match="NaN or infinity in 2 rows"):
+        soft_statistics(xps.asarray(bad), xps.asarray(centers), 0.5)
+
+
 def test_a_strict_block_goes_through_the_array_api_kernel(xps, problem):
     """What a Dask array of non-NumPy chunks (CuPy) runs per block: the statistics come back
     packed as a float64 NumPy vector, equal to the reference's."""
