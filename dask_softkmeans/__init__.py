@@ -7,6 +7,9 @@ SoftKMeans
 soft_statistics
     One soft pass over NumPy, Dask or Zarr data: free energy, gradient,
     sufficient statistics.
+free_energy
+    The free energy as a differentiable scalar of NumPy, JAX, CuPy, PyTorch
+    or array-api-strict arrays (``jax.grad`` gives ``2 (N_k c_k - S_k)``).
 fit_temperature
     The centers at one temperature, by EM or a gradient optimiser
     (:mod:`dask_softkmeans.optim`) on the tree-reduced gradient.
@@ -19,6 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .differentiable import free_energy
     from .estimator import SoftKMeans
     from .objective import SoftStatistics, TemperatureFit, fit_temperature, soft_statistics
     from .rbf import RBFNetworkClassifier, RBFNetworkRegressor
@@ -30,6 +34,7 @@ __all__ = [
     "SoftStatistics",
     "TemperatureFit",
     "fit_temperature",
+    "free_energy",
     "soft_statistics",
 ]
 __version__ = "0.1.0"
@@ -39,7 +44,7 @@ __version__ = "0.1.0"
 #: ``dask_softkmeans.engine``) does not import scikit-learn and its dependencies.
 _LAZY = {"SoftKMeans": ".estimator", "SoftStatistics": ".objective",
          "soft_statistics": ".objective", "fit_temperature": ".objective",
-         "TemperatureFit": ".objective",
+         "TemperatureFit": ".objective", "free_energy": ".differentiable",
          "RBFNetworkRegressor": ".rbf", "RBFNetworkClassifier": ".rbf"}
 
 

@@ -17,10 +17,12 @@ from typing import NamedTuple
 import numpy as np
 
 from ._typing import ArrayLike, Normalization
+from .differentiable import array_statistics
 from .engine import Runner
 from .errors import InputError
 from .inputs import as_data, as_weights
 from .kernels import BlockStats, PassParams, StatsLayout, working_dtype
+from .kernels.array_api import is_foreign_array
 from .optim import Optimizer, get_optimizer
 from .validation import (
     check_centers,
@@ -238,7 +240,10 @@ def soft_statistics(
     objective can be used inside a larger model.  For a Dask or Zarr ``X``
     the kernel is mapped over the row blocks and the statistics are
     tree-reduced in float64 on the active scheduler; only ``O(K D)`` numbers
-    reach the caller.
+    reach the caller.  An in-memory array of another array-API library (JAX,
+    CuPy, PyTorch, ``array-api-strict``) is computed by the array-API
+    reference in that library, and every field comes back as its arrays
+    (scalars 0-d), see :func:`.differentiable.array_statistics`.
 
     Parameters
     ----------
@@ -270,6 +275,10 @@ def soft_statistics(
     >>> stats.counts.tolist(), round(stats.inertia, 3)
     ([2.0, 1.0], 0.5)
     """
+    if is_foreign_array(X):
+        return SoftStatistics(**array_statistics(
+            X, centers, temperature, log_priors=log_priors, sample_weight=sample_weight,
+            normalization=normalization))
     data = as_data(X)
     weights = as_weights(sample_weight, data)
     centers = check_centers(centers, data.shape[1])

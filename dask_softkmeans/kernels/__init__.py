@@ -6,6 +6,8 @@ and adds up what they return.
 - :mod:`.common`: constants, :class:`.PassParams` (the parameters of a pass).
 - :mod:`.layout`: how a block's statistics are packed into one float64 vector.
 - :mod:`.reference`: the NumPy specification of a pass (and the normalisations).
+- :mod:`.array_api`: the same mathematics on the array API standard, for blocks
+  of other libraries (CuPy chunks, JAX, PyTorch) and the differentiable objective.
 - :mod:`.compiled` and :mod:`.fused`: the compiled (numba) kernel and its wrapper,
   the fast path of softmax passes and of labels.
 - :mod:`.rbf`: the RBF network's blocks.
@@ -18,6 +20,7 @@ import numpy as np
 
 from .._typing import MomentMode, Normalization
 from ..validation import NORMALIZATIONS
+from . import array_api
 from .common import PassParams, float_block, sub_block_rows, working_dtype
 from .fused import fused_statistics, nearest, nearest_labels
 from .layout import BlockStats, NormalLayout, RBFLayout, ScanLayout, StatsLayout
@@ -71,7 +74,10 @@ def block_statistics(
     Softmax passes (and every pass at ``T = 0``) run the compiled kernel
     (:func:`.fused_statistics`); the sparse normalisations at ``T > 0`` run
     the NumPy reference (:func:`.reference_statistics`), whose results the
-    compiled kernel is tested against.
+    compiled kernel is tested against.  A block of another array library
+    (a CuPy chunk of a Dask array, say) runs the array-API twin of the
+    reference (:func:`.array_api.packed_statistics`) where it lives, and only
+    the packed statistics come back to the host.
 
     Parameters
     ----------
@@ -111,6 +117,10 @@ def block_statistics(
         Float64 sums; read them with :meth:`.StatsLayout.unpack`.  ``sums``
         are of ``x - offset``.
     """
+    if array_api.is_foreign_array(x):
+        return array_api.packed_statistics(
+            x, centers, temperature, offset=offset, log_priors=log_priors, weights=weights,
+            moments=moments, directions=directions, removal=removal, normalization=normalization)
     x = float_block(x)
     centers = np.asarray(centers, dtype=np.float64)
     if normalization == "softmax" or temperature == 0 or not np.isfinite(1.0 / temperature):
