@@ -565,9 +565,9 @@ class Annealer:
         removal cost holds the other centers still, while Lloyd lets them take
         the orphaned points over, and the gain counts one axis of the split
         cluster: both err against the move, the more so the more features
-        there are (on standardised 64-feature data, moves predicted to lose
-        lowered the inertia), so a prediction that the move does not pay is no
-        reason to skip its trial.
+        there are (on standardised real data with many features, moves
+        predicted to lose lowered the inertia), so a prediction that the move
+        does not pay is no reason to skip its trial.
         """
         for _ in range(self.config.max_swaps):
             probe = self._pass(clusters, 0.0, "swap", self.mode, removal=True)

@@ -394,8 +394,8 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         self.persisted_ = runner.persisted
         # BLAS on one thread from the scan on, not only in the passes: the driver's
         # products and eigendecompositions are small, and a multi-threaded LAPACK call
-        # on a busy machine waits for its threads (a 64 x 64 eigh took 24 ms instead of
-        # 0.3 ms, a quarter of a fit on 1,800 rows).
+        # on a busy machine waits for its threads (the scan's eigendecomposition then
+        # cost a large share of a fit on small data with many features).
         with single_threaded_blas():
             summary = summarize(runner, self.n_clusters)
             best = self._anneal(runner, summary, data, callback, resume)

@@ -90,9 +90,9 @@ def test_standardised_real_data_no_worse_than_kmeans(loader):
 
 
 def test_standardised_digits_as_good_as_ten_kmeans_restarts():
-    """64 features: the swap check tries its best move even when the estimates say it
+    """Many features: the swap check tries its best move even when the estimates say it
     loses (they hold the other centers still and count one axis of the split), and the
-    Lloyd passes find that it pays; skipping such moves left 1.005x KMeans' inertia."""
+    Lloyd passes find that it pays; skipping such moves left the inertia above KMeans'."""
     x = StandardScaler().fit_transform(load_digits().data)
     model = SoftKMeans(10).fit(x)
     reference = KMeans(10, n_init=10, random_state=0).fit(x)

@@ -98,7 +98,7 @@ def test_float32_input_works(blobs):
 
 
 def test_float32_and_float64_input_take_the_same_passes():
-    """15 overlapping blobs (splits, merges, Lloyd and swaps): float32 rows change only the
+    """Overlapping blobs (splits, merges, Lloyd and swaps): float32 rows change only the
     rounding of the distances, not the course of the fit, so neither precision pays for
     passes the other does not make; the statistics are float64 sums in both."""
     from sklearn.datasets import make_blobs
