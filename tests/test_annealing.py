@@ -42,6 +42,17 @@ def test_sampled_anneal_reaches_the_fit_on_all_data(many_blobs):
     assert sampled.inertia_ == pytest.approx(full.inertia_, rel=1e-9)
 
 
+def test_the_full_data_try_only_the_swaps_the_estimates_favour_after_the_sample(many_blobs):
+    """The sample's swap check tries every best-ranked move (a trial is cheap there); on
+    the full data, where each trial costs Lloyd passes over all the rows, only a move whose
+    expected gain exceeds its removal cost is tried: here none, so one probe pass."""
+    x, _ = many_blobs
+    model = SoftKMeans(12).fit(x)
+    swaps = [r["data"] for r in model.history_ if r["phase"] == "swap"]
+    assert swaps.count("sample") >= 2  # a probe and a trial's Lloyd passes
+    assert swaps.count("full") == 1
+
+
 def test_sample_does_not_depend_on_the_chunking(many_blobs):
     x, _ = many_blobs
     fits = [SoftKMeans(12, compute_labels=False).fit(da.from_array(x, chunks=(rows, 4)))
