@@ -353,7 +353,9 @@ class Annealer:
         if stage == "anneal":
             clusters, last_soft = self._anneal(clusters, temperature, last_soft, t_critical)
             self._save("finish", clusters, 0.0, last_soft)
-        clusters, converged, stats = self._finish(clusters)
+        # On the full data after a sample, only the moves the estimates favour are tried:
+        # the sample's swap check has tried the others where a trial is cheap.
+        clusters, converged, stats = self._finish(clusters, explore="sample" not in self._sources)
         return AnnealResult(
             centers=clusters.centers,
             log_priors=clusters.log_priors,
@@ -403,12 +405,13 @@ class Annealer:
         if self._source == "sample":
             # Lloyd and swaps on the sample first: their passes are cheap there,
             # and the full data then start close to their own fixed point.
-            clusters = self._finish(clusters)[0]
+            clusters = self._finish(clusters, explore=True)[0]
             self._source = "full"
         return clusters, last_soft
 
-    def _finish(self, clusters: _Clusters) -> tuple[_Clusters, bool, BlockStats]:
-        """Lloyd to a fixed point, K non-empty clusters, then the swap check (all at T = 0)."""
+    def _finish(self, clusters: _Clusters, explore: bool) -> tuple[_Clusters, bool, BlockStats]:
+        """Lloyd to a fixed point, K non-empty clusters, then the swap check (all at T = 0);
+        ``explore``: see :meth:`_swap`."""
         k = self.config.n_clusters
         clusters, converged, stats = self._lloyd(clusters)
         # Relocate empty clusters and top up to K (rare: data with fewer
@@ -422,7 +425,7 @@ class Annealer:
             if degenerate:
                 break
         if not degenerate and k > 1:
-            clusters, converged, stats = self._swap(clusters, converged, stats)
+            clusters, converged, stats = self._swap(clusters, converged, stats, explore)
         return clusters, converged, stats
 
     def _equilibrate(self, clusters: _Clusters, temperature: float) -> tuple[_Clusters, BlockStats]:
@@ -551,7 +554,7 @@ class Annealer:
         return clusters, False, stats
 
     def _swap(
-        self, clusters: _Clusters, converged: bool, stats: BlockStats
+        self, clusters: _Clusters, converged: bool, stats: BlockStats, explore: bool
     ) -> tuple[_Clusters, bool, BlockStats]:
         """Move centers from where they help least to where they help most, at T = 0.
 
@@ -560,6 +563,17 @@ class Annealer:
         expected gain ``(2/pi) N_j lambda_j``; Lloyd passes follow and the move
         is kept only if the inertia drops.  Stops at the first move that does
         not pay.
+
+        The two estimates only choose the move; the Lloyd passes judge it.  The
+        removal cost holds the other centers still, while Lloyd lets them take
+        the orphaned points over, and the gain counts one axis of the split
+        cluster: both err against the move, the more so the more features
+        there are (on standardised real data with many features, moves
+        predicted to lose lowered the inertia), so with ``explore`` a prediction
+        that the move does not pay is no reason to skip its trial.  Without it
+        (the full data, after the sample's swap check has explored), only a move
+        whose expected gain exceeds its removal cost is tried: there every
+        trial costs Lloyd passes over all the data.
         """
         for _ in range(self.config.max_swaps):
             probe = self._pass(clusters, 0.0, "swap", self.mode, removal=True)
@@ -569,8 +583,8 @@ class Annealer:
             a = int(np.argmin(probe.removal))
             gain[a] = -np.inf
             j = int(np.argmax(gain))
-            if gain[j] <= probe.removal[a]:
-                break
+            if not gain[j] > 0 or (not explore and gain[j] <= probe.removal[a]):
+                break  # nothing to split, or (not exploring) a move predicted to lose
             trial = clusters.take(np.arange(clusters.size))
             trial.variances, trial.directions = variances.copy(), directions.copy()
             step = np.sqrt(2.0 / np.pi) * np.sqrt(variances[j]) * directions[j]

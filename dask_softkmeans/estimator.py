@@ -392,8 +392,13 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             load_kernel(active_client())
         runner = Runner(data, weights, split_every=self.split_every, persist=self.persist)
         self.persisted_ = runner.persisted
-        summary = summarize(runner, self.n_clusters)
-        best = self._anneal(runner, summary, data, callback, resume)
+        # BLAS on one thread from the scan on, not only in the passes: the driver's
+        # products and eigendecompositions are small, and a multi-threaded LAPACK call
+        # on a busy machine waits for its threads (the scan's eigendecomposition then
+        # cost a large share of a fit on small data with many features).
+        with single_threaded_blas():
+            summary = summarize(runner, self.n_clusters)
+            best = self._anneal(runner, summary, data, callback, resume)
         if not best.converged:
             warnings.warn(
                 f"Lloyd passes did not reach a fixed point in max_iter={self.max_iter} "
@@ -448,9 +453,8 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
                 optimizer=None if self.optimizer == "em" else get_optimizer(self.optimizer),
             )
             state = saved.state if saved is not None and run == saved.run else None
-            with single_threaded_blas():  # once for all the passes, not per pass
-                result = annealer.run(np.zeros(runner.n_features), summary.top_variance,
-                                      summary.top_axis, state=state)
+            result = annealer.run(np.zeros(runner.n_features), summary.top_variance,
+                                  summary.top_axis, state=state)
             if best is None or result.inertia < best.inertia:
                 best = result
             if store is not None:

@@ -6,7 +6,7 @@ import dask.array as da
 import numpy as np
 import pytest
 from sklearn.cluster import KMeans
-from sklearn.datasets import load_iris, load_wine, make_blobs
+from sklearn.datasets import load_breast_cancer, load_digits, load_iris, load_wine, make_blobs
 from sklearn.preprocessing import StandardScaler
 
 from dask_softkmeans import SoftKMeans
@@ -40,6 +40,17 @@ def test_sampled_anneal_reaches_the_fit_on_all_data(many_blobs):
     np.testing.assert_allclose(by_rows(sampled.cluster_centers_), by_rows(full.cluster_centers_),
                                rtol=1e-9)
     assert sampled.inertia_ == pytest.approx(full.inertia_, rel=1e-9)
+
+
+def test_the_full_data_try_only_the_swaps_the_estimates_favour_after_the_sample(many_blobs):
+    """The sample's swap check tries every best-ranked move (a trial is cheap there); on
+    the full data, where each trial costs Lloyd passes over all the rows, only a move whose
+    expected gain exceeds its removal cost is tried: here none, so one probe pass."""
+    x, _ = many_blobs
+    model = SoftKMeans(12).fit(x)
+    swaps = [r["data"] for r in model.history_ if r["phase"] == "swap"]
+    assert swaps.count("sample") >= 2  # a probe and a trial's Lloyd passes
+    assert swaps.count("full") == 1
 
 
 def test_sample_does_not_depend_on_the_chunking(many_blobs):
@@ -87,6 +98,25 @@ def test_standardised_real_data_no_worse_than_kmeans(loader):
     model = SoftKMeans(k).fit(x)
     reference = KMeans(k, n_init=10, random_state=0).fit(x)
     assert model.inertia_ <= reference.inertia_ * 1.001
+
+
+def test_standardised_digits_as_good_as_ten_kmeans_restarts():
+    """Many features: the swap check tries its best move even when the estimates say it
+    loses (they hold the other centers still and count one axis of the split), and the
+    Lloyd passes find that it pays; skipping such moves left the inertia above KMeans'."""
+    x = StandardScaler().fit_transform(load_digits().data)
+    model = SoftKMeans(10).fit(x)
+    reference = KMeans(10, n_init=10, random_state=0).fit(x)
+    assert model.inertia_ <= reference.inertia_
+    assert any(r["phase"] == "swap" for r in model.history_)
+
+
+def test_standardised_breast_cancer_five_clusters_as_good_as_kmeans():
+    """30 features, K = 5: the same swap check, on data the digits test does not see."""
+    x = StandardScaler().fit_transform(load_breast_cancer().data)
+    model = SoftKMeans(5).fit(x)
+    reference = KMeans(5, n_init=10, random_state=0).fit(x)
+    assert model.inertia_ <= reference.inertia_
 
 
 def test_over_relaxed_lloyd_reaches_the_same_fixed_point_in_fewer_passes():
