@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._typing import MomentMode, Normalization
+from .._typing import Metric, MomentMode, Normalization
 
 #: The sparse normalisations give exactly zero weight to a logit this far
 #: (or further) below the row's largest one: sparsemax below 1, entmax-1.5
@@ -39,6 +39,34 @@ def float_block(x: np.ndarray) -> np.ndarray:
     return x if x.dtype in (np.float32, np.float64) else x.astype(np.float64)
 
 
+def unit_rows(x: np.ndarray) -> tuple[np.ndarray, int]:
+    """Rows scaled to unit length, in the block's float dtype, and how many rows are all zero.
+
+    The input is never modified.  Norms are taken in float64; rows whose
+    squared norm under- or overflows there are rescaled by their largest value
+    first, so that only rows of zeros count as zero.  Zero rows are left as
+    they are (the caller refuses them); rows holding NaN or infinity come out
+    non-finite, as they went in.
+    """
+    x = float_block(x)
+    squares = np.einsum("ij,ij->i", x, x, dtype=np.float64)
+    norms = np.sqrt(squares)
+    odd = ~((squares > np.finfo(np.float64).tiny) & (squares < np.inf))
+    zeros = 0
+    if odd.any():
+        rows = x[odd].astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            scale = np.max(np.abs(rows), axis=1)
+            scaled = rows / scale[:, None]
+            norms[odd] = scale * np.sqrt(np.einsum("ij,ij->i", scaled, scaled))
+        zero = scale == 0
+        zeros = int(np.count_nonzero(zero))
+        norms[np.flatnonzero(odd)[zero]] = 1.0
+    # In the block's precision: a float32 block gets no float64 copy.
+    with np.errstate(invalid="ignore"):
+        return x / norms.astype(x.dtype)[:, None], zeros
+
+
 @dataclass(frozen=True, eq=False)
 class PassParams:
     """The parameters of one pass: everything a block kernel needs besides the block.
@@ -65,6 +93,10 @@ class PassParams:
     removal : bool
         At ``T = 0``, also the inertia each center's removal would add.
     normalization : {"softmax", "entmax15", "sparsemax"}
+    metric : {"euclidean", "cosine"}
+        "cosine": every row is scaled to unit length inside the block task
+        before anything else (see :func:`unit_rows`); rows of zeros are
+        counted in ``zero_rows``.
     """
 
     centers: np.ndarray
@@ -75,6 +107,7 @@ class PassParams:
     directions: np.ndarray | None = None
     removal: bool = False
     normalization: Normalization = "softmax"
+    metric: Metric = "euclidean"
     #: Set by __post_init__: (K, D).
     shape: tuple[int, int] = field(init=False)
 
