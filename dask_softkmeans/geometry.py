@@ -131,8 +131,8 @@ def sphere_half_critical(values: np.ndarray, resultant: np.ndarray) -> np.ndarra
     return np.where(values > 0, ratio, 0.0)
 
 
-def sphere_spread(covariance: np.ndarray, mean: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """Half the first critical temperature of unit rows, its split axis and the mean direction.
+def sphere_spread(covariance: np.ndarray, mean: np.ndarray) -> tuple[float, np.ndarray]:
+    """Half the first critical temperature of unit rows, and its split axis.
 
     Parameters
     ----------
@@ -147,19 +147,19 @@ def sphere_spread(covariance: np.ndarray, mean: np.ndarray) -> tuple[float, np.n
         ``T_c / 2`` with ``T_c = 2 lambda_max(P S P) / R`` (at most
         :data:`SPHERE_MAX_TEMPERATURE`).
     axis : ndarray of shape (D,)
-        Its unit eigenvector, orthogonal to the mean direction.
-    direction : ndarray of shape (D,)
-        The mean direction ``c0 = m / R`` (the top eigenvector of the second
-        moment when ``R = 0``).
+        Its unit eigenvector, orthogonal to the mean direction ``c0 = m / R``
+        (to the top eigenvector of the covariance when ``R = 0``).
 
     Notes
     -----
     One cluster sits at ``c0 = m / R``, with free energy ``F_0 = n (2 - 2R)``.
     Split it symmetrically, ``c_pm = (c0 +- eps u) / sqrt(1 + eps^2)`` with
     ``u`` a unit vector orthogonal to ``c0`` and each half of prior 1/2.
-    Then ``x.c_pm = (1 - eps^2/2) x.c0 +- eps x.u + O(eps^3)`` and
+    Then ``x.c_pm = (1 - eps^2/2) x.c0 +- eps x.u + O(eps^3)``, so with
+    ``d_i,pm = 2 - 2 x_i.c_pm`` (the odd powers of ``eps`` cancel between the halves)
 
-        F = -T sum_i log[cosh(2 eps x_i.u / T) exp(-(2 - 2 x_i.c_pm-average) / T)]
+        F = -T sum_i log[(exp(-d_i,+ / T) + exp(-d_i,- / T)) / 2]
+          = sum_i (2 - 2 (1 - eps^2/2) x_i.c0) - T sum_i log cosh(2 eps x_i.u / T) + O(eps^4)
           = F_0 + n eps^2 R - (2 eps^2 / T) sum_i (x_i.u)^2 + O(eps^4)
           = F_0 + n eps^2 (R - (2 / T) u^T P S P u) + O(eps^4),
 
@@ -179,4 +179,4 @@ def sphere_spread(covariance: np.ndarray, mean: np.ndarray) -> tuple[float, np.n
     values, vectors = np.linalg.eigh(projector @ covariance @ projector)
     top = max(float(values[-1]), 0.0)
     half = float(sphere_half_critical(np.array([top]), np.array([resultant]))[0])
-    return half, vectors[:, -1], direction
+    return half, vectors[:, -1]

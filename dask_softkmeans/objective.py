@@ -373,7 +373,7 @@ def summarize(runner: Runner, n_clusters: int, metric: Metric = "euclidean") -> 
                 "The values of X are so large that squared distances overflow. "
                 "Rescale X, e.g. divide it by its largest absolute value.")
         if metric == "cosine":
-            top_variance, top_axis, _ = sphere_spread(cov, offset)
+            top_variance, top_axis = sphere_spread(cov, offset)
         else:
             values, vectors = np.linalg.eigh(cov)
             top_variance, top_axis = float(max(values[-1], 0.0)), vectors[:, -1]
