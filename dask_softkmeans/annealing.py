@@ -29,6 +29,13 @@ coordinates:
    full data.
 
 Without randomness (``rng=None``) the procedure is deterministic.
+
+The geometry (:mod:`.geometry`) says where the centers live.  The steps above
+are those of :class:`.Flat` space; on the unit :class:`.Sphere` (cosine
+k-means, over unit rows) the mean ``S_k / N_k`` becomes the mean direction
+``S_k / ||S_k||``, every center update ends with a radial projection back onto
+the sphere, and the covariances and split axes are restricted to each
+cluster's tangent space, with ``T_c,k = 2 lambda_max(P_k Sigma_k P_k) / R_k``.
 """
 
 from __future__ import annotations
