@@ -385,12 +385,18 @@ def summarize(runner: Runner, n_clusters: int, metric: Metric = "euclidean") -> 
         top_variance = float(sphere_half_critical(np.array([value]), np.array([resultant]))[0])
     else:
         top_variance, top_axis = power_iteration(runner, offset)
+    if metric == "cosine" and top_variance <= (8.0 * np.finfo(working_dtype(runner.dtype)).eps) ** 2:
+        # Unit rows are rounded to the working precision: a spread of that order is
+        # rows pointing the same way (positive multiples of one row), not structure.
+        top_variance = 0.0
     if top_variance == 0.0 and n_clusters > 1:
         # Every row equals the first: no temperature splits the one cluster.
-        same = "has the same direction" if metric == "cosine" else "is the same point"
+        same, rows = (("points in the same direction", "rows that are positive multiples of one "
+                       "another") if metric == "cosine" else ("is the same point",
+                                                              "all-duplicate rows"))
         raise InputError(
             f"Every sample of X (with positive weight) {same}: constant data or "
-            f"all-duplicate rows cannot be split into n_clusters={n_clusters} clusters. "
+            f"{rows} cannot be split into n_clusters={n_clusters} clusters. "
             "Check the data (constant columns are fine, identical rows are not), or use "
             "n_clusters=1.")
     return DataSummary(offset, top_variance, top_axis, total_weight)

@@ -185,6 +185,16 @@ def test_rows_of_zeros_are_refused_in_the_first_pass_with_the_fix(x):
         SoftKMeans(4, metric="cosine").fit(nan)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_rows_of_one_direction_cannot_be_split(dtype):
+    """Positive multiples of one row differ only by rounding once scaled to unit length."""
+    rows = (np.array([[1.0, 2.0, 3.0]]) * np.arange(1, 41)[:, None]).astype(dtype)
+    with pytest.raises(InputError, match=r"points in the same direction.*positive multiples"):
+        SoftKMeans(2, metric="cosine").fit(rows)
+    one = SoftKMeans(1, metric="cosine").fit(rows)
+    np.testing.assert_allclose(one.cluster_centers_[0], [1, 2, 3] / np.sqrt(14.0), atol=1e-6)
+
+
 def test_tiny_and_huge_rows_are_directions_too(x, model):
     """Row lengths whose squares under- or overflow float64 are still not zero rows."""
     scaled = x * np.where(np.arange(len(x)) % 2 == 0, 1e-170, 1e170)[:, None]
