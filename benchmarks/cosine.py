@@ -16,6 +16,10 @@ Every objective is recomputed here from the centers, the same way for all, with 
 centroid index (CI: generating clusters that no center found, 0 when each was found).
 The target is ``fit <= 1.001 x best of ten restarts``.
 
+Then the cost of scaling the rows inside each block task: one soft pass (T = 1) over
+1M x 32 rows in memory, K = 32, with each metric, float32 and float64, passes
+interleaved, median of 7.
+
     python benchmarks/cosine.py
     python benchmarks/cosine.py --n-samples 20000 --repeats 1   # quicker
 """
@@ -141,11 +145,35 @@ def run_shape(n: int, d: int, k: int, spread: float, seed: int, repeats: int) ->
           f"0.1% of the best: {sum(r <= 1.001 * best for r in restarts)} of 10")
 
 
+def pass_cost(n: int, passes: int = 7) -> None:
+    """Median seconds of one soft pass with each metric, passes interleaved."""
+    from dask_softkmeans.engine import Runner
+    from dask_softkmeans.kernels import PassParams
+
+    rng = np.random.default_rng(0)
+    centers = unit_rows(rng.standard_normal((32, 32)))
+    print(f"\n### One pass, {n:,} x 32 in memory, K = 32, T = 1\n")
+    print("| dtype | euclidean s | cosine s | cosine / euclidean |")
+    print("|---|---|---|---|")
+    for dtype in (np.float32, np.float64):
+        runner = Runner(rng.standard_normal((n, 32)).astype(dtype))
+        times: dict[str, list[float]] = {"euclidean": [], "cosine": []}
+        for _ in range(passes):
+            for metric, seconds in times.items():
+                start = time.perf_counter()
+                runner.statistics(PassParams(centers, 1.0, metric=metric))
+                seconds.append(time.perf_counter() - start)
+        flat, sphere = np.median(times["euclidean"]), np.median(times["cosine"])
+        print(f"| {np.dtype(dtype).name} | {flat:.3f} | {sphere:.3f} | {sphere / flat:.2f} |")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n-samples", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=0, help="seed of the data")
     parser.add_argument("--repeats", type=int, default=3, help="timed fits of ours (median)")
+    parser.add_argument("--pass-rows", type=int, default=1_000_000,
+                        help="rows of the data of the pass timing (0: no pass timing)")
     add_results_option(parser)
     args = parser.parse_args(argv)
     with recorded("cosine", args.results_dir):
@@ -153,6 +181,8 @@ def main(argv: list[str] | None = None) -> None:
         SoftKMeans(2, metric="cosine").fit(make_directions(1000, 4, 2, 0.5, 0)[0])
         for d, k, spread in SHAPES:
             run_shape(args.n_samples, d, k, spread, args.seed, args.repeats)
+        if args.pass_rows:
+            pass_cost(args.pass_rows)
 
 
 if __name__ == "__main__":

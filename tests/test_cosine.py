@@ -195,9 +195,11 @@ def test_rows_of_one_direction_cannot_be_split(dtype):
     np.testing.assert_allclose(one.cluster_centers_[0], [1, 2, 3] / np.sqrt(14.0), atol=1e-6)
 
 
-def test_tiny_and_huge_rows_are_directions_too(x, model):
-    """Row lengths whose squares under- or overflow float64 are still not zero rows."""
-    scaled = x * np.where(np.arange(len(x)) % 2 == 0, 1e-170, 1e170)[:, None]
+@pytest.mark.parametrize(("dtype", "tiny", "huge"), [(np.float64, 1e-170, 1e170),
+                                                    (np.float32, 1e-22, 1e22)])
+def test_tiny_and_huge_rows_are_directions_too(x, model, dtype, tiny, huge):
+    """Row lengths whose squares under- or overflow the data's precision are not zero rows."""
+    scaled = (x * np.where(np.arange(len(x)) % 2 == 0, tiny, huge)[:, None]).astype(dtype)
     np.testing.assert_array_equal(model.predict(scaled), model.labels_)
 
 

@@ -42,29 +42,31 @@ def float_block(x: np.ndarray) -> np.ndarray:
 def unit_rows(x: np.ndarray) -> tuple[np.ndarray, int]:
     """Rows scaled to unit length, in the block's float dtype, and how many rows are all zero.
 
-    The input is never modified.  Norms are taken in float64; rows whose
-    squared norm under- or overflows there are rescaled by their largest value
-    first, so that only rows of zeros count as zero.  Zero rows are left as
-    they are (the caller refuses them); rows holding NaN or infinity come out
-    non-finite, as they went in.
+    The input is never modified.  Norms are taken in the block's precision
+    (the result's); rows whose squared norm under- or overflows there are
+    rescaled by their largest value, in float64, so that only rows of zeros
+    count as zero.  Zero rows are left as they are (the caller refuses them);
+    rows holding NaN or infinity come out non-finite, as they went in.
     """
     x = float_block(x)
-    squares = np.einsum("ij,ij->i", x, x, dtype=np.float64)
-    norms = np.sqrt(squares)
-    odd = ~((squares > np.finfo(np.float64).tiny) & (squares < np.inf))
+    squares = np.einsum("ij,ij->i", x, x)
+    info = np.finfo(x.dtype)
+    # Zero, under- or overflowed, or NaN: a second look, in float64.
+    odd = ~((squares > info.tiny) & (squares <= info.max))
+    norms = np.sqrt(squares, out=squares)
     zeros = 0
     if odd.any():
         rows = x[odd].astype(np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
             scale = np.max(np.abs(rows), axis=1)
             scaled = rows / scale[:, None]
-            norms[odd] = scale * np.sqrt(np.einsum("ij,ij->i", scaled, scaled))
+            exact = scale * np.sqrt(np.einsum("ij,ij->i", scaled, scaled))
         zero = scale == 0
         zeros = int(np.count_nonzero(zero))
-        norms[np.flatnonzero(odd)[zero]] = 1.0
-    # In the block's precision: a float32 block gets no float64 copy.
+        exact[zero] = 1.0
+        norms[odd] = exact
     with np.errstate(invalid="ignore"):
-        return x / norms.astype(x.dtype)[:, None], zeros
+        return x / norms[:, None], zeros
 
 
 @dataclass(frozen=True, eq=False)
