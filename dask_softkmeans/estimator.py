@@ -430,7 +430,7 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         self.cluster_centers_ = best.centers + summary.offset
         self.inertia_ = best.inertia
         if self.metric == "cosine":
-            # Unit to the last bit; the passes sum squared distances 2 - 2 cos.
+            # Unit up to one rounding; the passes sum squared distances 2 - 2 cos.
             self.cluster_centers_ = unit(self.cluster_centers_)
             self.inertia_ = best.inertia / 2.0
         self.weights_ = np.exp(best.log_priors - np.logaddexp.reduce(best.log_priors))
