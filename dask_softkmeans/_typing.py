@@ -18,5 +18,9 @@ MomentMode = Literal["none", "full", "power"]
 #: How the logits ``log pi_k - d_ik / T`` become responsibilities.
 Normalization = Literal["softmax", "entmax15", "sparsemax"]
 
+#: How closeness is measured: squared Euclidean distance, or the cosine of the angle
+#: (rows normalised to unit length, unit centers: spherical k-means).
+Metric = Literal["euclidean", "cosine"]
+
 #: The supervised task of an RBF network.
 RBFTask = Literal["regression", "classification"]

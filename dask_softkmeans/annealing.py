@@ -29,6 +29,13 @@ coordinates:
    full data.
 
 Without randomness (``rng=None``) the procedure is deterministic.
+
+The geometry (:mod:`.geometry`) says where the centers live.  The steps above
+are those of :class:`.Flat` space; on the unit :class:`.Sphere` (cosine
+k-means, over unit rows) the mean ``S_k / N_k`` becomes the mean direction
+``S_k / ||S_k||``, every center update ends with a radial projection back onto
+the sphere, and the covariances and split axes are restricted to each
+cluster's tangent space, with ``T_c,k = 2 lambda_max(P_k Sigma_k P_k) / R_k``.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._typing import MomentMode
+from .geometry import FLAT, Geometry
 from .kernels import BlockStats, PassParams
 from .optim import Optimizer
 
@@ -169,10 +177,14 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 
 def principal_axes(
-    stats: BlockStats, centers: np.ndarray, directions: np.ndarray, mode: MomentMode
+    stats: BlockStats, centers: np.ndarray, directions: np.ndarray, mode: MomentMode,
+    geometry: Geometry = FLAT,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Largest covariance eigenvalue and its axis for each cluster, from one pass.
+    """Half each cluster's critical temperature and its split axis, from one pass.
 
+    In flat space, the largest eigenvalue of the cluster's covariance and its
+    axis; on the sphere, of the covariance restricted to the tangent space,
+    divided by the mean resultant length (see :meth:`.Sphere.restrict`).
     The moments are about the centers the pass was given; the covariance is
     about the clusters' new means ``S_k / N_k``, hence the ``delta`` terms.
     In "power" mode this is one power-iteration step from ``directions``
@@ -182,14 +194,16 @@ def principal_axes(
     delta = stats.sums / counts[:, None] - centers
     if mode == "full":
         cov = stats.moments / counts[:, None, None] - delta[:, :, None] * delta[:, None, :]
+        cov, resultant = geometry.restrict(stats.counts, stats.sums, cov)
         values, vectors = np.linalg.eigh(cov)
-        return np.maximum(values[:, -1], 0.0), vectors[:, :, -1]
+        return geometry.half_critical(np.maximum(values[:, -1], 0.0), resultant), vectors[:, :, -1]
     product = stats.moments / counts[:, None] - delta * np.einsum(
         "kd,kd->k", delta, directions)[:, None]
+    product, resultant = geometry.restrict(stats.counts, stats.sums, product)
     rayleigh = np.einsum("kd,kd->k", product, directions)
     norm = np.linalg.norm(product, axis=1)
     new = np.where(norm[:, None] > 0, product / np.where(norm > 0, norm, 1)[:, None], directions)
-    return np.maximum(rayleigh, 0.0), new
+    return geometry.half_critical(np.maximum(rayleigh, 0.0), resultant), new
 
 
 def _random_directions(count: int, n_features: int, seed: int) -> np.ndarray:
@@ -201,7 +215,11 @@ class Annealer:
     """Runs the annealing procedure against a ``statistics`` callable.
 
     ``statistics(params)`` returns the :class:`BlockStats` of one pass over the
-    (centered) data with the :class:`.PassParams` ``params``.
+    (centered) data with the :class:`.PassParams` ``params``.  ``geometry`` is
+    where the centers live: :class:`.Flat` (k-means, the default) or
+    :class:`.Sphere` (cosine k-means: unit centers, the M-step's mean
+    direction, splits in the tangent space); the statistics must then be of
+    the unit rows.
     """
 
     def __init__(
@@ -216,8 +234,10 @@ class Annealer:
         sample: tuple[StatisticsFn, float] | None = None,
         checkpoint: Callable[[AnnealState], None] | None = None,
         optimizer: Optimizer | None = None,
+        geometry: Geometry = FLAT,
     ) -> None:
         self.config = config
+        self.geometry = geometry
         # None: the (over-relaxed) EM step.  A gradient optimiser keeps a state
         # per center; it is rebuilt whenever the set of centers changes.
         self.optimizer = optimizer
@@ -250,11 +270,7 @@ class Annealer:
             directions=clusters.directions if moments == "power" else None,
             removal=removal,
         ))
-        counts = stats.counts
-        means = np.where(
-            counts[:, None] > 0, stats.sums / np.maximum(counts, 1e-300)[:, None],
-            clusters.centers,
-        )
+        means = self.geometry.targets(stats.counts, stats.sums, clusters.centers)
         shift = float(np.max(np.sum((means - clusters.centers) ** 2, axis=1)))
         record = {
             "phase": phase,
@@ -278,13 +294,14 @@ class Annealer:
     def _update(self, clusters: _Clusters, stats: BlockStats) -> _Clusters:
         """EM step at ``T > 0`` with each cluster's principal axis; clusters without mass are dropped."""
         variances, directions = principal_axes(
-            stats, clusters.centers, clusters.directions, self.mode)
+            stats, clusters.centers, clusters.directions, self.mode, self.geometry)
         alive = stats.counts > 1e-12 * self._sources[self._source][1]
         new = clusters.take(alive)
         counts = stats.counts[alive]
-        means = stats.sums[alive] / counts[:, None]
+        means = self.geometry.targets(counts, stats.sums[alive], new.centers)
         if self.optimizer is None:
-            new.centers = new.centers + self.config.relax * (means - new.centers)
+            new.centers = self.geometry.project(
+                new.centers + self.config.relax * (means - new.centers))
         else:
             # The gradient of the mean free energy, 2 (n_k c_k - s_k) with n = N / W.
             weight = self._sources[self._source][1]
@@ -294,7 +311,7 @@ class Annealer:
                 self._opt_state = self.optimizer.init(new.centers)  # split, merge or drop
             step, self._opt_state = self.optimizer.update(
                 gradient, self._opt_state, counts=fractions)
-            new.centers = new.centers + step
+            new.centers = self.geometry.project(new.centers + step)
             self._opt_centers = new.centers
         new.log_priors = np.log(counts / counts.sum())
         new.variances, new.directions = variances[alive], directions[alive]
@@ -333,10 +350,11 @@ class Annealer:
         self._top_variance = top_variance
         t_critical = 2.0 * top_variance
         if state is None:
+            start = self.geometry.project(mean[None, :].astype(np.float64))
             clusters = _Clusters(
-                centers=mean[None, :].astype(np.float64),
+                centers=start,
                 log_priors=np.zeros(1),
-                directions=_unit(top_axis[None, :].astype(np.float64)),
+                directions=self.geometry.tangent(start, _unit(top_axis[None, :].astype(np.float64))),
                 variances=np.array([top_variance], dtype=np.float64),
                 ages=np.ones(1, dtype=int),
             )
@@ -474,7 +492,8 @@ class Annealer:
                     break
                 b += int(np.argmax(near))
                 wa, wb = np.exp(log_priors[a]), np.exp(log_priors[b])
-                centers[a] = (wa * centers[a] + wb * centers[b]) / (wa + wb)
+                centers[a] = self.geometry.project(
+                    ((wa * centers[a] + wb * centers[b]) / (wa + wb))[None, :])[0]
                 log_priors[a] = np.log(wa + wb)
                 variances[a] = max(variances[a], variances[b])
                 keep[b] = False
@@ -490,11 +509,13 @@ class Annealer:
         if self.rng is not None:
             # Restarts (n_init > 1) explore other split directions.
             axis = _unit(axis + 0.5 * self.rng.standard_normal(axis.shape))
+        # On the sphere each half moves along the tangent space, then back onto the sphere.
+        axis = self.geometry.tangent(clusters.centers[index], axis)
         step = self.config.push * np.sqrt(clusters.variances[index])[:, None] * axis
         centers = clusters.centers.copy()
         log_priors = clusters.log_priors.copy()
         ages = clusters.ages.copy()
-        centers[index] += step
+        centers[index] = self.geometry.project(centers[index] + step)
         log_priors[index] -= np.log(2.0)
         ages[index] = 0
         self._seed += 1
@@ -502,9 +523,10 @@ class Annealer:
         if self.mode == "power":
             # After a split the old axis is often still an eigenvector of each
             # half: restart the power iteration from fresh vectors.
-            directions[index] = _random_directions(len(index), self.n_features, self._seed)
+            directions[index] = self.geometry.tangent(centers[index], _random_directions(
+                len(index), self.n_features, self._seed))
         return _Clusters(
-            centers=np.vstack([centers, clusters.centers[index] - step]),
+            centers=np.vstack([centers, self.geometry.project(clusters.centers[index] - step)]),
             log_priors=np.concatenate([log_priors, log_priors[index]]),
             directions=np.vstack([directions, directions[index]]),
             variances=np.concatenate([clusters.variances, clusters.variances[index]]),
@@ -531,9 +553,7 @@ class Annealer:
         omega, last = 1.0, None  # last: (inertia, means) at the last accepted centers
         for iteration in range(cfg.max_lloyd_iter):
             stats = self._pass(clusters, 0.0, phase)
-            filled = stats.counts > 0
-            means = clusters.centers.copy()
-            means[filled] = stats.sums[filled] / stats.counts[filled, None]
+            means = self.geometry.targets(stats.counts, stats.sums, clusters.centers)
             if last is not None and stats.inertia > last[0]:
                 if iteration == cfg.max_lloyd_iter - 1:
                     break
@@ -548,7 +568,8 @@ class Annealer:
             last = (float(stats.inertia), means)
             if settled:
                 omega = 1.0
-            clusters.centers = clusters.centers + omega * (means - clusters.centers)
+            clusters.centers = self.geometry.project(
+                clusters.centers + omega * (means - clusters.centers))
             clusters.log_priors = np.log(np.maximum(stats.counts, 1e-300) / stats.counts.sum())
             omega = min(omega + cfg.lloyd_relax_step, cfg.lloyd_relax_max)
         return clusters, False, stats
@@ -578,7 +599,7 @@ class Annealer:
         for _ in range(self.config.max_swaps):
             probe = self._pass(clusters, 0.0, "swap", self.mode, removal=True)
             variances, directions = principal_axes(
-                probe, clusters.centers, clusters.directions, self.mode)
+                probe, clusters.centers, clusters.directions, self.mode, self.geometry)
             gain = (2.0 / np.pi) * probe.counts * variances
             a = int(np.argmin(probe.removal))
             gain[a] = -np.inf
@@ -589,8 +610,8 @@ class Annealer:
             trial.variances, trial.directions = variances.copy(), directions.copy()
             step = np.sqrt(2.0 / np.pi) * np.sqrt(variances[j]) * directions[j]
             trial.centers = clusters.centers.copy()
-            trial.centers[a] = clusters.centers[j] - step
-            trial.centers[j] = clusters.centers[j] + step
+            trial.centers[[a, j]] = self.geometry.project(
+                clusters.centers[[j, j]] + np.array([-1.0, 1.0])[:, None] * step)
             trial, trial_converged, trial_stats = self._lloyd(trial, "swap")
             if (trial_stats.counts > 0).all() and trial_stats.inertia < probe.inertia:
                 clusters, converged, stats = trial, trial_converged, trial_stats
@@ -607,7 +628,7 @@ class Annealer:
         while clusters.size < k:
             stats = self._pass(clusters, 0.0, "fill", self.mode)
             variances, directions = principal_axes(
-                stats, clusters.centers, clusters.directions, self.mode)
+                stats, clusters.centers, clusters.directions, self.mode, self.geometry)
             # A spread of rounding error (equal points, whose variance came out at ~4e-16
             # of the data's) is none: splitting it gave centers 1e-8 apart and empty
             # clusters at the next Lloyd pass, with no warning.
@@ -634,9 +655,9 @@ class Annealer:
             # +-sqrt(2/pi) standard deviations along the principal axis.
             step = np.sqrt(2.0 / np.pi) * np.sqrt(variances[j]) * directions[j]
             centers = clusters.centers.copy()
-            centers[j] += step
+            centers[j] = self.geometry.project(centers[[j]] + step)[0]
             clusters = _Clusters(
-                np.vstack([centers, clusters.centers[j] - step]),
+                np.vstack([centers, self.geometry.project(clusters.centers[[j]] - step)]),
                 np.concatenate([clusters.log_priors, clusters.log_priors[[j]]]),
                 np.vstack([clusters.directions, clusters.directions[[j]]]),
                 np.concatenate([clusters.variances, clusters.variances[[j]]]),

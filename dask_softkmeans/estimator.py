@@ -31,6 +31,7 @@ from ._typing import ArrayLike
 from .annealing import AnnealConfig, Annealer, AnnealResult, AnnealState
 from .engine import Runner, active_client, load_kernel, map_rows, single_threaded_blas
 from .errors import InputError, ModelFileError
+from .geometry import FLAT, Sphere, unit
 from .inputs import as_data, as_features, as_weights, is_dask_frame, is_pandas_frame
 from .io.checkpoint import Checkpoint, fingerprint, result_parameters
 from .kernels import PassParams, sub_block_rows
@@ -44,7 +45,13 @@ from .kernels.predict import (
 )
 from .objective import DataSummary, centered_statistics, online_step, run_pass, summarize
 from .optim import OPTIMIZERS, get_optimizer
-from .validation import check_in_memory, check_normalization, check_temperature, feature_count_error
+from .validation import (
+    METRICS,
+    check_in_memory,
+    check_normalization,
+    check_temperature,
+    feature_count_error,
+)
 
 #: ``sample_size="auto"``: the annealing at T > 0 runs on an in-memory sample of
 #: ``max(SAMPLE_MIN_ROWS, SAMPLE_ROWS_PER_CLUSTER * K)`` rows, unless that is
@@ -90,10 +97,25 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
     With ``n_init=1`` (the default) the fit uses no randomness: the same data
     give the same centers whatever ``random_state``.
 
+    With ``metric="cosine"`` the same procedure clusters directions
+    (spherical k-means as the ``T -> 0`` limit of a von Mises-Fisher
+    mixture): each row is scaled to unit length inside the per-block work
+    (your array is never modified), the centers are unit vectors, and as
+    ``||x - c||^2 = 2 - 2 x.c`` on the unit sphere the responsibilities are
+    ``p_ik ~ pi_k exp(2 cos(x_i, c_k) / T)`` (concentration ``2 / T``); each
+    center is its cluster's mean direction ``S_k / ||S_k||``.  See the cosine
+    guide in the documentation for the critical temperatures on the sphere.
+
     Parameters
     ----------
     n_clusters : int, default=8
         Number of clusters K.
+    metric : {"euclidean", "cosine"}, default="euclidean"
+        "euclidean": k-means on the squared distances.  "cosine": spherical
+        k-means on the angles between rows (their lengths do not matter; a row
+        of zeros is an error): unit centers, :meth:`predict` the center of
+        largest cosine similarity, :meth:`transform` the cosine distances
+        ``1 - cos``, ``inertia_`` and :meth:`score` sums of cosine distances.
     n_init : int, default=1
         Number of annealing runs; the one with the lowest inertia is kept.
         The first is deterministic, the others perturb the split directions
@@ -169,7 +191,11 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         for NumPy input, a lazy Dask array for Dask or Zarr input (it is left
         out when the model is pickled: it would carry the data's graph).
     inertia_ : float
-        Sum of squared distances of the samples to their nearest center.
+        Sum of squared distances of the samples to their nearest center
+        (weighted by ``sample_weight``); with ``metric="cosine"``, sum of the
+        cosine distances ``1 - cos(x_i, c_k)`` to the most similar center
+        (the history's values, like the temperature, are in squared distances
+        of the unit rows, ``2 - 2 cos``: twice as large).
     weights_ : ndarray of shape (n_clusters,)
         Cluster masses (priors ``pi_k``) at the end of the fit.
     temperature_ : float
@@ -211,6 +237,7 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
     _parameter_constraints: dict = {
         "n_clusters": [Interval(Integral, 1, None, closed="left")],
+        "metric": [StrOptions(set(METRICS))],
         "n_init": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="neither")],
         "cooling": [Interval(Real, 0, 1, closed="neither")],
@@ -229,6 +256,7 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         self,
         n_clusters: int = 8,
         *,
+        metric: str = "euclidean",
         n_init: int = 1,
         tol: float = 1e-2,
         cooling: float = 0.9,
@@ -243,6 +271,7 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         optimizer: str = "em",
     ) -> None:
         self.n_clusters = n_clusters
+        self.metric = metric
         self.n_init = n_init
         self.tol = tol
         self.cooling = cooling
@@ -397,7 +426,7 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         # on a busy machine waits for its threads (the scan's eigendecomposition then
         # cost a large share of a fit on small data with many features).
         with single_threaded_blas():
-            summary = summarize(runner, self.n_clusters)
+            summary = summarize(runner, self.n_clusters, self.metric)
             best = self._anneal(runner, summary, data, callback, resume)
         if not best.converged:
             warnings.warn(
@@ -405,6 +434,10 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
                 "passes; increase max_iter.", ConvergenceWarning, stacklevel=2)
         self.cluster_centers_ = best.centers + summary.offset
         self.inertia_ = best.inertia
+        if self.metric == "cosine":
+            # Unit up to one rounding; the passes sum squared distances 2 - 2 cos.
+            self.cluster_centers_ = unit(self.cluster_centers_)
+            self.inertia_ = best.inertia / 2.0
         self.weights_ = np.exp(best.log_priors - np.logaddexp.reduce(best.log_priors))
         self.temperature_ = float(best.temperature)
         self.n_iter_ = len(best.history)
@@ -412,6 +445,7 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         self.phase_diagram_ = np.array(
             [[p["temperature"], p["n_clusters"]] for p in best.phases], dtype=np.float64)
         self._offset = summary.offset
+        self._fitted_metric = self.metric
         if self.compute_labels:
             # NumPy in, NumPy out; for Dask or Zarr data a lazy Dask array (nothing of
             # size n_samples is gathered here).
@@ -421,8 +455,9 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
     def _anneal(self, runner: Runner, summary: DataSummary, data: Any,
                 callback: Callable[[dict], None] | None, resume: bool) -> AnnealResult:
         """The ``n_init`` annealing runs (from a checkpoint when resuming); the best result."""
-        statistics = centered_statistics(runner, summary.offset)
+        statistics = centered_statistics(runner, summary.offset, self.metric)
         sample = self._sample(runner, summary.offset)
+        geometry = Sphere(summary.offset) if self.metric == "cosine" else FLAT
         config = AnnealConfig(n_clusters=self.n_clusters, tol=self.tol, cooling=self.cooling,
                               max_lloyd_iter=self.max_iter)
         store = saved = None
@@ -451,6 +486,7 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
                 callback=callback or (self._report if self.verbose else None),
                 sample=sample, checkpoint=None if store is None else save,
                 optimizer=None if self.optimizer == "em" else get_optimizer(self.optimizer),
+                geometry=geometry,
             )
             state = saved.state if saved is not None and run == saved.run else None
             result = annealer.run(np.zeros(runner.n_features), summary.top_variance,
@@ -480,7 +516,17 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         weight = float(x.shape[0] if w is None else w.sum())
         if weight <= 0:
             return None
-        return centered_statistics(local, offset), weight
+        return centered_statistics(local, offset, self.metric), weight
+
+    @property
+    def _metric(self) -> str:
+        """The metric of the fitted model (the parameter may have been set since)."""
+        return self.__dict__.get("_fitted_metric", "euclidean")
+
+    @property
+    def _inertia_scale(self) -> float:
+        """Cosine distance ``1 - cos`` per squared distance of unit rows ``2 - 2 cos``."""
+        return 0.5 if self._metric == "cosine" else 1.0
 
     def _log_priors(self) -> np.ndarray:
         return np.log(np.maximum(self.weights_, 1e-300))
@@ -497,10 +543,13 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
     def _labels(self, data: np.ndarray | da.Array) -> np.ndarray | da.Array:
         return map_rows(
             data, labels_block, n_outputs=None, dtype=np.int32,
-            centers=self.cluster_centers_, offset=self._offset)
+            centers=self.cluster_centers_, offset=self._offset, metric=self._metric)
 
     def predict(self, X: ArrayLike) -> np.ndarray | da.Array:
-        """Index of the nearest center of each sample, int32 (a lazy Dask array for lazy input)."""
+        """Index of the nearest center of each sample, int32 (a lazy Dask array for lazy input).
+
+        With ``metric="cosine"``, the center of largest cosine similarity.
+        """
         check_is_fitted(self)
         return self._labels(self._data(X, reset=False, lazy=True))
 
@@ -573,7 +622,7 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         runner = Runner(data, as_weights(sample_weight, data), split_every=self.split_every)
         stats = run_pass(runner, PassParams(
             self.cluster_centers_, temperature, offset=self._offset,
-            log_priors=self._log_priors() if temperature > 0 else None))
+            log_priors=self._log_priors() if temperature > 0 else None, metric=self._metric))
         if getattr(self, "_counts_centers", None) is not self.cluster_centers_:
             # Fitted by fit() (or refitted since the last batch): the fitted
             # centers count as one earlier batch of this batch's weight.
@@ -581,10 +630,12 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             self.n_steps_ = 1
         sums = stats.sums + stats.counts[:, None] * self._offset
         centers, self.counts_ = online_step(self.cluster_centers_, self.counts_, stats.counts, sums)
+        if self._metric == "cosine":
+            centers = unit(centers)  # the running mean direction
         self.cluster_centers_ = centers
         self._counts_centers = centers
         self.weights_ = self.counts_ / self.counts_.sum()
-        self.inertia_ = float(stats.inertia)
+        self.inertia_ = float(stats.inertia) * self._inertia_scale
         self.n_steps_ += 1
         if hasattr(self, "labels_"):
             del self.labels_
@@ -597,7 +648,9 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
         ``normalization`` is "softmax" (the Gaussian RBF layer), or "entmax15"
         or "sparsemax": sparse responsibilities with exact zeros, stable as
-        ``T -> 0`` (see :func:`dask_softkmeans.kernels.normalize`).
+        ``T -> 0`` (see :func:`dask_softkmeans.kernels.normalize`).  With
+        ``metric="cosine"``, the von Mises-Fisher responsibilities
+        ``p_ik ~ pi_k exp(2 cos(x_i, c_k) / T)``.
         """
         check_is_fitted(self)
         normalization = check_normalization(normalization)
@@ -606,11 +659,12 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         return map_rows(
             data, proba_block, n_outputs=self.n_clusters, dtype=data.dtype, out_dtype=data.dtype,
             centers=self.cluster_centers_, temperature=temperature, offset=self._offset,
-            log_priors=self._log_priors(), normalization=normalization)
+            log_priors=self._log_priors(), normalization=normalization, metric=self._metric)
 
     def transform(self, X: ArrayLike) -> np.ndarray | da.Array:
         """Euclidean distances to every center, shape (n, K), in the data's float dtype.
 
+        With ``metric="cosine"``, the cosine distances ``1 - cos(x_i, c_k)``.
         A lazy Dask array for lazy input.  A point on a center is at distance 0
         exactly (see :func:`dask_softkmeans.kernels.predict.exact_squared_distances`).
         """
@@ -623,7 +677,7 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
                 "set_output(transform='default') for a Dask array, or pass in-memory data.")
         return map_rows(
             data, distances_block, n_outputs=self.n_clusters, dtype=data.dtype, out_dtype=data.dtype,
-            centers=self.cluster_centers_, offset=self._offset)
+            centers=self.cluster_centers_, offset=self._offset, metric=self._metric)
 
     def write_predictions(
         self,
@@ -676,7 +730,7 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             data = da.from_array(data, chunks=(rows * 8, data.shape[1]))
         params = {
             "what": what, "centers": self.cluster_centers_, "offset": self._offset,
-            "temperature": temperature, "log_priors": self._log_priors(),
+            "temperature": temperature, "log_priors": self._log_priors(), "metric": self._metric,
         }
         outputs = {name: (PREDICTION_OUTPUTS[name][0],
                           self.n_clusters if PREDICTION_OUTPUTS[name][1] else None)
@@ -687,12 +741,17 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
                                    overwrite=overwrite, storage_options=storage_options)
 
     def score(self, X: ArrayLike, y: Any = None, sample_weight: ArrayLike | None = None) -> float:
-        """Opposite of the inertia of ``X`` with the fitted centers (higher is better)."""
+        """Opposite of the inertia of ``X`` with the fitted centers (higher is better).
+
+        With ``metric="cosine"``, minus the sum of the cosine distances
+        ``w_i (1 - cos(x_i, c_k))`` to the most similar centers.
+        """
         check_is_fitted(self)
         data = self._data(X, reset=False)
         runner = Runner(data, as_weights(sample_weight, data), split_every=self.split_every)
-        stats = run_pass(runner, PassParams(self.cluster_centers_, 0.0, offset=self._offset))
-        return -float(stats.inertia)
+        stats = run_pass(runner, PassParams(self.cluster_centers_, 0.0, offset=self._offset,
+                                            metric=self._metric))
+        return -float(stats.inertia) * self._inertia_scale
 
     # -- model files ---------------------------------------------------------
     _SAVED_ARRAYS = ("cluster_centers_", "weights_", "phase_diagram_", "_offset")
@@ -759,6 +818,7 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             model.n_iter_ = int(meta["n_iter"])
             model.history_ = list(meta["history"])
             model.persisted_ = meta.get("persisted")
+            model._fitted_metric = model.metric
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(
                 f"{str(path)!r} lacks part of a model or holds an invalid value ({exc}); it "

@@ -16,10 +16,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._typing import ArrayLike, Normalization
+from ._typing import ArrayLike, Metric, Normalization
 from .differentiable import array_statistics
 from .engine import Runner
 from .errors import InputError
+from .geometry import sphere_half_critical, sphere_spread, unit
 from .inputs import as_data, as_weights
 from .kernels import BlockStats, PassParams, StatsLayout, working_dtype
 from .kernels.array_api import is_foreign_array
@@ -27,11 +28,13 @@ from .optim import Optimizer, get_optimizer
 from .validation import (
     check_centers,
     check_log_priors,
+    check_metric,
     check_normalization,
     check_positive,
     check_split_every,
     check_temperature,
     nonfinite_error,
+    zero_rows_error,
 )
 
 #: Above this many features the scan skips the D x D Gram matrix and the
@@ -40,20 +43,25 @@ GRAM_MAX_FEATURES = 1024
 
 
 def run_pass(runner: Runner, params: PassParams) -> BlockStats:
-    """One soft pass of ``runner`` with ``params``, unpacked; refused if rows were not finite."""
+    """One soft pass of ``runner`` with ``params``, unpacked; refused if rows were not finite
+    (or, under ``metric="cosine"``, all zero)."""
     stats = StatsLayout(*params.shape, params.moments).unpack(runner.statistics(params))
     if stats.nonfinite > 0:
         raise nonfinite_error(stats.nonfinite)
+    if stats.zero_rows > 0:
+        raise zero_rows_error(stats.zero_rows)
     return stats
 
 
-def centered_statistics(runner: Runner, offset: np.ndarray) -> Callable[[PassParams], BlockStats]:
+def centered_statistics(runner: Runner, offset: np.ndarray,
+                        metric: Metric = "euclidean") -> Callable[[PassParams], BlockStats]:
     """Passes of ``runner`` whose centers (and results) are relative to ``offset``: the
-    annealing works in coordinates centered on the data mean."""
+    annealing works in coordinates centered on the data mean (of the unit rows under
+    ``metric="cosine"``, whose passes scale every row to unit length)."""
 
     def statistics(params: PassParams) -> BlockStats:
         return run_pass(runner, dataclasses.replace(
-            params, centers=params.centers + offset, offset=offset))
+            params, centers=params.centers + offset, offset=offset, metric=metric))
 
     return statistics
 
@@ -233,6 +241,7 @@ def soft_statistics(
     sample_weight: ArrayLike | None = None,
     split_every: int = 8,
     normalization: Normalization = "softmax",
+    metric: Metric = "euclidean",
 ) -> SoftStatistics:
     """One soft pass: the smooth objective, its gradient and the sufficient statistics.
 
@@ -262,6 +271,17 @@ def soft_statistics(
         ``sum_i [sum_k p_ik (d_ik - T log pi_k) - T Omega(p_i)]`` and ``entropy``
         the sum of the regulariser ``Omega`` (see :func:`.kernels.normalize`);
         ``gradient`` is still its exact derivative ``2 (N_k c_k - S_k)``.
+    metric : {"euclidean", "cosine"}, default="euclidean"
+        "cosine": the von Mises-Fisher mixture of concentration ``2 / T``.
+        The rows are scaled to unit length inside each block task (``X`` is
+        never modified; a row of zeros is an error) and ``centers`` to unit
+        length here, so that ``d_ik = ||x_i/||x_i|| - c_k||^2 = 2 - 2 cos(x_i, c_k)``
+        in every statistic: ``counts``, ``sums`` (of the unit rows),
+        ``free_energy``, ``distortion`` and ``inertia`` (twice the sum of the
+        cosine distances ``1 - cos``).  ``gradient`` is then the Riemannian
+        gradient on the sphere, ``2 (N_k c_k - S_k)`` projected on the plane
+        tangent at ``c_k``: ``-2 (S_k - (S_k . c_k) c_k)``, zero at the mean
+        direction ``c_k = S_k / ||S_k||``.
 
     Returns
     -------
@@ -276,6 +296,12 @@ def soft_statistics(
     ([2.0, 1.0], 0.5)
     """
     if is_foreign_array(X):
+        if check_metric(metric) != "euclidean":
+            raise InputError(
+                f"metric={metric!r} is computed for NumPy, Dask and Zarr data; X is a "
+                f"{type(X).__module__}.{type(X).__name__} array, for which soft_statistics "
+                "takes the Euclidean metric only. Normalise the rows and the centers yourself "
+                "(on the unit sphere the Euclidean pass is the cosine one), or pass NumPy data.")
         return SoftStatistics(**array_statistics(
             X, centers, temperature, log_priors=log_priors, sample_weight=sample_weight,
             normalization=normalization))
@@ -284,13 +310,23 @@ def soft_statistics(
     centers = check_centers(centers, data.shape[1])
     temperature = check_temperature(temperature)
     normalization = check_normalization(normalization)
+    metric = check_metric(metric)
     log_priors = check_log_priors(log_priors, centers.shape[0])
+    if metric == "cosine":
+        if not np.all(np.linalg.norm(centers, axis=1) > 0):
+            raise InputError("centers contain a zero vector, which has no direction for "
+                             "metric='cosine'. Give every center a nonzero entry.")
+        centers = unit(centers)
     runner = Runner(data, weights, split_every=check_split_every(split_every))
     # Centering on the centers' mean keeps the products away from cancellation.
     offset = centers.mean(axis=0)
     stats = run_pass(runner, PassParams(centers, temperature, offset=offset,
-                                        log_priors=log_priors, normalization=normalization))
+                                        log_priors=log_priors, normalization=normalization,
+                                        metric=metric))
     sums = stats.sums + stats.counts[:, None] * offset
+    gradient = 2.0 * (stats.counts[:, None] * centers - sums)
+    if metric == "cosine":
+        gradient -= centers * np.einsum("kd,kd->k", gradient, centers)[:, None]
     return SoftStatistics(
         counts=stats.counts.copy(),
         sums=sums,
@@ -299,7 +335,7 @@ def soft_statistics(
         distortion=float(stats.distortion),
         inertia=float(stats.inertia),
         hard_counts=stats.hard_counts.copy(),
-        gradient=2.0 * (stats.counts[:, None] * centers - sums),
+        gradient=gradient,
         n_samples=float(stats.weight),
     )
 
@@ -314,21 +350,30 @@ class DataSummary(NamedTuple):
     total_weight: float  #: the number of samples, or their total weight
 
 
-def summarize(runner: Runner, n_clusters: int) -> DataSummary:
+def summarize(runner: Runner, n_clusters: int, metric: Metric = "euclidean") -> DataSummary:
     """First pass: mean, largest covariance eigenvalue and its axis, total weight.
 
     Non-finite values (and bad weights) are found here, inside the pass, not
     by an extra one; data that cannot be split into ``n_clusters`` clusters
-    are refused with the reason.
+    are refused with the reason.  Under ``metric="cosine"`` the pass is over
+    the rows scaled to unit length (rows of zeros are counted in it and
+    refused), ``offset`` is the mean ``m`` of the unit rows, and
+    ``top_variance`` is half the first critical temperature on the sphere,
+    ``lambda_max(P Sigma P) / ||m||`` (see :func:`.geometry.sphere_spread`),
+    with ``top_axis`` orthogonal to the mean direction.
     """
     origin = runner.first_row()
+    if metric == "cosine":
+        origin = unit(origin)  # any point near the data keeps the sums from cancelling
     n_features = runner.n_features
     gram = n_features <= GRAM_MAX_FEATURES
-    scan = runner.scan(origin, gram=gram)
+    scan = runner.scan(origin, gram=gram, metric=metric)
     total_weight = float(scan.weight)
     if scan.nonfinite:
         raise nonfinite_error(scan.nonfinite, what="Input X", extra=(
             " (or sample_weight a non-finite or negative weight)"))
+    if scan.zero_rows:
+        raise zero_rows_error(scan.zero_rows, what="Input X")
     if total_weight <= 0:
         raise InputError("sample_weight sums to zero: at least one sample needs a positive weight.")
     mean_rel = scan.sums / total_weight
@@ -342,29 +387,55 @@ def summarize(runner: Runner, n_clusters: int) -> DataSummary:
             raise InputError(
                 "The values of X are so large that squared distances overflow. "
                 "Rescale X, e.g. divide it by its largest absolute value.")
-        values, vectors = np.linalg.eigh(cov)
-        top_variance, top_axis = float(max(values[-1], 0.0)), vectors[:, -1]
+        if metric == "cosine":
+            top_variance, top_axis = sphere_spread(cov, offset)
+        else:
+            values, vectors = np.linalg.eigh(cov)
+            top_variance, top_axis = float(max(values[-1], 0.0)), vectors[:, -1]
+    elif metric == "cosine":
+        # The top eigenvector of P Sigma P, P the projector off the mean direction.
+        normal = unit(offset)
+        value, top_axis = power_iteration(runner, offset, metric=metric, normal=normal)
+        resultant = float(np.linalg.norm(offset))
+        top_variance = float(sphere_half_critical(np.array([value]), np.array([resultant]))[0])
     else:
         top_variance, top_axis = power_iteration(runner, offset)
+    if metric == "cosine" and top_variance <= (8.0 * np.finfo(working_dtype(runner.dtype)).eps) ** 2:
+        # Unit rows are rounded to the working precision: a spread of that order is
+        # rows pointing the same way (positive multiples of one row), not structure.
+        top_variance = 0.0
     if top_variance == 0.0 and n_clusters > 1:
         # Every row equals the first: no temperature splits the one cluster.
+        same, rows = (("points in the same direction", "rows that are positive multiples of one "
+                       "another") if metric == "cosine" else ("is the same point",
+                                                              "all-duplicate rows"))
         raise InputError(
-            f"Every sample of X (with positive weight) is the same point: constant data or "
-            f"all-duplicate rows cannot be split into n_clusters={n_clusters} clusters. "
+            f"Every sample of X (with positive weight) {same}: constant data or "
+            f"{rows} cannot be split into n_clusters={n_clusters} clusters. "
             "Check the data (constant columns are fine, identical rows are not), or use "
             "n_clusters=1.")
     return DataSummary(offset, top_variance, top_axis, total_weight)
 
 
-def power_iteration(runner: Runner, offset: np.ndarray, passes: int = 20) -> tuple[float, np.ndarray]:
-    """Largest covariance eigenvalue and its axis by power iteration, one pass per step."""
+def power_iteration(runner: Runner, offset: np.ndarray, passes: int = 20, *,
+                    metric: Metric = "euclidean",
+                    normal: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+    """Largest covariance eigenvalue and its axis by power iteration, one pass per step.
+
+    With a unit ``normal``, of the covariance restricted to the hyperplane
+    orthogonal to it (``P Sigma P``, ``P = I - n n^T``).
+    """
     axis = np.random.default_rng(0).standard_normal(runner.n_features)
+    if normal is not None:
+        axis -= normal * (normal @ axis)
     axis /= np.linalg.norm(axis)
     value = new_value = 0.0
     for _ in range(passes):
         stats = run_pass(runner, PassParams(offset[None, :], 1.0, offset=offset, moments="power",
-                                            directions=axis[None, :]))
+                                            directions=axis[None, :], metric=metric))
         product = stats.moments[0] / stats.counts[0]
+        if normal is not None:
+            product -= normal * (normal @ product)
         new_value = float(product @ axis)
         axis = product / max(np.linalg.norm(product), 1e-300)
         if abs(new_value - value) <= 1e-4 * new_value:

@@ -12,11 +12,18 @@ from typing import Any
 
 import numpy as np
 
-from ._typing import ArrayLike, Normalization
+from ._typing import ArrayLike, Metric, Normalization
 from .errors import InputError, NonNumericError
 
 #: The normalisations of the logits a pass knows (see :func:`.kernels.normalize`).
 NORMALIZATIONS: tuple[str, ...] = ("softmax", "entmax15", "sparsemax")
+
+#: The metrics of :class:`.SoftKMeans` (see :data:`._typing.Metric`).
+METRICS: tuple[str, ...] = ("euclidean", "cosine")
+
+#: How to fix data that hold rows of zeros, with ``metric="cosine"``.
+ZERO_ROWS_FIX = ("Drop or replace zero rows; cosine is undefined for them, e.g. "
+                 "X[(X != 0).any(axis=1)].")
 
 #: How to fix data that hold NaN or infinity.
 NONFINITE_FIX = "Drop or impute those rows first, e.g. X[np.isfinite(X).all(axis=1)]."
@@ -103,6 +110,22 @@ def nonfinite_error(rows: int | None = None, *, what: str = "X", extra: str = ""
     """The error for data holding NaN or infinity (in ``rows`` rows, when counted)."""
     where = "" if rows is None else f" in {int(rows)} rows"
     return InputError(f"{what} contains NaN or infinity{extra}{where}. {NONFINITE_FIX}")
+
+
+def zero_rows_error(rows: int | None = None, *, what: str = "X") -> InputError:
+    """The error for rows of zeros under ``metric="cosine"`` (in ``rows`` rows, when counted)."""
+    where = "rows" if rows is None else f"{int(rows)} rows"
+    return InputError(
+        f"{what} contains {where} whose values are all zero, and metric='cosine' needs a "
+        f"direction for every row. {ZERO_ROWS_FIX}")
+
+
+def check_metric(metric: str) -> Metric:
+    """A metric is one of :data:`METRICS`."""
+    if metric not in METRICS:
+        raise InputError(
+            f"metric must be one of {', '.join(map(repr, METRICS))}; got {metric!r}.")
+    return metric
 
 
 def check_temperature(temperature: Any) -> float:

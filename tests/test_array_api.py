@@ -376,3 +376,17 @@ def test_cupy_block_statistics(cupy, problem):
     got = block_statistics(cupy.asarray(x), centers, 0.4, weights=cupy.asarray(weights), **kwargs)
     expected = reference_statistics(x, centers, 0.4, weights=weights, **kwargs)
     np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10 * np.abs(expected).max())
+
+
+def test_the_cosine_metric_on_other_array_libraries_is_refused_with_the_fix():
+    """Cosine passes normalise NumPy blocks; an array of another library gets a clear error
+    naming the metric and the fix, from soft_statistics and from the per-block kernel."""
+    from dask_softkmeans.kernels import block_statistics
+
+    xps = pytest.importorskip("array_api_strict")
+    x = xps.asarray(np.random.default_rng(0).normal(size=(20, 3)))
+    centers = np.eye(3)[:2]
+    with pytest.raises(InputError, match=r"metric='cosine'.*Normalise the rows"):
+        soft_statistics(x, centers, 1.0, metric="cosine")
+    with pytest.raises(InputError, match=r"metric='cosine'.*Normalise the rows"):
+        block_statistics(x, centers, 1.0, offset=np.zeros(3), metric="cosine")

@@ -29,10 +29,12 @@ from ..errors import SoftKMeansError
 if TYPE_CHECKING:
     from ..estimator import SoftKMeans
 
-#: Names of :data:`dask_softkmeans.optim.OPTIMIZERS` and :data:`dask_softkmeans.io.COMPRESSORS`,
-#: and :data:`dask_softkmeans.datasets.DEFAULT_DATA_COMPRESSOR`, written out so that ``--help``
-#: need not import NumPy and Zarr to list them; the tests keep them equal to the registries.
+#: Names of :data:`dask_softkmeans.optim.OPTIMIZERS`, :data:`dask_softkmeans.io.COMPRESSORS` and
+#: :data:`dask_softkmeans.validation.METRICS`, and :data:`dask_softkmeans.datasets.DEFAULT_DATA_COMPRESSOR`,
+#: written out so that ``--help`` need not import NumPy and Zarr to list them; the tests keep
+#: them equal to the registries.
 OPTIMIZER_NAMES = ("em", "gd", "momentum", "adam")
+METRIC_NAMES = ("euclidean", "cosine")
 COMPRESSOR_NAMES = ("blosc-lz4", "zstd", "none")
 DEFAULT_DATA_COMPRESSOR = "none"
 
@@ -141,6 +143,11 @@ class _AutoOr(click.ParamType):
 estimator_options = [
     click.option("--n-clusters", "--k", "n_clusters", type=int, default=8, show_default=True,
                  callback=_check_parameter, help="Number of clusters K (--k: the same)."),
+    click.option("--metric", type=click.Choice(METRIC_NAMES), default="euclidean",
+                 show_default=True, callback=_check_parameter,
+                 help="euclidean: k-means on squared distances. cosine: spherical k-means on "
+                      "the rows' directions (rows scaled to unit length as they are read, unit "
+                      "centers, inertia the sum of 1 - cos); a row of zeros is an error."),
     click.option("--n-init", type=int, default=1, show_default=True, callback=_check_parameter,
                  help="Annealing runs; the best (lowest inertia) is kept. The first run is "
                       "deterministic, the others perturb the split directions "

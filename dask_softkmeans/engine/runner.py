@@ -28,6 +28,7 @@ import dask.array as da
 import numpy as np
 from dask.highlevelgraph import HighLevelGraph
 
+from .._typing import Metric
 from ..kernels import PassParams, pass_statistics, scan_statistics, sub_block_rows
 from ..kernels.layout import ScanLayout, ScanStats
 from .client import active_client, load_kernel
@@ -149,9 +150,10 @@ class Runner:
         """Packed statistics of one soft pass (see :func:`.kernels.block_statistics`)."""
         return self.reduce(pass_statistics, params)
 
-    def scan(self, origin: np.ndarray, *, gram: bool) -> ScanStats:
-        """The first pass: weight, non-finite rows, sums and Gram matrix relative to ``origin``."""
-        vector = self.reduce(_scan_task, {"origin": origin, "gram": gram})
+    def scan(self, origin: np.ndarray, *, gram: bool, metric: Metric = "euclidean") -> ScanStats:
+        """The first pass: weight, non-finite rows, sums and Gram matrix relative to ``origin``
+        (of the rows scaled to unit length, and their rows of zeros, under "cosine")."""
+        vector = self.reduce(_scan_task, {"origin": origin, "gram": gram, "metric": metric})
         return ScanLayout(self.n_features, gram).unpack(vector)
 
     def _run_local(self, task: BlockTask, params: Any) -> np.ndarray:

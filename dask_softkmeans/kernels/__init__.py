@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._typing import MomentMode, Normalization
+from .._typing import Metric, MomentMode, Normalization
+from ..errors import InputError
 from ..validation import NORMALIZATIONS
 from . import array_api
-from .common import PassParams, float_block, sub_block_rows, working_dtype
+from .common import PassParams, float_block, sub_block_rows, unit_rows, working_dtype
 from .fused import fused_statistics, nearest, nearest_labels
 from .layout import BlockStats, NormalLayout, RBFLayout, ScanLayout, StatsLayout
 from .reference import (
@@ -52,6 +53,7 @@ __all__ = [
     "scan_statistics",
     "squared_distances",
     "sub_block_rows",
+    "unit_rows",
     "working_dtype",
 ]
 
@@ -68,6 +70,7 @@ def block_statistics(
     directions: np.ndarray | None = None,
     removal: bool = False,
     normalization: Normalization = "softmax",
+    metric: Metric = "euclidean",
 ) -> np.ndarray:
     """Soft k-means statistics of one row block, packed for a tree reduction.
 
@@ -110,6 +113,12 @@ def block_statistics(
         sparse one, ``entropy`` holds the sum of its regulariser ``Omega`` and
         ``free_energy`` the sum of ``sum_k p_k (d_k - T log pi_k) - T Omega``;
         the gradient is ``2 (N_k c_k - S_k)`` for every normalisation.
+    metric : {"euclidean", "cosine"}, default="euclidean"
+        "cosine": the rows are scaled to unit length first (a copy; ``x`` is
+        never modified), so that ``d_ik = ||x_i/||x_i|| - c_k||^2``, which is
+        ``2 - 2 cos(x_i, c_k)`` for unit centers; every statistic is then of
+        the unit rows.  Rows of zeros are counted in ``zero_rows`` (the
+        callers refuse them).
 
     Returns
     -------
@@ -118,18 +127,30 @@ def block_statistics(
         are of ``x - offset``.
     """
     if array_api.is_foreign_array(x):
+        if metric != "euclidean":
+            raise InputError(
+                f"metric={metric!r} is computed for NumPy blocks; this block is a "
+                f"{type(x).__module__}.{type(x).__name__} array, whose passes take the "
+                "Euclidean metric only. Normalise the rows first, or use NumPy chunks.")
         return array_api.packed_statistics(
             x, centers, temperature, offset=offset, log_priors=log_priors, weights=weights,
             moments=moments, directions=directions, removal=removal, normalization=normalization)
     x = float_block(x)
     centers = np.asarray(centers, dtype=np.float64)
+    zero_rows = 0
+    if metric == "cosine":
+        x, zero_rows = unit_rows(x)
     if normalization == "softmax" or temperature == 0 or not np.isfinite(1.0 / temperature):
-        return fused_statistics(
+        out = fused_statistics(
             x, centers, temperature, offset=offset, log_priors=log_priors, weights=weights,
             moments=moments, directions=directions, removal=removal)
-    return reference_statistics(
-        x, centers, temperature, offset=offset, log_priors=log_priors, weights=weights,
-        moments=moments, directions=directions, removal=removal, normalization=normalization)
+    else:
+        out = reference_statistics(
+            x, centers, temperature, offset=offset, log_priors=log_priors, weights=weights,
+            moments=moments, directions=directions, removal=removal, normalization=normalization)
+    if zero_rows:
+        StatsLayout(*centers.shape, moments).unpack(out).zero_rows[...] = zero_rows
+    return out
 
 
 def pass_statistics(x: np.ndarray, weights: np.ndarray | None, params: PassParams) -> np.ndarray:
@@ -138,4 +159,5 @@ def pass_statistics(x: np.ndarray, weights: np.ndarray | None, params: PassParam
     return block_statistics(
         x, params.centers, params.temperature, offset=params.offset,
         log_priors=params.log_priors, weights=weights, moments=params.moments,
-        directions=params.directions, removal=params.removal, normalization=params.normalization)
+        directions=params.directions, removal=params.removal, normalization=params.normalization,
+        metric=params.metric)

@@ -326,6 +326,7 @@ class ArrayStats(NamedTuple):
     hard_counts: Array
     confidence: Array
     nonfinite: Array
+    zero_rows: Array  # always 0: these passes are Euclidean (cosine is refused before)
     removal: Array
     moments: Array
 
@@ -381,7 +382,7 @@ def block_statistics(
         center_proj = xp.sum(rel_centers * directions, axis=-1)
     zero = xp.zeros((), dtype=acc, device=dev)
     totals = dict(weight=zero, free_energy=zero, entropy=zero, distortion=zero, inertia=zero,
-                  confidence=zero, nonfinite=zero,
+                  confidence=zero, nonfinite=zero, zero_rows=zero,
                   counts=xp.zeros(n_clusters, dtype=acc, device=dev),
                   hard_counts=xp.zeros(n_clusters, dtype=acc, device=dev),
                   removal=xp.zeros(n_clusters, dtype=acc, device=dev),

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._typing import MomentMode, Normalization
+from .._typing import Metric, MomentMode, Normalization
 
 #: The sparse normalisations give exactly zero weight to a logit this far
 #: (or further) below the row's largest one: sparsemax below 1, entmax-1.5
@@ -39,6 +39,36 @@ def float_block(x: np.ndarray) -> np.ndarray:
     return x if x.dtype in (np.float32, np.float64) else x.astype(np.float64)
 
 
+def unit_rows(x: np.ndarray) -> tuple[np.ndarray, int]:
+    """Rows scaled to unit length, in the block's float dtype, and how many rows are all zero.
+
+    The input is never modified.  Norms are taken in the block's precision
+    (the result's); rows whose squared norm under- or overflows there are
+    rescaled by their largest value, in float64, so that only rows of zeros
+    count as zero.  Zero rows are left as they are (the caller refuses them);
+    rows holding NaN or infinity come out non-finite, as they went in.
+    """
+    x = float_block(x)
+    squares = np.einsum("ij,ij->i", x, x)
+    info = np.finfo(x.dtype)
+    # Zero, under- or overflowed, or NaN: a second look, in float64.
+    odd = ~((squares > info.tiny) & (squares <= info.max))
+    norms = np.sqrt(squares, out=squares)
+    zeros = 0
+    if odd.any():
+        rows = x[odd].astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            scale = np.max(np.abs(rows), axis=1)
+            scaled = rows / scale[:, None]
+            exact = scale * np.sqrt(np.einsum("ij,ij->i", scaled, scaled))
+        zero = scale == 0
+        zeros = int(np.count_nonzero(zero))
+        exact[zero] = 1.0
+        norms[odd] = exact
+    with np.errstate(invalid="ignore"):
+        return x / norms[:, None], zeros
+
+
 @dataclass(frozen=True, eq=False)
 class PassParams:
     """The parameters of one pass: everything a block kernel needs besides the block.
@@ -65,6 +95,10 @@ class PassParams:
     removal : bool
         At ``T = 0``, also the inertia each center's removal would add.
     normalization : {"softmax", "entmax15", "sparsemax"}
+    metric : {"euclidean", "cosine"}
+        "cosine": every row is scaled to unit length inside the block task
+        before anything else (see :func:`unit_rows`); rows of zeros are
+        counted in ``zero_rows``.
     """
 
     centers: np.ndarray
@@ -75,6 +109,7 @@ class PassParams:
     directions: np.ndarray | None = None
     removal: bool = False
     normalization: Normalization = "softmax"
+    metric: Metric = "euclidean"
     #: Set by __post_init__: (K, D).
     shape: tuple[int, int] = field(init=False)
 

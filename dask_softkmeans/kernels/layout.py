@@ -73,6 +73,7 @@ class BlockStats(NamedTuple):
     hard_counts: np.ndarray  # (K,)
     confidence: np.ndarray  # () sum_i max_k p_ik
     nonfinite: np.ndarray  # () rows holding NaN or infinity (skipped)
+    zero_rows: np.ndarray  # () rows of zeros under metric="cosine" (refused by the caller)
     removal: np.ndarray  # (K,) inertia added if center k were removed (T = 0, on request)
     moments: np.ndarray  # (K, D, D), (K, D) or (0,): see block_statistics
 
@@ -89,7 +90,7 @@ class StatsLayout(PackedLayout):
     def shapes(self) -> tuple[tuple[int, ...], ...]:
         k, d = self.n_clusters, self.n_features
         moment_shape = {"none": (0,), "full": (k, d, d), "power": (k, d)}[self.moments]
-        return ((), (k,), (k, d), (), (), (), (), (k,), (), (), (k,), moment_shape)
+        return ((), (k,), (k, d), (), (), (), (), (k,), (), (), (), (k,), moment_shape)
 
 
 class ScanStats(NamedTuple):
@@ -97,6 +98,7 @@ class ScanStats(NamedTuple):
 
     weight: np.ndarray  # () total weight of the finite rows
     nonfinite: np.ndarray  # () rows left out: a non-finite value, or a bad weight
+    zero_rows: np.ndarray  # () rows of zeros under metric="cosine" (refused by the caller)
     sums: np.ndarray  # (D,) weighted sum of (x - origin)
     gram: np.ndarray  # (D, D) or (0,): weighted sum of (x - origin)(x - origin)^T
 
@@ -111,7 +113,7 @@ class ScanLayout(PackedLayout):
 
     def shapes(self) -> tuple[tuple[int, ...], ...]:
         d = self.n_features
-        return ((), (), (d,), (d, d) if self.gram else (0,))
+        return ((), (), (), (d,), (d, d) if self.gram else (0,))
 
 
 class RBFBlock(NamedTuple):

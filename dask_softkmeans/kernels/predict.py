@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from ..validation import nonfinite_error
-from .common import sub_block_rows
+from .._typing import Metric
+from ..validation import nonfinite_error, zero_rows_error
+from .common import sub_block_rows, unit_rows
 from .fused import nearest_labels
 from .rbf import rbf_outputs
 from .reference import responsibilities
@@ -30,9 +31,22 @@ def check_finite(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def labels_block(x: np.ndarray, centers: np.ndarray, offset: np.ndarray) -> np.ndarray:
-    """Nearest center of each row, int32 (see :func:`.nearest_labels`)."""
-    return nearest_labels(check_finite(x), centers, offset=offset)
+def check_rows(x: np.ndarray, metric: Metric = "euclidean") -> np.ndarray:
+    """``x`` refused when it holds NaN or infinity; under "cosine" its rows scaled to unit
+    length (a copy), refused when a row is all zeros."""
+    x = check_finite(x)
+    if metric == "cosine":
+        x, zeros = unit_rows(x)
+        if zeros:
+            raise zero_rows_error(zeros)
+    return x
+
+
+def labels_block(x: np.ndarray, centers: np.ndarray, offset: np.ndarray,
+                 metric: Metric = "euclidean") -> np.ndarray:
+    """Nearest center of each row, int32 (see :func:`.nearest_labels`); under "cosine", the
+    center of largest cosine similarity (the nearest to the unit row)."""
+    return nearest_labels(check_rows(x, metric), centers, offset=offset)
 
 
 #: Entries with ``d_ik <= NEAR * (|x_i|^2 + max_k |c_k|^2)`` are recomputed as ``|x_i - c_k|^2``.
@@ -71,18 +85,26 @@ def exact_squared_distances(
 
 
 def distances_block(
-    x: np.ndarray, centers: np.ndarray, offset: np.ndarray, out_dtype: Any = np.float64
+    x: np.ndarray, centers: np.ndarray, offset: np.ndarray, out_dtype: Any = np.float64,
+    metric: Metric = "euclidean",
 ) -> np.ndarray:
-    """Euclidean distances to every center, ``(n, K)``, computed in float64 and returned
-    as ``out_dtype`` (the estimator passes the data's: float32 in, float32 out)."""
-    d = exact_squared_distances(check_finite(x), centers, np.asarray(offset, np.float64))
+    """Distances to every center, ``(n, K)``, computed in float64 and returned as
+    ``out_dtype`` (the estimator passes the data's: float32 in, float32 out).
+
+    Euclidean distances; under "cosine" (unit centers) the cosine distances
+    ``1 - cos(x_i, c_k) = ||x_i/||x_i|| - c_k||^2 / 2``.
+    """
+    d = exact_squared_distances(check_rows(x, metric), centers, np.asarray(offset, np.float64))
+    if metric == "cosine":
+        return (0.5 * d).astype(out_dtype, copy=False)
     return np.sqrt(d, out=d).astype(out_dtype, copy=False)
 
 
-def proba_block(x: np.ndarray, out_dtype: Any = np.float64, **kwargs: Any) -> np.ndarray:
+def proba_block(x: np.ndarray, out_dtype: Any = np.float64, metric: Metric = "euclidean",
+                **kwargs: Any) -> np.ndarray:
     """Responsibilities ``(n, K)`` as ``out_dtype`` (see :func:`.responsibilities` for the
-    keywords)."""
-    return responsibilities(check_finite(x), **kwargs).astype(out_dtype, copy=False)
+    keywords); under "cosine" those of the unit rows (von Mises-Fisher, ``kappa = 2 / T``)."""
+    return responsibilities(check_rows(x, metric), **kwargs).astype(out_dtype, copy=False)
 
 
 def outputs_block(x: np.ndarray, **kwargs: Any) -> np.ndarray:
@@ -93,6 +115,7 @@ def outputs_block(x: np.ndarray, **kwargs: Any) -> np.ndarray:
 def predictions_block(
     x: np.ndarray, what: tuple[str, ...], centers: np.ndarray, offset: np.ndarray,
     temperature: float, log_priors: np.ndarray, normalization: str = "softmax",
+    metric: Metric = "euclidean",
 ) -> dict[str, np.ndarray]:
     """Several per-sample outputs of one block (names of :data:`PREDICTION_OUTPUTS`).
 
@@ -106,11 +129,12 @@ def predictions_block(
     for start in range(0, x.shape[0], step):
         part = x[start : start + step]
         if "labels" in out:
-            out["labels"][start : start + step] = labels_block(part, centers, offset)
+            out["labels"][start : start + step] = labels_block(part, centers, offset, metric)
         if "proba" in out:
             out["proba"][start : start + step] = proba_block(
-                part, centers=centers, temperature=temperature, offset=offset,
+                part, metric=metric, centers=centers, temperature=temperature, offset=offset,
                 log_priors=log_priors, normalization=normalization)
         if "distances" in out:
-            out["distances"][start : start + step] = distances_block(part, centers, offset)
+            out["distances"][start : start + step] = distances_block(
+                part, centers, offset, metric=metric)
     return out

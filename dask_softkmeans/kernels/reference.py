@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._typing import MomentMode, Normalization
+from .._typing import Metric, MomentMode, Normalization
 from ..validation import NORMALIZATIONS
 from .common import (
     LOGIT_FLOOR,
     SPARSE_LOGIT_FLOOR,
     float_block,
     sub_block_rows,
+    unit_rows,
     working_dtype,
 )
 from .layout import ScanLayout, StatsLayout
@@ -245,12 +246,15 @@ def reference_statistics(
 
 
 def scan_statistics(
-    x: np.ndarray, origin: np.ndarray, *, weights: np.ndarray | None = None, gram: bool = True
+    x: np.ndarray, origin: np.ndarray, *, weights: np.ndarray | None = None, gram: bool = True,
+    metric: Metric = "euclidean",
 ) -> np.ndarray:
     """First-pass statistics: weight, weighted sums and (optionally) Gram matrix.
 
     ``nonfinite`` counts rows with a non-finite value or a non-finite or
-    negative weight; those rows are left out of the sums.
+    negative weight; those rows are left out of the sums.  With
+    ``metric="cosine"`` the statistics are of the rows scaled to unit length
+    (:func:`.unit_rows`), and ``zero_rows`` counts the rows of zeros (the caller refuses them).
 
     Packed as :class:`.ScanLayout` ``(D, gram)``, all relative to ``origin``
     (one data row, so that far-away data does not cancel).
@@ -265,6 +269,9 @@ def scan_statistics(
     rows = sub_block_rows(1, n_features)
     for start in range(0, x.shape[0], rows):
         part = x[start : start + rows]
+        if metric == "cosine":
+            part, zeros = unit_rows(part)
+            acc.zero_rows[...] += zeros
         finite = np.isfinite(part).all(axis=1)
         acc.nonfinite[...] += np.count_nonzero(~finite)
         w = None
