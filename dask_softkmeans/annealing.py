@@ -350,7 +350,7 @@ class Annealer:
         self._top_variance = top_variance
         t_critical = 2.0 * top_variance
         if state is None:
-            start = self.geometry.project(mean[None, :].astype(np.float64))
+            start = self.geometry.start(mean.astype(np.float64), top_axis.astype(np.float64))
             clusters = _Clusters(
                 centers=start,
                 log_priors=np.zeros(1),

@@ -155,6 +155,15 @@ def array_statistics(
     xp = aa.namespace(X, centers, log_priors, sample_weight)
     X, centers, log_priors, sample_weight = _as_arrays(xp, X, centers, log_priors, sample_weight)
     _check_shapes(X, centers, log_priors, sample_weight)
+    # As the NumPy path (check_log_priors, as_weights), before the pass.
+    if log_priors is not None and bool(xp.any(xp.isnan(log_priors))):
+        raise InputError(f"log_priors must have shape ({centers.shape[0]},) without NaN; it "
+                         "holds NaN. Pass finite log-priors (or -inf for a prior of 0).")
+    if sample_weight is not None:
+        bad = int(xp.sum(xp.astype(~xp.isfinite(sample_weight) | (sample_weight < 0), xp.int32)))
+        if bad:
+            raise InputError(f"sample_weight must be finite and non-negative; found {bad} bad "
+                             "values. Fix or drop those samples.")
     acc = aa.accumulation_dtype(xp, aa.device_of(X))
     centers = xp.astype(centers, acc)
     if X.shape[0] == 0:

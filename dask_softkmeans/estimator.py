@@ -35,6 +35,7 @@ from .geometry import FLAT, Sphere, unit
 from .inputs import as_data, as_features, as_weights, is_dask_frame, is_pandas_frame
 from .io.checkpoint import Checkpoint, fingerprint, result_parameters
 from .kernels import PassParams, sub_block_rows
+from .kernels.array_api import is_foreign_array
 from .kernels.predict import (
     PREDICTION_OUTPUTS,
     check_finite,
@@ -51,6 +52,7 @@ from .validation import (
     check_normalization,
     check_temperature,
     feature_count_error,
+    foreign_metric_error,
 )
 
 #: ``sample_size="auto"``: the annealing at T > 0 runs on an in-memory sample of
@@ -405,6 +407,8 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
                 "resume=True needs the checkpoint directory of the interrupted fit: set "
                 "SoftKMeans(checkpoint=DIR).")
         data = self._data(X, reset=True, storage_options=storage_options, variables=variables)
+        if self.metric != "euclidean" and is_foreign_array(getattr(data, "_meta", data)):
+            raise foreign_metric_error(self.metric, data._meta)  # before any pass
         weights = as_weights(sample_weight, data)
         if self.checkpoint is not None and not resume:
             # Refuse before the first pass; data and parameters are checked after it.
@@ -782,6 +786,7 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             params["checkpoint"] = os.fspath(params["checkpoint"])
         if not isinstance(params["random_state"], int | None):
             params["random_state"] = None  # a generator object has no JSON form
+        params["metric"] = self._metric  # the fit's, even after set_params(metric=...)
         return {
             "params": params,
             "n_features_in": int(self.n_features_in_),

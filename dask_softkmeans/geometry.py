@@ -29,6 +29,10 @@ import numpy as np
 #: responsibilities: annealing starts there at the latest.
 SPHERE_MAX_TEMPERATURE = 8.0
 
+#: Mean resultant lengths below this are taken as 0: the directions cancel out and
+#: there is no mean direction.
+RESULTANT_FLOOR = 1e-12
+
 
 def unit(v: np.ndarray) -> np.ndarray:
     """``v`` scaled to unit length along its last axis (zero vectors left as they are)."""
@@ -51,6 +55,10 @@ class Flat:
     def tangent(self, centers: np.ndarray, vectors: np.ndarray) -> np.ndarray:
         """Directions along which ``centers`` may move: every direction."""
         return vectors
+
+    def start(self, mean: np.ndarray, axis: np.ndarray) -> np.ndarray:
+        """The first center ``(1, D)``: the data's mean."""
+        return mean[None, :]
 
     def restrict(self, counts: np.ndarray, sums: np.ndarray, spread: np.ndarray,
                  ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -78,9 +86,19 @@ class Sphere:
 
     def targets(self, counts: np.ndarray, sums: np.ndarray, centers: np.ndarray) -> np.ndarray:
         """Fixed points of the M-step, the mean directions ``S_k / ||S_k||`` (the von
-        Mises-Fisher maximum likelihood); a cluster without mass keeps its center."""
+        Mises-Fisher maximum likelihood); a cluster without mass, or whose directions
+        cancel out (no mean direction: every unit center is as good), keeps its center."""
         means = sums / np.maximum(counts, 1e-300)[:, None]
-        return np.where(counts[:, None] > 0, self.project(means), centers)
+        resultant = np.linalg.norm(means + self.offset, axis=1)
+        defined = (counts > 0) & (resultant > RESULTANT_FLOOR)
+        return np.where(defined[:, None], self.project(means), centers)
+
+    def start(self, mean: np.ndarray, axis: np.ndarray) -> np.ndarray:
+        """The first center ``(1, D)``: the data's mean direction, or the principal axis
+        ``axis`` when the directions cancel out (then every unit center is as good)."""
+        if np.linalg.norm(mean + self.offset) > RESULTANT_FLOOR:
+            return self.project(mean[None, :])
+        return unit(axis[None, :]) - self.offset
 
     def tangent(self, centers: np.ndarray, vectors: np.ndarray) -> np.ndarray:
         """``vectors`` with their radial component at each center removed, unit length."""
@@ -145,7 +163,7 @@ def sphere_spread(covariance: np.ndarray, mean: np.ndarray) -> tuple[float, np.n
     -------
     half_critical : float
         ``T_c / 2`` with ``T_c = 2 lambda_max(P S P) / R`` (at most
-        :data:`SPHERE_MAX_TEMPERATURE`).
+        :data:`SPHERE_MAX_TEMPERATURE` / 2).
     axis : ndarray of shape (D,)
         Its unit eigenvector, orthogonal to the mean direction ``c0 = m / R``
         (to the top eigenvector of the covariance when ``R = 0``).

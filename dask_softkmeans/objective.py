@@ -33,6 +33,7 @@ from .validation import (
     check_positive,
     check_split_every,
     check_temperature,
+    foreign_metric_error,
     nonfinite_error,
     zero_rows_error,
 )
@@ -297,11 +298,7 @@ def soft_statistics(
     """
     if is_foreign_array(X):
         if check_metric(metric) != "euclidean":
-            raise InputError(
-                f"metric={metric!r} is computed for NumPy, Dask and Zarr data; X is a "
-                f"{type(X).__module__}.{type(X).__name__} array, for which soft_statistics "
-                "takes the Euclidean metric only. Normalise the rows and the centers yourself "
-                "(on the unit sphere the Euclidean pass is the cosine one), or pass NumPy data.")
+            raise foreign_metric_error(metric, X)
         return SoftStatistics(**array_statistics(
             X, centers, temperature, log_priors=log_priors, sample_weight=sample_weight,
             normalization=normalization))

@@ -120,6 +120,16 @@ def zero_rows_error(rows: int | None = None, *, what: str = "X") -> InputError:
         f"direction for every row. {ZERO_ROWS_FIX}")
 
 
+def foreign_metric_error(metric: str, array: Any) -> InputError:
+    """The error for ``metric`` other than Euclidean on arrays of another library (JAX,
+    CuPy, ...), whose passes run the array-API reference, which has no row normalisation."""
+    return InputError(
+        f"metric={metric!r} is computed for NumPy data and NumPy blocks; X holds "
+        f"{type(array).__module__}.{type(array).__name__} arrays, whose passes take the "
+        "Euclidean metric only. Normalise the rows and the centers yourself (on the unit "
+        "sphere the Euclidean pass is the cosine one), or use NumPy data or chunks.")
+
+
 def check_metric(metric: str) -> Metric:
     """A metric is one of :data:`METRICS`."""
     if metric not in METRICS:

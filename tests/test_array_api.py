@@ -390,3 +390,13 @@ def test_the_cosine_metric_on_other_array_libraries_is_refused_with_the_fix():
         soft_statistics(x, centers, 1.0, metric="cosine")
     with pytest.raises(InputError, match=r"metric='cosine'.*Normalise the rows"):
         block_statistics(x, centers, 1.0, offset=np.zeros(3), metric="cosine")
+
+
+def test_bad_weights_and_priors_of_other_libraries_are_refused_as_for_numpy():
+    xps = pytest.importorskip("array_api_strict")
+    x = xps.asarray(np.random.default_rng(0).normal(size=(3, 2)))
+    centers = xps.asarray(np.eye(2))
+    with pytest.raises(InputError, match="sample_weight must be finite and non-negative"):
+        soft_statistics(x, centers, 1.0, sample_weight=xps.asarray([1.0, -3.0, 1.0]))
+    with pytest.raises(InputError, match=r"log_priors .* without NaN"):
+        soft_statistics(x, centers, 1.0, log_priors=xps.asarray([0.0, float("nan")]))

@@ -326,3 +326,32 @@ def test_command_line_fit_metric_cosine_and_predict(x, model, tmp_path):
     np.testing.assert_allclose(group["distances"][:], model.transform(x), rtol=0, atol=1e-6)
     result = CliRunner().invoke(main, ["fit", path, "--metric", "manhattan"])
     assert result.exit_code == 2 and "'manhattan' is not one of 'euclidean', 'cosine'" in result.output
+
+
+def test_directions_that_cancel_out_still_give_a_unit_center():
+    """No mean direction (the unit rows sum to zero): every unit center is as good, and the
+    fit returns one (never the zero vector), with its objective N."""
+    x = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    model = SoftKMeans(1, metric="cosine").fit(x)
+    assert np.linalg.norm(model.cluster_centers_[0]) == pytest.approx(1.0)
+    assert model.inertia_ == pytest.approx(4.0)
+    np.testing.assert_allclose(model.transform(x).sum(), 4.0)
+
+
+def test_a_saved_model_keeps_the_metric_it_was_fitted_with(tmp_path):
+    x = np.random.default_rng(1).normal(size=(200, 4))
+    model = SoftKMeans(3, metric="cosine").fit(x)
+    model.set_params(metric="euclidean")  # a parameter for the next fit, not this one
+    assert model.summary()["params"]["metric"] == "cosine"
+    model.save(tmp_path / "m.npz")
+    loaded = SoftKMeans.load(tmp_path / "m.npz")
+    assert loaded.score(x) == pytest.approx(model.score(x), rel=1e-12)
+
+
+def test_cosine_on_chunks_of_another_array_library_is_refused_before_any_pass():
+    jnp = pytest.importorskip("jax.numpy")
+    x = da.from_array(np.random.default_rng(0).normal(size=(100, 3)), chunks=50)
+    model = SoftKMeans(2, metric="cosine")
+    with pytest.raises(InputError, match=r"metric='cosine' is computed for NumPy data"):
+        model.fit(x.map_blocks(jnp.asarray))
+    assert not hasattr(model, "history_")

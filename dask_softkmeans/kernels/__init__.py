@@ -19,8 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._typing import Metric, MomentMode, Normalization
-from ..errors import InputError
-from ..validation import NORMALIZATIONS
+from ..validation import NORMALIZATIONS, foreign_metric_error
 from . import array_api
 from .common import PassParams, float_block, sub_block_rows, unit_rows, working_dtype
 from .fused import fused_statistics, nearest, nearest_labels
@@ -128,10 +127,7 @@ def block_statistics(
     """
     if array_api.is_foreign_array(x):
         if metric != "euclidean":
-            raise InputError(
-                f"metric={metric!r} is computed for NumPy blocks; this block is a "
-                f"{type(x).__module__}.{type(x).__name__} array, whose passes take the "
-                "Euclidean metric only. Normalise the rows first, or use NumPy chunks.")
+            raise foreign_metric_error(metric, x)
         return array_api.packed_statistics(
             x, centers, temperature, offset=offset, log_priors=log_priors, weights=weights,
             moments=moments, directions=directions, removal=removal, normalization=normalization)
