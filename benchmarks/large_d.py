@@ -96,7 +96,10 @@ def pass_times(x: np.ndarray, centers: np.ndarray, metric: str, repeats: int) ->
     faiss = faiss_module()
     kwargs = {} if metric == "euclidean" else {"metric": metric}
     c32 = centers.astype(np.float32)
-    temperature = soft_temperature(x, centers)
+    rows = x
+    if metric == "cosine":  # the temperature of the unit rows' distances (at most 4)
+        rows = x / np.linalg.norm(x, axis=1, keepdims=True)
+    temperature = soft_temperature(rows, centers)
     runs: dict[str, Any] = {
         "ours T=0": lambda: soft_statistics(x, centers, 0.0, **kwargs),
         f"ours T={temperature:.3g} (soft)": lambda: soft_statistics(x, centers, temperature,
