@@ -805,6 +805,8 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         """
         meta = self.summary()
         meta["history"] = self.history_
+        names = getattr(self, "feature_names_in_", None)
+        meta["feature_names"] = None if names is None else [str(n) for n in names]
         arrays = {name.strip("_"): getattr(self, name) for name in self._SAVED_ARRAYS}
         io.save_arrays(path, meta, arrays, overwrite=overwrite)
 
@@ -824,6 +826,11 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             model.history_ = list(meta["history"])
             model.persisted_ = meta.get("persisted")
             model._fitted_metric = model.metric
+            names = meta.get("feature_names")  # absent from files written before names were kept
+            if names is not None:
+                if len(names) != model.n_features_in_ or not all(isinstance(n, str) for n in names):
+                    raise ValueError("feature_names must be one string per feature")
+                model.feature_names_in_ = np.asarray(names, dtype=object)
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(
                 f"{str(path)!r} lacks part of a model or holds an invalid value ({exc}); it "

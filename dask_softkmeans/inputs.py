@@ -153,9 +153,22 @@ def _dataset_array(ds: Any, variables: Sequence[str] | None, what: str) -> tuple
     return np.stack([np.asarray(c) for c in columns], axis=1), names
 
 
-def _zarr_group(node: zarr.Group, storage_options: dict[str, Any] | None, what: str) -> Any:
-    """A Zarr group written by xarray, opened lazily as an xarray Dataset of Dask arrays."""
-    xr = _require("xarray", "xarray", f"Reading {what}")
+def _zarr_group(node: zarr.Group, what: str, path: str | None = None) -> Any:
+    """A Zarr group written by xarray, opened lazily as an xarray Dataset of Dask arrays.
+
+    Any other group (or any group without xarray installed) is refused, naming its
+    arrays (as a path under ``path``, when given): the data are one of them.
+    """
+    arrays = sorted(name for name, _ in node.arrays())
+    point = ("Point at one of its 2-D arrays instead"
+             + (f", e.g. {path.rstrip('/')}/{arrays[0]}" if path and arrays else "")
+             + (f" (arrays: {', '.join(arrays)})." if arrays else "."))
+    try:
+        xr = _require("xarray", "xarray", f"Reading {what}")
+    except MissingDependencyError as exc:
+        raise InputError(f"{what} is a Zarr group, not an array. {point} A group written by "
+                         "xarray (one variable per feature) needs xarray: pip install "
+                         '"dask-softkmeans[xarray]".') from exc
     try:
         with warnings.catch_warnings():
             # Groups without consolidated metadata are read as they are: the metadata
@@ -164,10 +177,8 @@ def _zarr_group(node: zarr.Group, storage_options: dict[str, Any] | None, what: 
                                     RuntimeWarning)
             ds = xr.open_zarr(node.store, group=node.path or None, chunks={})
     except (KeyError, ValueError, TypeError) as exc:
-        arrays = sorted(name for name, _ in node.arrays())
         raise InputError(
-            f"{what} is a Zarr group that xarray cannot read as a Dataset ({exc}). Point at one "
-            "of its 2-D arrays instead" + (f" (arrays: {', '.join(arrays)})." if arrays else ".")
+            f"{what} is a Zarr group that xarray cannot read as a Dataset ({exc}). {point}"
         ) from exc
     return ds
 
@@ -235,11 +246,11 @@ def as_features(
                                  f"{str(X)!r} is an array. Drop variables.")
             return node, None
         what = f"The Zarr group {str(X)!r}"
-        X = _zarr_group(node, storage_options, what)
+        X = _zarr_group(node, what, str(X))
         array, names = _dataset_array(X, variables or fitted_names, what)
         return _group_rows(array) if isinstance(array, da.Array) else array, names
     if isinstance(X, zarr.Group):
-        X = _zarr_group(X, None, what)
+        X = _zarr_group(X, what)
     if _is_instance(X, "xarray", "Dataset"):
         return _dataset_array(X, variables or fitted_names, what)
     if variables is not None:

@@ -83,8 +83,14 @@ def test_outputs_are_not_overwritten_unless_asked(runner, dataset, tmp_path):
 def test_clear_errors(runner, tmp_path, dataset):
     result = runner.invoke(main, ["fit", str(tmp_path / "missing.zarr")])
     assert result.exit_code == 1 and "No Zarr array" in result.output
-    result = runner.invoke(main, ["fit", str(dataset)])
-    assert result.exit_code == 1 and "is a Zarr group" in result.output and "/X" in result.output
+    for command in (["fit", str(dataset)],  # a group, not written by xarray
+                    ["predict", str(tmp_path / "m.npz"), str(dataset), str(tmp_path / "p.zarr")]):
+        if command[0] == "predict":
+            SoftKMeans(2).fit(np.random.default_rng(0).normal(size=(50, 2))).save(command[1])
+        result = runner.invoke(main, command)
+        assert result.exit_code == 1, result.output
+        assert "is a Zarr group" in result.output and f"{dataset}/X" in result.output
+        assert "Local cluster" not in result.output  # refused before a cluster starts
     result = runner.invoke(main, ["info", str(tmp_path / "nothing.npz")])
     assert result.exit_code == 1 and "No model file" in result.output
 

@@ -212,6 +212,38 @@ def test_zarr_group_written_by_xarray_is_fitted_by_path(tmp_path, data, referenc
     np.testing.assert_array_equal(model.predict(group).compute(), reference.predict(data))
 
 
+def test_the_command_line_fits_and_predicts_a_zarr_group_by_its_variables(tmp_path, data,
+                                                                        reference):
+    """``fit --variables`` on a group written by xarray; the model file keeps the feature
+    names, so ``predict`` on the group reads the same variables, by name (here the group
+    has one more variable, and its variables in another order)."""
+    import zarr
+    from click.testing import CliRunner
+
+    from dask_softkmeans.cli import main
+
+    columns = {name: data[:, j] for j, name in enumerate(NAMES)}
+    path = tmp_path / "weather.zarr"
+    dataset({"extra": np.zeros(len(data)), **dict(reversed(columns.items()))}, len(data)).chunk(
+        {"time": 250}).to_zarr(path, consolidated=False)
+    runner = CliRunner()
+    model_path = tmp_path / "m.npz"
+    result = runner.invoke(main, ["fit", str(path), "--variables", ",".join(NAMES), "--k", "4",
+                                  "--workers", "1", "-q", "--out", str(model_path)])
+    assert result.exit_code == 0, result.output
+    model = SoftKMeans.load(model_path)
+    assert list(model.feature_names_in_) == NAMES
+    assert_same_model(model, reference)
+    result = runner.invoke(main, ["predict", str(model_path), str(path), str(tmp_path / "p.zarr"),
+                                  "--workers", "1", "-q"])
+    assert result.exit_code == 0, result.output
+    labels = zarr.open_group(tmp_path / "p.zarr", mode="r")["labels"][:]
+    np.testing.assert_array_equal(labels, reference.predict(data))
+    zarr.create_array(tmp_path / "x.zarr", data=data)
+    result = runner.invoke(main, ["fit", str(tmp_path / "x.zarr"), "--variables", "a", "-q"])
+    assert result.exit_code == 2 and "is an array. Drop --variables" in result.output
+
+
 def test_a_zarr_array_path_still_refuses_variables(tmp_path, data):
     zarr = pytest.importorskip("zarr")
     zarr.create_array(tmp_path / "x.zarr", data=data)

@@ -299,14 +299,28 @@ def _load_kernel(client: Any, quiet: bool) -> None:
 
 
 def _fit(model: SoftKMeans, data: Any, quiet: bool, verbose: bool, resume: bool = False,
-         storage_options: dict[str, Any] | None = None) -> SoftKMeans:
+         storage_options: dict[str, Any] | None = None,
+         variables: list[str] | None = None) -> SoftKMeans:
     """Fit with progress on standard error: a live display on a terminal, log lines otherwise."""
     from .progress import FitProgress
 
+    kwargs = {"resume": resume, "storage_options": storage_options, "variables": variables}
     if quiet:
-        return model.fit(data, resume=resume, storage_options=storage_options)
+        return model.fit(data, **kwargs)
     with FitProgress(model.n_clusters, verbose=verbose) as progress:
-        return model.fit(data, callback=progress, resume=resume, storage_options=storage_options)
+        return model.fit(data, callback=progress, **kwargs)
+
+
+def _parse_variables(ctx: click.Context, param: click.Parameter,
+                     value: str | None) -> list[str] | None:
+    """``--variables a,b,c``: the names, in order, without empty ones."""
+    if value is None:
+        return None
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        raise click.BadParameter("name at least one data variable, e.g. --variables t2m,u10.",
+                                 ctx, param)
+    return names
 
 
 def _passes(model: SoftKMeans) -> str:
@@ -462,13 +476,17 @@ def make_data(path: str, n_samples: int, n_features: int, n_clusters: int, clust
 @click.option("--overwrite", is_flag=True, help="Replace MODEL if it exists.")
 @click.option("--resume", is_flag=True,
               help="Continue the fit checkpointed in --checkpoint DIR (start afresh if none).")
+@click.option("--variables", metavar="NAME,...", callback=_parse_variables,
+              help="DATA is a Zarr group written by xarray: its 1-D data variables to use as "
+                   "features, in this order (default: every data variable).")
 @_storage_options
 @_options(cluster_options)
-def fit(data: str, out: str | None, overwrite: bool, resume: bool,
+def fit(data: str, out: str | None, overwrite: bool, resume: bool, variables: list[str] | None,
         storage_options: dict[str, Any] | None, scheduler: str | None, workers: int,
         threads: int, memory_limit: str, quiet: bool, verbose: bool,
         **estimator_params: Any) -> None:
-    """Fit SoftKMeans to the Zarr array DATA (a path or URL).
+    """Fit SoftKMeans to DATA (a path or URL): a 2-D Zarr array, or a Zarr group written by
+    xarray whose data variables are the features (see --variables).
 
     The options from --n-clusters to --checkpoint are the estimator's
     parameters, with its names and defaults.  With --checkpoint DIR an
@@ -491,13 +509,21 @@ def fit(data: str, out: str | None, overwrite: bool, resume: bool,
     # --verbose is the CLI's own progress display, which the estimator's printing would repeat.
     model = SoftKMeans(**estimator_params, compute_labels=False)
     model._validate_params()  # the options were checked one by one; this checks them together
-    x = io.open_array(data, storage_options=storage_options)  # a bad path fails before a cluster
+    x = io.open_data(data, storage_options=storage_options)  # a bad path fails before a cluster
+    if variables is not None and getattr(x, "ndim", None) == 2:
+        raise click.UsageError(f"--variables choose data variables of a Zarr group; {data!r} is "
+                               "an array. Drop --variables.")
+    if getattr(x, "ndim", None) != 2:  # a group: read as a Dataset now (metadata only)
+        from ..inputs import as_features
+
+        as_features(data, variables=variables, storage_options=storage_options)
     if verbose:
         click.echo(f"{data}: {_layout(x)}")
     with _client(scheduler, workers, threads, memory_limit, quiet) as client:
         _load_kernel(client, quiet)
         start = time.perf_counter()
-        model = _fit(model, data, quiet, verbose, resume=resume, storage_options=storage_options)
+        model = _fit(model, data, quiet, verbose, resume=resume, storage_options=storage_options,
+                     variables=variables)
         seconds = time.perf_counter() - start
     click.echo(f"Fitted {model.n_clusters} clusters in {seconds:.2f} s, {_passes(model)}, "
                f"inertia {model.inertia_:.6g}")
@@ -521,7 +547,10 @@ def predict(model_path: str, data: str, out: str, proba: bool, distances: bool,
             temperature: float | None, overwrite: bool, storage_options: dict[str, Any] | None,
             scheduler: str | None, workers: int, threads: int, memory_limit: str, quiet: bool,
             verbose: bool) -> None:
-    """Write per-row results for the Zarr array DATA to the new Zarr group OUT, out of core.
+    """Write per-row results for DATA to the new Zarr group OUT, out of core.
+
+    DATA is a 2-D Zarr array, or a Zarr group written by xarray (the model's
+    features are read from the data variables of the same names).
 
     OUT/labels holds the nearest center of every row (int32); --proba and
     --distances add OUT/proba and OUT/distances.  Each block of DATA is read
@@ -545,7 +574,13 @@ def predict(model_path: str, data: str, out: str, proba: bool, distances: bool,
             "paths. Drop --storage-options.")
     data_options, out_options = (storage_options if io.stores.is_url(path) else None
                                  for path in (data, out))
-    x = io.open_array(data, storage_options=data_options)  # a bad path fails before a cluster
+    x = io.open_data(data, storage_options=data_options)  # a bad path fails before a cluster
+    if getattr(x, "ndim", None) != 2:  # a group: its variables checked now (metadata only)
+        from ..inputs import as_features
+
+        names = getattr(model, "feature_names_in_", None)
+        as_features(data, storage_options=data_options,
+                    fitted_names=None if names is None else list(names))
     what = ("labels",) + (("proba",) if proba else ()) + (("distances",) if distances else ())
     if verbose:
         click.echo(f"{model_path}: {model.n_clusters} clusters of {model.n_features_in_} "
