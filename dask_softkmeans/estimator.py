@@ -558,11 +558,20 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         return self._labels(self._data(X, reset=False, lazy=True))
 
     def fit_predict(
-        self, X: ArrayLike, y: Any = None, sample_weight: ArrayLike | None = None
+        self, X: ArrayLike, y: Any = None, sample_weight: ArrayLike | None = None, *,
+        storage_options: dict[str, Any] | None = None, variables: Sequence[str] | None = None,
     ) -> np.ndarray | da.Array:
-        """Fit, then return the labels of ``X`` (a lazy Dask array for Dask or Zarr input)."""
-        self.fit(X, sample_weight=sample_weight)
-        return self.labels_ if self.compute_labels else self.predict(X)
+        """Fit, then return the labels of ``X`` (a lazy Dask array for Dask or Zarr input).
+
+        ``storage_options`` and ``variables`` are those of :meth:`fit`.
+        """
+        self.fit(X, sample_weight=sample_weight, storage_options=storage_options,
+                 variables=variables)
+        if self.compute_labels:
+            return self.labels_
+        if storage_options:  # the labels of a URL are read with the same options
+            X = io.open_data(X, storage_options=storage_options)
+        return self.predict(X)
 
     def partial_fit(
         self,

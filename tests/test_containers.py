@@ -315,3 +315,14 @@ def test_lazy_sample_weights_from_containers(data, reference):
     frame = dd.from_pandas(pd.DataFrame(data, columns=NAMES), npartitions=4)
     model = SoftKMeans(4).fit(frame, sample_weight=dd.from_pandas(pd.Series(w), npartitions=4))
     assert_same_model(model, reference)
+
+
+def test_fit_predict_takes_the_variables_of_fit(tmp_path, data, reference):
+    ds = dataset({name: data[:, j] for j, name in enumerate(NAMES)}, len(data))
+    path = tmp_path / "weather.zarr"
+    ds.chunk({"time": 250}).to_zarr(path, consolidated=False)
+    for compute_labels in (True, False):
+        model = SoftKMeans(4, compute_labels=compute_labels)
+        labels = model.fit_predict(path, variables=NAMES)
+        assert list(model.feature_names_in_) == NAMES
+        np.testing.assert_array_equal(np.asarray(labels), reference.predict(data))

@@ -269,3 +269,14 @@ def test_an_interrupted_write_to_s3_is_refused(s3):
     with pytest.raises(FileExistsError, match="incomplete"):
         io.write_row_blocks(x, first_until, {}, url, {"first": (np.float64, 1)},
                             storage_options=s3)
+
+
+def test_fit_predict_of_a_url_reads_it_with_the_storage_options(s3):
+    """Both branches: lazy ``labels_``, and (without it) ``predict`` of the URL opened with
+    the same options."""
+    url = f"s3://{BUCKET}/blobs.zarr/X"
+    data = _in_memory(s3)
+    expected = SoftKMeans(K, compute_labels=False).fit(data).predict(data)
+    for compute_labels in (True, False):
+        labels = SoftKMeans(K, compute_labels=compute_labels).fit_predict(url, storage_options=s3)
+        np.testing.assert_array_equal(np.asarray(labels), expected)
