@@ -795,7 +795,9 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             params["checkpoint"] = os.fspath(params["checkpoint"])
         if not isinstance(params["random_state"], int | None):
             params["random_state"] = None  # a generator object has no JSON form
-        params["metric"] = self._metric  # the fit's, even after set_params(metric=...)
+        # What the fitted arrays are, even after set_params(metric=..., n_clusters=...).
+        params["metric"] = self._metric
+        params["n_clusters"] = int(self.cluster_centers_.shape[0])
         return {
             "params": params,
             "n_features_in": int(self.n_features_in_),

@@ -338,11 +338,12 @@ def test_directions_that_cancel_out_still_give_a_unit_center():
     np.testing.assert_allclose(model.transform(x).sum(), 4.0)
 
 
-def test_a_saved_model_keeps_the_metric_it_was_fitted_with(tmp_path):
+def test_a_saved_model_keeps_the_metric_and_k_it_was_fitted_with(tmp_path):
     x = np.random.default_rng(1).normal(size=(200, 4))
     model = SoftKMeans(3, metric="cosine").fit(x)
-    model.set_params(metric="euclidean")  # a parameter for the next fit, not this one
+    model.set_params(metric="euclidean", n_clusters=5)  # for the next fit, not this one
     assert model.summary()["params"]["metric"] == "cosine"
+    assert model.summary()["params"]["n_clusters"] == 3
     model.save(tmp_path / "m.npz")
     loaded = SoftKMeans.load(tmp_path / "m.npz")
     assert loaded.score(x) == pytest.approx(model.score(x), rel=1e-12)
