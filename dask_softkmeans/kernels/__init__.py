@@ -41,6 +41,7 @@ __all__ = [
     "RBFLayout",
     "ScanLayout",
     "StatsLayout",
+    "block_scan",
     "block_statistics",
     "nearest",
     "nearest_labels",
@@ -157,3 +158,15 @@ def pass_statistics(x: np.ndarray, weights: np.ndarray | None, params: PassParam
         log_priors=params.log_priors, weights=weights, moments=params.moments,
         directions=params.directions, removal=params.removal, normalization=params.normalization,
         metric=params.metric)
+
+
+def block_scan(x: np.ndarray, origin: np.ndarray, *, weights: np.ndarray | None = None,
+               gram: bool = True, metric: Metric = "euclidean") -> np.ndarray:
+    """The first pass's statistics of one block (:func:`.scan_statistics`), packed as
+    :class:`.ScanLayout`; a block of another array library runs the array-API twin
+    (:func:`.array_api.packed_scan`) where it lives."""
+    if array_api.is_foreign_array(x):
+        if metric != "euclidean":
+            raise foreign_metric_error(metric, x)
+        return array_api.packed_scan(x, origin, weights=weights, gram=gram)
+    return scan_statistics(x, origin, weights=weights, gram=gram, metric=metric)
