@@ -101,6 +101,17 @@ def test_per_row_results_on_device_chunks(xps, blobs4):
                                atol=1e-12)
 
 
+def test_fit_predict_and_partial_fit_on_device_chunks(xps, blobs4):
+    """The other fitting entry points take device1 chunks too, with the NumPy results."""
+    chunks, numpy_chunks = on_device1(xps, blobs4), da.from_array(blobs4, chunks=(BLOCK, 3))
+    np.testing.assert_array_equal(
+        SoftKMeans(4, random_state=0).fit_predict(chunks).compute(),
+        SoftKMeans(4, random_state=0).fit_predict(numpy_chunks).compute())
+    got = SoftKMeans(4, random_state=0).partial_fit(chunks).partial_fit(chunks)
+    expected = SoftKMeans(4, random_state=0).partial_fit(numpy_chunks).partial_fit(numpy_chunks)
+    np.testing.assert_allclose(got.cluster_centers_, expected.cluster_centers_, rtol=1e-10, atol=1e-12)
+
+
 def test_soft_statistics_of_device_chunks(xps, blobs4):
     """One soft pass over a Dask array of device1 chunks: NumPy float64 statistics equal to
     those of the NumPy array."""
