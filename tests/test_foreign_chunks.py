@@ -101,6 +101,17 @@ def test_per_row_results_on_device_chunks(xps, blobs4):
                                atol=1e-12)
 
 
+def test_write_predictions_of_device_chunks(xps, blobs4, tmp_path):
+    """Labels and responsibilities of device1 chunks written to a Zarr store: those of NumPy."""
+    import zarr
+
+    model = SoftKMeans(4, random_state=0).fit(blobs4)
+    model.write_predictions(on_device1(xps, blobs4), tmp_path / "out.zarr", what=("labels", "proba"))
+    group = zarr.open_group(tmp_path / "out.zarr", mode="r")
+    np.testing.assert_array_equal(group["labels"][:], model.predict(blobs4))
+    np.testing.assert_allclose(group["proba"][:], model.predict_proba(blobs4), atol=1e-6)
+
+
 def test_fit_predict_and_partial_fit_on_device_chunks(xps, blobs4):
     """The other fitting entry points take device1 chunks too, with the NumPy results."""
     chunks, numpy_chunks = on_device1(xps, blobs4), da.from_array(blobs4, chunks=(BLOCK, 3))

@@ -151,7 +151,9 @@ def predictions_block(
                           dtype=PREDICTION_OUTPUTS[name][0]) for name in what}
     step = sub_block_rows(n_clusters, x.shape[1])
     for start in range(0, x.shape[0], step):
-        part = x[start : start + step]
+        # Both axes and a stop within the block: the array API standard defines no other
+        # slice, and a block of another library (a CuPy chunk) takes this path too.
+        part = x[start : min(start + step, x.shape[0]), :]
         if "labels" in out:
             out["labels"][start : start + step] = labels_block(part, centers, offset, metric)
         if "proba" in out:
