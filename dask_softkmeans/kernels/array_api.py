@@ -514,19 +514,20 @@ def nearest_labels(x: Array, centers: np.ndarray, offset: np.ndarray) -> np.ndar
     n_clusters, n_features = np.shape(centers)
     centers = xp.asarray(np.asarray(centers, np.float64) - offset, dtype=acc, device=dev)
     offset = xp.asarray(offset, dtype=acc, device=dev)
+    centers_work = xp.astype(centers, x.dtype)
     zero = xp.zeros(n_features, dtype=x.dtype, device=dev)
     rows = sub_block_rows(n_clusters, n_features)
     parts = []
     for start in range(0, x.shape[0], rows):
         xb = xp.astype(xp.astype(x[start : min(start + rows, x.shape[0]), :], acc) - offset, x.dtype)
-        d = squared_distances(xb, xp.astype(centers, x.dtype), offset=zero)
+        d = squared_distances(xb, centers_work, offset=zero)
         parts.append(xp.astype(xp.argmin(d, axis=-1), xp.int32))
     if not parts:
         return np.empty(0, np.int32)
     return np.asarray(to_numpy(xp.concat(parts)), dtype=np.int32)
 
 
-def exact_distances(x: Array, centers: np.ndarray, offset: np.ndarray) -> np.ndarray:
+def host_squared_distances(x: Array, centers: np.ndarray, offset: np.ndarray) -> np.ndarray:
     """``(n, K)`` float64 squared distances of a block of any library, as NumPy on the host.
 
     Formed in :func:`accumulation_dtype` relative to ``offset``; the per-row

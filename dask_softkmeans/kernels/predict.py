@@ -108,7 +108,7 @@ def distances_block(
     """
     out_dtype = array_api.numpy_dtype(out_dtype)
     if array_api.is_foreign_array(x):
-        d = array_api.exact_distances(check_rows(x, metric), centers, np.asarray(offset, np.float64))
+        d = array_api.host_squared_distances(check_rows(x, metric), centers, np.asarray(offset, np.float64))
     else:
         d = exact_squared_distances(check_rows(x, metric), centers, np.asarray(offset, np.float64))
     if metric == "cosine":
