@@ -62,6 +62,10 @@ SAMPLE_MIN_ROWS = 10_000
 SAMPLE_ROWS_PER_CLUSTER = 200
 SAMPLE_MAX_SHARE = 0.5
 
+#: Float64 in-memory data of at most this many bytes, annealed on all of them, anneal
+#: on a float32 copy (see ``SoftKMeans._working_copy``).
+WORKING_COPY_MAX_BYTES = 64 << 20
+
 #: What ``verbose`` and the command line say while numba compiles the kernel
 #: (an empty cache: the first fit of an installation), printed after 2 s.
 COMPILING = "Compiling the kernel with numba (once per installation)..."
@@ -152,7 +156,12 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         a sample resolves it at a fraction of the cost.  "auto" takes
         ``max(10000, 200 * n_clusters)`` rows, or all the data when that is
         more than half of it; None anneals on all the data.  The sample is
-        drawn with a fixed seed, so the fit stays deterministic.
+        drawn with a fixed seed, so the fit stays deterministic.  When
+        "auto" takes all the data and they are a float64 NumPy array of at
+        most 64 MiB (Euclidean metric), the "sample" is a float32 copy of all
+        the rows instead: the passes at ``T > 0``, a first Lloyd fixed point
+        and the swap trials run on it (float32 passes cost less), and Lloyd
+        and the swap check then finish on the float64 data.
     split_every : int, default=8
         Inputs per node of the tree reduction.
     compute_labels : bool, default=True
@@ -460,7 +469,8 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
                 callback: Callable[[dict], None] | None, resume: bool) -> AnnealResult:
         """The ``n_init`` annealing runs (from a checkpoint when resuming); the best result."""
         statistics = centered_statistics(runner, summary.offset, self.metric)
-        sample = self._sample(runner, summary.offset)
+        sample = self._sample(runner, summary.offset) or self._working_copy(
+            runner, data, summary)
         geometry = Sphere(summary.offset) if self.metric == "cosine" else FLAT
         config = AnnealConfig(n_clusters=self.n_clusters, tol=self.tol, cooling=self.cooling,
                               max_lloyd_iter=self.max_iter)
@@ -521,6 +531,30 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         if weight <= 0:
             return None
         return centered_statistics(local, offset, self.metric), weight
+
+    def _working_copy(
+        self, runner: Runner, data: Any, summary: DataSummary
+    ) -> tuple[Callable[..., Any], float] | None:
+        """Statistics over a float32 copy of small float64 in-memory data, for the passes
+        at T > 0 and the first Lloyd passes and swap trials (None: no copy).
+
+        The compiled kernel's float32 passes cost less than its float64 ones, and the
+        annealing needs no more precision than float32 gives; the copy is of the
+        centered rows (``x - offset``), so no precision is lost to a far offset.  The
+        last Lloyd passes and the swap check then run on the data themselves, from
+        the copy's fixed point, so the result is a Lloyd fixed point of the float64 data.
+        """
+        if (self.sample_size != "auto" or self.metric != "euclidean"
+                or not isinstance(data, np.ndarray) or data.dtype != np.float64
+                or data.nbytes > WORKING_COPY_MAX_BYTES):
+            return None
+        x, w = runner.sample(runner.n_samples)
+        with np.errstate(over="ignore"):
+            x = (x - summary.offset).astype(np.float32)
+        if not np.isfinite(x).all():
+            return None  # beyond float32, or not finite: the passes over the data say which
+        return (centered_statistics(Runner(x, w), np.zeros(runner.n_features), self.metric),
+                summary.total_weight)
 
     @property
     def _metric(self) -> str:

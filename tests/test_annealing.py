@@ -149,3 +149,30 @@ def test_over_relaxed_lloyd_reaches_the_same_fixed_point_in_fewer_passes():
     # An exact fixed point: one more plain pass moves nothing.
     stats = statistics(PassParams(fast, 0.0))
     np.testing.assert_array_equal(stats.sums / stats.counts[:, None], fast)
+
+
+def test_small_float64_data_anneal_on_a_float32_copy_and_finish_on_the_data():
+    """Float64 data too small for a sample: the passes at T > 0 run on a float32 copy of
+    all the rows (their weight is the data's), Lloyd and the swap check end on the data,
+    so the centers are a Lloyd fixed point of the float64 rows."""
+    x, _, centers = make_blobs(3000, n_features=12, centers=8, cluster_std=1.5,
+                               center_box=(-20, 20), random_state=5, return_centers=True)
+    x = x + 1e5  # far from the origin: the copy is of the centered rows
+    model = SoftKMeans(8).fit(x)
+    copy = [r for r in model.history_ if r["data"] == "sample"]
+    assert copy and all(r["weight"] == len(x) for r in copy)
+    assert all(r["temperature"] == 0 for r in model.history_ if r["data"] == "full")
+    assert model.history_[-1]["data"] == "full"
+    means = np.array([x[model.labels_ == k].mean(axis=0) for k in range(8)])
+    np.testing.assert_allclose(model.cluster_centers_, means, rtol=0, atol=1e-9)
+    assert centroid_index(model.cluster_centers_ - 1e5, centers) == 0
+    exact = SoftKMeans(8, sample_size=None).fit(x)
+    assert {r["data"] for r in exact.history_} == {"full"}
+    assert model.inertia_ == pytest.approx(exact.inertia_, rel=1e-9)
+
+
+def test_float32_data_and_the_cosine_metric_need_no_copy():
+    x, _ = make_blobs(2000, n_features=12, centers=6, random_state=2)
+    for model in (SoftKMeans(6).fit(x.astype(np.float32)),
+                  SoftKMeans(6, metric="cosine").fit(x)):
+        assert {r["data"] for r in model.history_} == {"full"}
