@@ -59,6 +59,11 @@ StatisticsFn = Callable[[PassParams], BlockStats]
 #: one power-iteration product per cluster replaces them.
 FULL_MOMENTS_MAX_FEATURES = 8
 
+#: A swap trial's Lloyd passes give up when a pass lowers the inertia by less than this
+#: share of what it still lacks to beat the probe's: the move would not pay, or only after
+#: passes at that pace that cost more than it could gain (``benchmarks/README.md``).
+_STALL = 1e-2
+
 #: At T = 0 a cluster whose variance is at most this share of the data's largest
 #: one has no spread to split (equal points, up to rounding).
 _NO_SPREAD = 1e-12
@@ -534,13 +539,16 @@ class Annealer:
         )
 
     def _lloyd(
-        self, clusters: _Clusters, phase: str = "lloyd"
+        self, clusters: _Clusters, phase: str = "lloyd", target: float | None = None
     ) -> tuple[_Clusters, bool, BlockStats]:
         """Hard passes until the centers no longer move (a Lloyd fixed point).
 
         An empty cluster keeps its center (never sent to the origin); the
         caller relocates it.  Returns the clusters, whether a fixed point was
-        reached, and the statistics of the last pass.
+        reached, and the statistics of the last pass.  With ``target`` (a swap
+        trial: the inertia it must beat), the passes stop early once the
+        inertia is above it and stalls: a pass that lowered it by less than
+        ``_STALL`` of the gap left, a pace at which the target is out of reach.
         """
         # Over-relaxed Lloyd with a safeguard: the step to the new means is
         # stretched by omega while the inertia keeps falling; a step that
@@ -551,6 +559,7 @@ class Annealer:
         # last bits with the chunking and the offset, and the passes must not.
         cfg = self.config
         omega, last = 1.0, None  # last: (inertia, means) at the last accepted centers
+        previous = np.inf  # the inertia of the last accepted pass
         for iteration in range(cfg.max_lloyd_iter):
             stats = self._pass(clusters, 0.0, phase)
             means = self.geometry.targets(stats.counts, stats.sums, clusters.centers)
@@ -559,6 +568,11 @@ class Annealer:
                     break
                 clusters.centers, omega, last = last[1], 1.0, None
                 continue
+            inertia = float(stats.inertia)
+            if target is not None and inertia > target and previous - inertia < _STALL * (
+                    inertia - target):
+                return clusters, False, stats
+            previous = inertia
             if _same_centers(means, clusters.centers):
                 clusters.centers = means
                 return clusters, True, stats
@@ -612,7 +626,8 @@ class Annealer:
             trial.centers = clusters.centers.copy()
             trial.centers[[a, j]] = self.geometry.project(
                 clusters.centers[[j, j]] + np.array([-1.0, 1.0])[:, None] * step)
-            trial, trial_converged, trial_stats = self._lloyd(trial, "swap")
+            trial, trial_converged, trial_stats = self._lloyd(
+                trial, "swap", target=float(probe.inertia))
             if (trial_stats.counts > 0).all() and trial_stats.inertia < probe.inertia:
                 clusters, converged, stats = trial, trial_converged, trial_stats
             else:

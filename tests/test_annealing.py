@@ -176,3 +176,30 @@ def test_float32_data_and_the_cosine_metric_need_no_copy():
     for model in (SoftKMeans(6).fit(x.astype(np.float32)),
                   SoftKMeans(6, metric="cosine").fit(x)):
         assert {r["data"] for r in model.history_} == {"full"}
+
+
+def test_a_swap_trial_that_stalls_short_of_its_target_stops_early():
+    """A trial's Lloyd passes give up once they stall above the inertia they must beat;
+    one that reaches it runs to the same fixed point as without a target."""
+    from dask_softkmeans.annealing import AnnealConfig, Annealer, _Clusters
+    from dask_softkmeans.engine import Runner
+    from dask_softkmeans.objective import run_pass
+
+    x = StandardScaler().fit_transform(load_digits().data)
+    runner = Runner(x)
+
+    def lloyd(target):
+        annealer = Annealer(lambda params: run_pass(runner, params), AnnealConfig(n_clusters=10),
+                            n_features=64, total_weight=len(x))
+        clusters = _Clusters(x[:10].copy(), np.zeros(10), np.eye(64)[np.zeros(10, int)],
+                             np.ones(10), np.ones(10, int))
+        clusters, converged, stats = annealer._lloyd(clusters, "swap", target=target)
+        return by_rows(clusters.centers), converged, float(stats.inertia), len(annealer.history)
+
+    free = lloyd(None)
+    assert free[1]
+    stalled = lloyd(0.9 * free[2])
+    assert not stalled[1] and stalled[3] < free[3] and stalled[2] > 0.9 * free[2]
+    reached = lloyd(1.001 * free[2])
+    np.testing.assert_array_equal(reached[0], free[0])
+    assert reached[1:] == free[1:]
