@@ -149,13 +149,16 @@ def anatomy(name: str, root: Path, repeat: int) -> None:
     print(f"### {name}: CPU ms per fit, median of {repeat}")
     print()
     print("| dtype | fit | kernel calls | Python around the kernel | driver | passes "
-          "(anneal / lloyd / swap) | block_statistics µs per pass: T > 0 plain / T > 0 with "
+          "(anneal / lloyd / swap; on a sample or float32 copy) "
+          "| block_statistics µs per pass: T > 0 plain / T > 0 with "
           f"moments ({moment_mode(data.shape[1])}) / T = 0 removal |")
     print("|---|---|---|---|---|---|---|")
     for dtype in dtypes:
         x = np.ascontiguousarray(data, dtype=dtype)
         model = SoftKMeans(k).fit(x)
         phases = [sum(h["phase"] == p for h in model.history_) for p in ("anneal", "lloyd", "swap")]
+        # Passes over an in-memory sample, or over the float32 copy of small float64 data.
+        on_sample = sum(h["data"] == "sample" for h in model.history_)
         fits, kernels, blocks = [], [], []
         kernel, block = _Timed(compiled, "soft_block"), _Timed(runner, "pass_statistics")
         try:
@@ -191,7 +194,7 @@ def anatomy(name: str, root: Path, repeat: int) -> None:
             per_pass[kind] = float(np.median(runs)) * 1e6
         fit, kern, blk = (float(np.median(v)) * 1e3 for v in (fits, kernels, blocks))
         print(f"| {x.dtype.name} | {fit:.1f} | {kern:.1f} | {blk - kern:.1f} | {fit - blk:.1f} "
-              f"| {sum(phases)} ({' / '.join(map(str, phases))}) "
+              f"| {sum(phases)} ({' / '.join(map(str, phases))}; {on_sample}) "
               f"| {per_pass['plain']:.0f} / {per_pass['moments']:.0f} / {per_pass['hard']:.0f} |",
               flush=True)
     print()
