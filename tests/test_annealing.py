@@ -169,6 +169,11 @@ def test_small_float64_data_anneal_on_a_float32_copy_and_finish_on_the_data():
     exact = SoftKMeans(8, sample_size=None).fit(x)
     assert {r["data"] for r in exact.history_} == {"full"}
     assert model.inertia_ == pytest.approx(exact.inertia_, rel=1e-9)
+    # Dask input (no copy: its passes run on the blocks) reaches the same centers.
+    chunked = SoftKMeans(8, compute_labels=False).fit(da.from_array(x, chunks=(700, 12)))
+    assert {r["data"] for r in chunked.history_} == {"full"}
+    np.testing.assert_allclose(by_rows(chunked.cluster_centers_), by_rows(model.cluster_centers_),
+                               rtol=1e-12)
 
 
 def test_float32_data_and_the_cosine_metric_need_no_copy():
