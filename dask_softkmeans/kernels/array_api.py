@@ -329,6 +329,7 @@ class ArrayStats(NamedTuple):
     zero_rows: Array  # always 0: these passes are Euclidean (cosine is refused before)
     removal: Array
     moments: Array
+    split_counts: Array  # always 0: sparse maps in a fit are refused for these blocks
 
 
 def block_statistics(
@@ -386,6 +387,7 @@ def block_statistics(
                   counts=xp.zeros(n_clusters, dtype=acc, device=dev),
                   hard_counts=xp.zeros(n_clusters, dtype=acc, device=dev),
                   removal=xp.zeros(n_clusters, dtype=acc, device=dev),
+                  split_counts=xp.zeros(n_clusters, dtype=acc, device=dev),
                   sums=xp.zeros((n_clusters, n_features), dtype=acc, device=dev),
                   moments=xp.zeros({"none": (0,), "full": (n_clusters, n_features, n_features),
                                     "power": (n_clusters, n_features)}[moments],
