@@ -127,8 +127,7 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         temperatures (``2 sqrt(2) lambda_max`` and ``4 lambda_max`` for the data
         as one cluster, against softmax's ``2 lambda_max``; see the theory page
         of the documentation).  :meth:`predict_proba` and
-        :meth:`write_predictions` use the same map by default.  The sparse maps
-        take NumPy blocks (not CuPy chunks).
+        :meth:`write_predictions` use the same map by default.
     n_init : int, default=1
         Number of annealing runs; the one with the lowest inertia is kept.
         The first is deterministic, the others perturb the split directions
@@ -423,12 +422,6 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         data = self._data(X, reset=True, storage_options=storage_options, variables=variables)
         if self.metric != "euclidean" and is_foreign_array(getattr(data, "_meta", data)):
             raise foreign_metric_error(self.metric, data._meta)  # before any pass
-        if self.normalization != "softmax" and is_foreign_array(getattr(data, "_meta", data)):
-            raise InputError(
-                f"normalization={self.normalization!r} needs NumPy blocks, but the chunks of X "
-                f"are {type(data._meta).__module__}.{type(data._meta).__name__}: the sparse "
-                "maps' split statistics are computed on the host. Use "
-                "X.map_blocks(cupy.asnumpy) (for CuPy), or normalization='softmax'.")
         weights = as_weights(sample_weight, data)
         if self.checkpoint is not None and not resume:
             # Refuse before the first pass; data and parameters are checked after it.
