@@ -58,14 +58,22 @@ def sparse_map(u: np.ndarray, normalization: Normalization) -> tuple[np.ndarray,
     p : ndarray of shape (K, n)
     z : ndarray of shape (K, n)
         The shifted, clipped logits the map thresholds (halved for entmax-1.5).
-    top : ndarray of shape (K, n)
-        ``z`` sorted in decreasing order along each column.
+    top : ndarray of shape (L, n)
+        The ``L`` largest values of each column of ``z``, in decreasing order:
+        every value that can be in a support, of any row (``L <= K``).
     """
     z = u - u.max(axis=0, keepdims=True)
     np.maximum(z, SPARSE_LOGIT_FLOOR, out=z)
     if normalization == "entmax15":
         z *= 0.5
-    top = -np.sort(-z, axis=0)
+    # The largest z is 0, so tau >= -1 and only z > -1 can be in the support: the
+    # thresholds need the sorted candidates only (few, except at high temperature).
+    length = int((z > -1.0).sum(axis=0).max())
+    if length < z.shape[0]:
+        top = -np.sort(-np.partition(z, z.shape[0] - length, axis=0)[z.shape[0] - length:],
+                       axis=0)
+    else:
+        top = -np.sort(-z, axis=0)
     p = _power(z - _thresholds(top, normalization)[None, :], normalization)
     p /= p.sum(axis=0)  # a few ulps off 1 after rounding; the zeros stay exact
     return p, z, top
@@ -81,7 +89,7 @@ def split_pairs(
     first ``support + 1`` values of the sorted column with ``z_k`` doubled.
     """
     value = z[clusters, rows]
-    length = min(support + 1, top.shape[0] + 1)
+    length = min(support + 1, top.shape[0] + 1)  # top holds every candidate of the support
     # Rank of z_k in its column (its first position among equal values): within the support.
     rank = (top[:length, rows] > value[None, :]).sum(axis=0)
     position = np.arange(length)[:, None]
