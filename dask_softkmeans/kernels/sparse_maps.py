@@ -50,12 +50,18 @@ def _power(z: np.ndarray, normalization: Normalization) -> np.ndarray:
     return z if normalization == "sparsemax" else z * z
 
 
-def sparse_map(u: np.ndarray, normalization: Normalization) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sparse responsibilities of ``(K, n)`` logits, as :func:`.reference.normalize` gives them.
+def sparse_map(
+    u: np.ndarray, normalization: Normalization
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Sparse responsibilities of ``(K, n)`` logits, as :func:`.reference.normalize` gives them,
+    as their nonzero entries.
 
     Returns
     -------
-    p : ndarray of shape (K, n)
+    clusters, rows : ndarrays of int
+        Where the nonzero responsibilities are, sorted by cluster.
+    values : ndarray of float64
+        The nonzero responsibilities; each row's sum to 1.
     z : ndarray of shape (K, n)
         The shifted, clipped logits the map thresholds (halved for entmax-1.5).
     top : ndarray of shape (L, n)
@@ -74,9 +80,13 @@ def sparse_map(u: np.ndarray, normalization: Normalization) -> tuple[np.ndarray,
                        axis=0)
     else:
         top = -np.sort(-z, axis=0)
-    p = _power(z - _thresholds(top, normalization)[None, :], normalization)
-    p /= p.sum(axis=0)  # a few ulps off 1 after rounding; the zeros stay exact
-    return p, z, top
+    clusters, rows = np.nonzero(z > -1.0)
+    values = _power(z[clusters, rows] - _thresholds(top, normalization)[rows], normalization)
+    keep = values > 0
+    clusters, rows, values = clusters[keep], rows[keep], values[keep]
+    # A few ulps off 1 after rounding: rescaled, as the reference does.
+    values /= np.bincount(rows, weights=values, minlength=z.shape[1])[rows]
+    return clusters, rows, values, z, top
 
 
 def split_pairs(
@@ -166,11 +176,8 @@ def sparse_statistics(
         u = gap * (-1.0 / temperature)
         if priors is not None:
             u += priors[:, None]
-        p, z, top = sparse_map(u, normalization)
-
-        # From here on, only the nonzero responsibilities (row-major: sorted by cluster).
-        clusters, rows = np.nonzero(p)
-        values = p[clusters, rows]
+        # From here on, only the nonzero responsibilities.
+        clusters, rows, values, z, top = sparse_map(u, normalization)
         weighted = values * w[rows]
         if normalization == "sparsemax":
             omega = 0.5 * (1.0 - _per_row(rows, values * values, n))
@@ -183,7 +190,9 @@ def sparse_statistics(
         acc.entropy[...] += w @ omega
         acc.free_energy[...] += w @ row_free
         acc.distortion[...] += w @ row_distortion
-        acc.confidence[...] += w @ p.max(axis=0)
+        largest = np.zeros(n)
+        np.maximum.at(largest, rows, values)
+        acc.confidence[...] += w @ largest
 
         by_cluster = scipy.sparse.csr_matrix((weighted, (clusters, rows)), shape=(n_clusters, n))
         acc.counts[...] += np.bincount(clusters, weights=weighted, minlength=n_clusters)
