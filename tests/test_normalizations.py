@@ -311,3 +311,16 @@ def test_cli_fit_and_predict_with_a_sparse_map(blobs, tmp_path):
         assert result.exit_code == 0, result.output
         proba = zarr.open_group(out, mode="r")["proba"][:]
         assert bool((proba == 0).any()) is zeros
+
+
+@pytest.mark.parametrize("normalization", SPARSE)
+def test_cosine_fit_with_a_sparse_map(normalization):
+    """Directions around four axes, lengths random: the same unit centers as softmax."""
+    rng = np.random.default_rng(3)
+    axes = np.eye(4)
+    x = np.repeat(axes, 150, axis=0) + 0.15 * rng.normal(size=(600, 4))
+    x *= rng.uniform(0.5, 3.0, size=(600, 1))
+    model = SoftKMeans(4, metric="cosine", normalization=normalization).fit(x)
+    np.testing.assert_allclose(np.linalg.norm(model.cluster_centers_, axis=1), 1.0, rtol=1e-9)
+    assert sorted(np.argmax(model.cluster_centers_, axis=1).tolist()) == [0, 1, 2, 3]
+    np.testing.assert_array_equal(np.sort(np.bincount(model.labels_)), [150, 150, 150, 150])
