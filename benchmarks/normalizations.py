@@ -13,9 +13,11 @@ and the seconds of the fit (median of ``--repeat`` runs, interleaved with
 scikit-learn ``KMeans(n_init=10)``, whose median time is the anchor: the
 ratio is what to compare across machines).
 
-Then the digits RBF example (``examples/rbf_network.py``'s network on
-scikit-learn's 8x8 digits, ridge read-out): the same network with each map as
-its clustering's and its hidden layer's, held-out accuracy.
+Then the cost of one pass against K at a fixed small support (the sparse
+pass's work after the distances follows the support), and the digits RBF
+example (``examples/rbf_network.py``'s network on scikit-learn's 8x8 digits,
+ridge read-out): the same network with each map as its clustering's and its
+hidden layer's, held-out accuracy.
 """
 
 from __future__ import annotations
@@ -96,6 +98,43 @@ def digits(repeat: int, splits: int) -> list[dict]:
     return rows
 
 
+def pass_costs(repeat: int) -> list[dict]:
+    """Seconds of one pass (moments included, as in the annealing) on blobs, N = 20000, D = 16,
+    at a temperature where a row's support holds one to a few centers, against K: the sparse
+    pass, the dense NumPy reference of the same map, and the compiled softmax pass."""
+    from dask_softkmeans.kernels import block_statistics, reference_statistics, sparse_statistics
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for k in (16, 64, 256):
+        centers = rng.uniform(-20, 20, size=(k, 16))
+        x = centers[rng.integers(0, k, 20000)] + rng.normal(size=(20000, 16))
+        directions = rng.normal(size=(k, 16))
+        kw = {"moments": "power", "directions": directions}
+        temperature = 4.0
+        for normalization in ("entmax15", "sparsemax"):
+            timings = {}
+            for name, fn in (("sparse", sparse_statistics), ("reference", reference_statistics)):
+                runs = []
+                for _ in range(repeat):
+                    start = time.perf_counter()
+                    fn(x, centers, temperature, normalization=normalization, **kw)
+                    runs.append(time.perf_counter() - start)
+                timings[name] = float(np.median(runs))
+            runs = []
+            for _ in range(repeat):
+                start = time.perf_counter()
+                block_statistics(x, centers, temperature, **kw)
+                runs.append(time.perf_counter() - start)
+            from dask_softkmeans.kernels.reference import responsibilities
+
+            support = float((responsibilities(x[:2000], centers, temperature,
+                                              normalization=normalization) > 0).sum(1).mean())
+            rows.append({"k": k, "normalization": normalization, "support": support,
+                         **timings, "softmax": float(np.median(runs))})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", nargs="*", default=SETS)
@@ -104,6 +143,7 @@ def main() -> None:
                         help="timed runs of every fit (median reported)")
     parser.add_argument("--no-digits", action="store_true", help="skip the digits RBF network")
     parser.add_argument("--splits", type=int, default=5, help="digits train/test splits")
+    parser.add_argument("--no-pass", action="store_true", help="skip the cost of one pass")
     add_results_option(parser)
     args = parser.parse_args()
     with recorded("normalizations", args.results_dir):
@@ -130,6 +170,15 @@ def _run(args: argparse.Namespace) -> None:
     print()
     print("sets with CI = 0: " + ", ".join(
         f"{n} {found[n]}/{len(args.sets)}" for n in NORMALIZATIONS))
+    if not args.no_pass:
+        print()
+        print("| K | map | mean support | sparse pass s | dense NumPy reference s | "
+              "reference / sparse | compiled softmax pass s |")
+        print("|---|---|---|---|---|---|---|")
+        for row in pass_costs(max(args.repeat, 3)):
+            print(f"| {row['k']} | {row['normalization']} | {row['support']:.2f} | "
+                  f"{row['sparse']:.3f} | {row['reference']:.3f} | "
+                  f"{row['reference'] / row['sparse']:.1f} | {row['softmax']:.3f} |", flush=True)
     if not args.no_digits:
         print()
         print(f"| digits RBF network (40 centers, ridge), map | held-out accuracy, mean of "
