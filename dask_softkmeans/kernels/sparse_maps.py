@@ -125,11 +125,15 @@ def sparse_statistics(
     moments: MomentMode = "none",
     directions: np.ndarray | None = None,
     normalization: Normalization = "entmax15",
+    compiled: bool = True,
 ) -> np.ndarray:
     """:func:`.block_statistics` of a sparse map at ``T > 0``, in work that follows the support.
 
     Parameters and result as :func:`.block_statistics` (``removal`` is a
-    ``T = 0`` statistic, which these passes never compute).
+    ``T = 0`` statistic, which these passes never compute).  ``compiled``:
+    the rows after the distances go through the compiled loop
+    (:func:`.compiled.sparse_rows`); False runs the vectorised NumPy of this
+    module instead (the same sums, in another order).
     """
     if normalization not in ("entmax15", "sparsemax"):
         raise KeyError(f"sparse_statistics takes 'entmax15' or 'sparsemax', not {normalization!r}.")
@@ -173,6 +177,21 @@ def sparse_statistics(
         acc.hard_counts[...] += np.bincount(labels, weights=w, minlength=n_clusters)
         acc.inertia[...] += w @ dmin
         gap = d.astype(np.float64) - d[labels, np.arange(n)][None, :]
+        if compiled:
+            from . import compiled as kernel  # numba compiles (or loads) on first use
+
+            scalars = np.zeros(4)
+            kernel.sparse_rows(
+                gap, dmin, w, x64, np.zeros(n_clusters) if priors is None else priors,
+                priors is not None, float(temperature), normalization == "entmax15",
+                {"none": 0, "full": 1, "power": 2}[moments], rel_centers,
+                np.zeros((n_clusters, n_features)) if directions is None else directions,
+                acc.counts, acc.sums, acc.moments.reshape(n_clusters, -1), acc.split_counts,
+                scalars)
+            for name, value in zip(("entropy", "free_energy", "distortion", "confidence"),
+                                   scalars, strict=True):
+                getattr(acc, name)[...] += value
+            continue
         u = gap * (-1.0 / temperature)
         if priors is not None:
             u += priors[:, None]
