@@ -1,11 +1,14 @@
 """The pass of the sparse normalisations (entmax-1.5, sparsemax): work on the support only.
 
-Vectorised NumPy, held to :func:`.reference.reference_statistics` in the tests.
-The distances and one sort per row are dense, as in any pass; everything
-after them (the soft counts and sums ``S_k = sum_i p_ik x_i``, the energies,
-the second moments and the split statistics of :func:`.reference.split_weights`)
-runs over the nonzero responsibilities only, so its cost follows the support,
-not ``K``.
+Held to :func:`.reference.reference_statistics` in the tests.  The distances
+are dense, as in any pass (BLAS, as the reference forms them); everything
+after them (the threshold, the soft counts and sums ``S_k = sum_i p_ik x_i``,
+the energies, the second moments and the split statistics of
+:func:`.reference.split_weights`) runs over each row's candidates (logits
+within 1 of its largest, after halving for entmax-1.5) and nonzero
+responsibilities only, so its cost follows the support, not ``K``.  The rows
+go through the compiled loop :func:`.compiled.sparse_rows`; the vectorised
+NumPy functions below do the same work (``compiled=False``), as its tested twin.
 
 The split statistics need, for every nonzero ``p_ik``, the map of row ``i``
 with center ``k`` duplicated.  A duplicated logit only raises the threshold,
