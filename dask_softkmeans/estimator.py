@@ -632,7 +632,8 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         y : ignored
         sample_weight : array-like of shape (n_samples,), optional
         temperature : float, default=0.0
-            Temperature of the batch pass (0: hard k-means assignments).
+            Temperature of the batch pass (0: hard k-means assignments), with the
+            fit's ``normalization``.
 
         Returns
         -------
@@ -661,7 +662,8 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         runner = Runner(data, as_weights(sample_weight, data), split_every=self.split_every)
         stats = run_pass(runner, PassParams(
             self.cluster_centers_, temperature, offset=self._offset,
-            log_priors=self._log_priors() if temperature > 0 else None, metric=self._metric))
+            log_priors=self._map_priors(self._normalization) if temperature > 0 else None,
+            normalization=self._normalization, metric=self._metric))
         if getattr(self, "_counts_centers", None) is not self.cluster_centers_:
             # Fitted by fit() (or refitted since the last batch): the fitted
             # centers count as one earlier batch of this batch's weight.

@@ -329,3 +329,17 @@ def test_cosine_fit_with_a_sparse_map(normalization):
     np.testing.assert_allclose(np.linalg.norm(model.cluster_centers_, axis=1), 1.0, rtol=1e-9)
     assert sorted(np.argmax(model.cluster_centers_, axis=1).tolist()) == [0, 1, 2, 3]
     np.testing.assert_array_equal(np.sort(np.bincount(model.labels_)), [150, 150, 150, 150])
+
+
+def test_partial_fit_at_a_temperature_uses_the_fits_map(blobs):
+    """A soft batch step of a sparse model: the counts and sums of that map, equal priors."""
+    model = SoftKMeans(5, normalization="entmax15").fit(blobs[:1000])
+    centers, weights = model.cluster_centers_.copy(), model.weights_.copy()
+    batch = blobs[1000:]
+    stats = StatsLayout(5, 2).unpack(block_statistics(
+        batch, centers, 20.0, offset=model._offset, normalization="entmax15"))
+    counts = weights * stats.weight + stats.counts
+    sums = stats.sums + stats.counts[:, None] * model._offset
+    expected = centers + (sums - stats.counts[:, None] * centers) / counts[:, None]
+    model.partial_fit(batch, temperature=20.0)
+    np.testing.assert_allclose(model.cluster_centers_, expected, rtol=1e-9, atol=1e-9)
