@@ -300,6 +300,20 @@ def responsibilities(
     return normalize(_logits(d, temperature, log_priors, xp), normalization)[0]
 
 
+def split_weights(u: Array, p: Array, normalization: Normalization) -> tuple[Array, Array]:
+    """``(n, K)`` twin of :func:`.reference.split_weights`: the share ``q`` of one of two
+    coincident copies of each center, and the row weights ``sqrt(q)`` or ``1[q > 0]``."""
+    xp = namespace(u)
+    columns = []
+    for k in range(u.shape[-1]):
+        doubled = normalize(xp.concat([u, u[:, k : k + 1]], axis=-1), normalization)[0]
+        columns.append(xp.where(p[:, k] > 0, doubled[:, k], xp.zeros_like(doubled[:, k])))
+    q = xp.stack(columns, axis=-1)
+    if normalization == "sparsemax":
+        return q, xp.astype(q > 0, q.dtype)
+    return q, xp.sqrt(q)
+
+
 def _is_hard(temperature: Any) -> bool:
     """``T = 0``, or so small that ``1 / T`` overflows: hard assignments (concrete ``T`` only)."""
     if not isinstance(temperature, int | float | np.generic):
@@ -329,6 +343,7 @@ class ArrayStats(NamedTuple):
     zero_rows: Array  # always 0: these passes are Euclidean (cosine is refused before)
     removal: Array
     moments: Array
+    split_counts: Array
 
 
 def block_statistics(
@@ -386,6 +401,7 @@ def block_statistics(
                   counts=xp.zeros(n_clusters, dtype=acc, device=dev),
                   hard_counts=xp.zeros(n_clusters, dtype=acc, device=dev),
                   removal=xp.zeros(n_clusters, dtype=acc, device=dev),
+                  split_counts=xp.zeros(n_clusters, dtype=acc, device=dev),
                   sums=xp.zeros((n_clusters, n_features), dtype=acc, device=dev),
                   moments=xp.zeros({"none": (0,), "full": (n_clusters, n_features, n_features),
                                     "power": (n_clusters, n_features)}[moments],
@@ -439,6 +455,12 @@ def block_statistics(
         sums = xp.matrix_transpose(resp_w) @ x64
         totals["counts"] = totals["counts"] + counts
         totals["sums"] = totals["sums"] + sums
+        if not hard and normalization != "softmax" and moments != "none":
+            # The sparse maps weigh the moments by each row's share in a split.
+            share, split = split_weights(u, resp, normalization)
+            totals["split_counts"] = totals["split_counts"] + w @ share
+            resp_w = split * w[:, None]
+            counts, sums = xp.sum(resp_w, axis=0), xp.matrix_transpose(resp_w) @ x64
         if moments == "full":
             outer = xp.reshape(x64[:, :, None] * x64[:, None, :], (n, n_features * n_features))
             q = xp.reshape(xp.matrix_transpose(resp_w) @ outer, (n_clusters, n_features, n_features))
