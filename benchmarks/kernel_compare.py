@@ -68,7 +68,8 @@ class Case:
 
     def label(self) -> str:
         extra = [name for name, on in (("box", self.spread == "box"), ("priors", self.priors),
-                                       ("removal", self.removal)) if on]
+                                       ("removal", self.removal),
+                                       ("unit spread", self.spread == 1.0)) if on]
         extra += [f"{self.moments} moments"] if self.moments != "none" else []
         more = f" ({', '.join(extra)})" if extra else ""
         return (f"{self.rows // 1000}k x {self.features}, K={self.clusters}, "
@@ -88,6 +89,11 @@ CASES = [
     Case(200_000, 16, 16, np.float64, 0.0, removal=True),
     Case(50_000, 8, 8, np.float64, 1.0, moments="full"),
     Case(50_000, 32, 16, np.float32, 1.0, moments="power"),
+    # Unit-spread blobs at T = 1: nearly every row soft, a few responsibilities per row
+    # above 1e-12 of the row's largest (benchmarks/soft_pass.py).
+    Case(200_000, 32, 32, np.float32, 1.0, 1.0),
+    Case(200_000, 32, 32, np.float64, 1.0, 1.0),
+    Case(50_000, 256, 128, np.float32, 1.0, 1.0),
 ]
 
 
