@@ -20,11 +20,11 @@ from ._plan import CONF_SUM, D_SUM, F_SUM, H_SUM
 
 #: The soft sums of a chunk are scattered, not a dense product, when at most one in
 #: this many responsibilities is nonzero ...
-_SPARSE_FACTOR = 6
+_SPARSE_FACTOR = 8
 
 #: ... and only with this many features or more: below, BLAS does the dense product
 #: faster than the scatter visits the responsibilities.
-_SPARSE_MIN_DIM = 16
+_SPARSE_MIN_DIM = 32
 
 #: Float32 blocks also drop the responsibilities below this fraction of their row's
 #: largest (``exp(u) <= 2**-40``, about 1e-12): a row's sums then move by less than
