@@ -119,6 +119,28 @@ def test_the_register_transposition_builds_here_and_can_be_turned_off(monkeypatc
     assert not _transpose._tile_works()
 
 
+def test_the_cache_directory_follows_every_kernel_module(tmp_path):
+    """The driver's machine code inlines every phase, while numba checks a cached function
+    against its own file only: the cache directory is named by a digest of all the
+    kernel's sources, so a changed phase module (an upgrade, an edit) never runs stale code."""
+    from pathlib import Path
+
+    from dask_softkmeans.kernels.compiled import _cache
+
+    package = Path(_cache.__file__).parent
+    copy = tmp_path / "compiled"
+    copy.mkdir()
+    for module in package.glob("*.py"):
+        (copy / module.name).write_bytes(module.read_bytes())
+    assert _cache.source_digest(copy) == _cache.source_digest()
+    with open(copy / "_soft.py", "a") as phase:
+        phase.write("\n")
+    assert _cache.source_digest(copy) != _cache.source_digest()
+    if compiled.CACHE_DIR is not None and compiled.soft_block._cache.__class__.__name__ != "NullCache":
+        where = Path(compiled.soft_block._cache._cache_path)
+        assert where.is_relative_to(compiled.CACHE_DIR / f"kernel-{_cache.source_digest()}")
+
+
 _FALLBACK_SCRIPT = """
 import numpy as np
 from dask_softkmeans.kernels import block_statistics, compiled, reference_statistics

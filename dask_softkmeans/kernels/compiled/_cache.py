@@ -13,6 +13,13 @@ install as a namespace package.  The kernel's cache goes instead to
 3. else nowhere: the kernel is compiled in memory, once per process, and a
    :class:`KernelCacheWarning` says so once.
 
+Inside that directory the kernel's files go to a subdirectory named by a digest
+of the sources of every module of this package (:func:`source_digest`).
+numba checks a cached function against the time stamp of its own file only,
+but the driver's machine code inlines every phase it calls: after a phase
+module changes (an upgrade, an edit in a checkout), a cache keyed on the
+driver alone would keep running the old phase.
+
 numba chooses a function's cache directory when its decorator runs, from
 ``numba.config.CACHE_DIR``; :func:`kernel_cache` sets that setting only while
 the kernel's modules are imported, so the user's own cached functions keep
@@ -22,6 +29,7 @@ numba's default.  Workers import the same modules and choose the same way.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 import warnings
@@ -61,6 +69,15 @@ def cache_directory() -> Path | None:
     return next((path for path in candidates() if _writable(path)), None)
 
 
+def source_digest(package: Path = Path(__file__).parent) -> str:
+    """A short digest of the sources of the modules in ``package`` (this one by default)."""
+    digest = hashlib.sha256()
+    for module in sorted(package.glob("*.py")):
+        digest.update(module.name.encode())
+        digest.update(module.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 #: Where this process caches the kernel; None: in memory only.
 CACHE_DIR: Path | None = cache_directory()
 
@@ -81,12 +98,14 @@ def kernel_cache() -> Iterator[Path | None]:
     Yields
     ------
     Path or None
-        The cache directory, None when the kernel is not cached.
+        The directory of this version of the kernel's sources inside
+        :data:`CACHE_DIR`, None when the kernel is not cached.
     """
     previous = numba.config.CACHE_DIR
-    if CACHE_DIR is not None:
-        numba.config.CACHE_DIR = str(CACHE_DIR)
+    directory = None if CACHE_DIR is None else CACHE_DIR / f"kernel-{source_digest()}"
+    if directory is not None:
+        numba.config.CACHE_DIR = str(directory)
     try:
-        yield CACHE_DIR
+        yield directory
     finally:
         numba.config.CACHE_DIR = previous
