@@ -81,7 +81,7 @@ class AnnealConfig:
     stop_confidence: float = 0.999
     max_em_iter: int = 100
     axis_tol: float = 1e-2
-    max_axis_passes: int = 2
+    max_axis_passes: int = 3
     max_lloyd_iter: int = 300
     max_swaps: int = 20
     start_factor: float = 0.95
