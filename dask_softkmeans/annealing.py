@@ -409,6 +409,9 @@ class Annealer:
             self._save("anneal", clusters, temperature, last_soft)
             clusters, stats = self._equilibrate(clusters, temperature)
             clusters = self._merge(clusters, temperature)
+            if clusters.size < k and not self.history[-1]["moments"]:
+                # A merge at K clusters: the splits that follow need fresh axes.
+                clusters, stats = self._axes(clusters, temperature)
             last_soft = temperature
             self.phases.append({"temperature": temperature, "n_clusters": clusters.size})
             confidence = float(stats.confidence / stats.weight)
@@ -485,16 +488,18 @@ class Annealer:
                 return clusters, stats
             if self.history[-1]["shift"] < cfg.tol * temperature:
                 break
-        if splits and moments == "none" and clusters.size < cfg.n_clusters:
+        if clusters.size < cfg.n_clusters and not self.history[-1]["moments"]:
+            # Splits follow (a cluster may also have emptied at K): measure the axes.
             clusters, stats = self._axes(clusters, temperature)
         return clusters, stats
 
     def _axes(self, clusters: _Clusters, temperature: float) -> tuple[_Clusters, BlockStats]:
-        """Power-iteration passes at the settled centers: each cluster's principal axis.
+        """Passes with second moments at the settled centers: each cluster's principal axis.
 
-        Each pass advances each axis by one power-iteration step, from the
-        axis of the previous temperature (new halves: a fresh vector).  The
-        passes stop when the split decisions are settled: every cluster's
+        Full moments give it in one pass.  With power-iteration products, each
+        pass advances each axis by one step, from the axis of the previous
+        temperature (new halves: a fresh vector), and the passes stop when
+        the split decisions are settled: every cluster's
         critical-temperature estimate (twice a Rayleigh quotient, which
         converges twice as fast as its vector, and only upwards) is either past
         the next temperature already or moves by less than ``axis_tol * T``;
@@ -502,7 +507,7 @@ class Annealer:
         Each pass is also an EM step at ``T``.
         """
         cfg = self.config
-        for step in range(cfg.max_axis_passes):
+        for step in range(1 if self.mode == "full" else cfg.max_axis_passes):
             before = clusters.variances
             stats = self._pass(clusters, temperature, "anneal", self.mode)
             alive = stats.counts > 1e-12 * float(stats.weight)
