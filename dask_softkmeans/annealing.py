@@ -101,6 +101,8 @@ class AnnealConfig:
     push: float = 0.5
     stop_confidence: float = 0.999
     max_em_iter: int = 100
+    axis_tol: float = 1e-2
+    max_axis_passes: int = 3
     max_lloyd_iter: int = 300
     max_swaps: int = 20
     start_factor: float = 0.95
@@ -317,6 +319,7 @@ class Annealer:
             "distortion": float(stats.distortion),
             "shift": shift,
             "n_clusters": clusters.size,
+            "moments": moments != "none",  # the pass measured the principal axes
             "confidence": float(stats.confidence / max(stats.weight, 1e-300)),
             "seconds": time.perf_counter() - start,
         }
@@ -325,12 +328,21 @@ class Annealer:
             self.callback(record)
         return stats
 
-    def _update(self, clusters: _Clusters, stats: BlockStats) -> _Clusters:
-        """EM step at ``T > 0`` with each cluster's principal axis; clusters without mass are dropped."""
-        variances, directions = principal_axes(
-            stats, clusters.centers, clusters.directions, self.mode, self.geometry,
-            self.normalization)
-        alive = stats.counts > 1e-12 * self._sources[self._source][1]
+    def _update(self, clusters: _Clusters, stats: BlockStats, axes: bool = True) -> _Clusters:
+        """EM step at ``T > 0``; clusters without mass are dropped.
+
+        With ``axes``, each cluster's principal axis is updated from the pass's
+        second moments; without, the clusters keep the axes they had.
+        """
+        if axes:
+            variances, directions = principal_axes(
+                stats, clusters.centers, clusters.directions, self.mode, self.geometry,
+                self.normalization)
+        else:
+            variances, directions = clusters.variances, clusters.directions
+        # The pass's own weight: a growing sample reads more rows as clusters appear.
+        weight = float(stats.weight)
+        alive = stats.counts > 1e-12 * weight
         new = clusters.take(alive)
         counts = stats.counts[alive]
         means = self.geometry.targets(counts, stats.sums[alive], new.centers)
@@ -339,7 +351,6 @@ class Annealer:
                 new.centers + self.config.relax * (means - new.centers))
         else:
             # The gradient of the mean free energy, 2 (n_k c_k - s_k) with n = N / W.
-            weight = self._sources[self._source][1]
             fractions = counts / weight
             gradient = 2.0 * fractions[:, None] * (new.centers - means)
             if self._opt_centers is not clusters.centers or not alive.all():
@@ -434,6 +445,9 @@ class Annealer:
             self._save("anneal", clusters, temperature, last_soft)
             clusters, stats = self._equilibrate(clusters, temperature)
             clusters = self._merge(clusters, temperature)
+            if clusters.size < k and not self.history[-1]["moments"]:
+                # A merge at K clusters: the splits that follow need fresh axes.
+                clusters, stats = self._axes(clusters, temperature)
             last_soft = temperature
             self.phases.append({"temperature": temperature, "n_clusters": clusters.size})
             confidence = float(stats.confidence / stats.weight)
@@ -483,20 +497,65 @@ class Annealer:
         return clusters, converged, stats
 
     def _equilibrate(self, clusters: _Clusters, temperature: float) -> tuple[_Clusters, BlockStats]:
-        """EM at one temperature until the largest squared shift is below ``tol * T``."""
+        """EM at one temperature until the largest squared shift is below ``tol * T``.
+
+        Only the split decisions after the temperature read the second moments,
+        so once K clusters exist no pass carries them.  Until then, full moments
+        (few features: cheap) ride on every pass; power-iteration products
+        cost more than the rest of a soft pass, so the EM passes go without
+        them and, once the centers have settled, :meth:`_axes` runs the passes
+        that measure each cluster's principal axis.
+        """
         cfg = self.config
         # A gradient optimiser starts afresh at each temperature (a new problem),
         # which also makes the state at a checkpoint complete without it.
         self._opt_centers = None
+        splits = clusters.size < cfg.n_clusters
+        # Full moments (few features) cost little and give the axes in one pass: every
+        # pass carries them while splits remain.  Power-iteration products do not.
+        moments: MomentMode = self.mode if splits and self.mode == "full" else "none"
         for _ in range(cfg.max_em_iter):
-            stats = self._pass(clusters, temperature, "anneal", self.mode)
-            clusters = self._update(clusters, stats)
-            if self.history[-1]["shift"] < cfg.tol * temperature:
-                break
+            stats = self._pass(clusters, temperature, "anneal", moments)
+            clusters = self._update(clusters, stats, axes=moments != "none")
             if (clusters.size >= cfg.n_clusters
                     and float(stats.confidence / stats.weight) > cfg.stop_confidence):
                 # The assignments are hard already: the annealing ends here, and
                 # Lloyd's cheaper passes take the centers the rest of the way.
+                return clusters, stats
+            if self.history[-1]["shift"] < cfg.tol * temperature:
+                break
+        if clusters.size < cfg.n_clusters and not self.history[-1]["moments"]:
+            # Splits follow (a cluster may also have emptied at K): measure the axes.
+            clusters, stats = self._axes(clusters, temperature)
+        return clusters, stats
+
+    def _axes(self, clusters: _Clusters, temperature: float) -> tuple[_Clusters, BlockStats]:
+        """Passes with second moments at the settled centers: each cluster's principal axis.
+
+        Full moments give it in one pass.  With power-iteration products, each
+        pass advances each axis by one step, from the axis of the previous
+        temperature (new halves: a fresh vector), and the passes stop when
+        the split decisions are settled: every cluster's
+        critical-temperature estimate (twice a Rayleigh quotient, which
+        converges twice as fast as its vector, and only upwards) is either past
+        the next temperature already or moves by less than ``axis_tol * T``;
+        at most ``max_axis_passes``.
+        Each pass is also an EM step at ``T``.
+        """
+        cfg = self.config
+        for step in range(1 if self.mode == "full" else cfg.max_axis_passes):
+            before = clusters.variances
+            stats = self._pass(clusters, temperature, "anneal", self.mode)
+            alive = stats.counts > 1e-12 * float(stats.weight)
+            clusters = self._update(clusters, stats)
+            change = np.abs(clusters.variances - before[alive])
+            # The split decisions compare T_c = 2 lambda with T.  A Rayleigh
+            # quotient only grows with the steps, so a cluster unstable at the
+            # next temperature whatever it is (at most cooling * T) stays so.
+            critical = 2.0 * clusters.variances
+            settled = ((cfg.split_margin * critical >= cfg.cooling * temperature)
+                       | (2.0 * change <= cfg.axis_tol * temperature))
+            if step > 0 and bool(np.all(settled)):
                 break
         return clusters, stats
 

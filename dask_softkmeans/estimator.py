@@ -34,7 +34,7 @@ from .errors import InputError, ModelFileError
 from .geometry import FLAT, Sphere, unit
 from .inputs import as_data, as_features, as_weights, is_dask_frame, is_pandas_frame
 from .io.checkpoint import Checkpoint, fingerprint, result_parameters
-from .kernels import PassParams, sub_block_rows
+from .kernels import BlockStats, PassParams, sub_block_rows
 from .kernels.array_api import is_foreign_array
 from .kernels.predict import (
     PREDICTION_OUTPUTS,
@@ -56,12 +56,69 @@ from .validation import (
     foreign_metric_error,
 )
 
-#: ``sample_size="auto"``: the annealing at T > 0 runs on an in-memory sample of
-#: ``max(SAMPLE_MIN_ROWS, SAMPLE_ROWS_PER_CLUSTER * K)`` rows, unless that is
-#: more than ``SAMPLE_MAX_SHARE`` of the data (then on all of it).
+#: ``sample_size="auto"``: the annealing at T > 0 runs on an in-memory sample, see
+#: :func:`auto_sample_size`; a pass with ``m`` centers reads only the first
+#: ``sample_rows(m, ...)`` rows of it (shuffled): the structure the annealing
+#: resolves grows with ``m``.
 SAMPLE_MIN_ROWS = 10_000
 SAMPLE_ROWS_PER_CLUSTER = 200
 SAMPLE_MAX_SHARE = 0.5
+#: A sample cut to ``SAMPLE_MAX_SHARE`` of the data still needs this many rows per cluster.
+SAMPLE_MIN_ROWS_PER_CLUSTER = 50
+
+
+def auto_sample_size(n_clusters: int, n_samples: int) -> int | None:
+    """Rows of the ``sample_size="auto"`` sample (None: anneal on all the data).
+
+    ``max(SAMPLE_MIN_ROWS, SAMPLE_ROWS_PER_CLUSTER * K)``, cut to
+    ``SAMPLE_MAX_SHARE`` of the data when it is more; None when the cut
+    sample has fewer than ``SAMPLE_MIN_ROWS`` rows or fewer than
+    ``SAMPLE_MIN_ROWS_PER_CLUSTER`` per cluster (small data: all of it is cheap).
+    """
+    size = max(SAMPLE_MIN_ROWS, SAMPLE_ROWS_PER_CLUSTER * n_clusters)
+    if size <= SAMPLE_MAX_SHARE * n_samples:
+        return size
+    size = int(SAMPLE_MAX_SHARE * n_samples)
+    if size < max(SAMPLE_MIN_ROWS, SAMPLE_MIN_ROWS_PER_CLUSTER * n_clusters):
+        return None
+    return size
+
+
+def sample_rows(n_centers: int, size: int) -> int:
+    """Rows of a ``size``-row sample that a pass with ``n_centers`` centers reads.
+
+    ``SAMPLE_ROWS_PER_CLUSTER`` per center, at least ``SAMPLE_MIN_ROWS``,
+    rounded up to ``SAMPLE_MIN_ROWS`` times a power of two (few distinct
+    prefixes, each one a :class:`.Runner`), at most ``size``.
+    """
+    rows = SAMPLE_MIN_ROWS
+    while rows < SAMPLE_ROWS_PER_CLUSTER * n_centers and rows < size:
+        rows *= 2
+    return min(rows, size)
+
+
+def _growing_sample(
+    x: np.ndarray, w: np.ndarray | None, offset: np.ndarray, metric: str
+) -> Callable[[PassParams], BlockStats]:
+    """Statistics over the first :func:`sample_rows` rows of the shuffled sample ``x``.
+
+    How many rows a pass reads depends only on its number of centers, so the
+    fit stays deterministic (and a resumed fit reads what the first one did).
+    """
+    # The sample comes sorted by row index: shuffled, each prefix is a uniform sample too.
+    order = np.random.default_rng(0).permutation(x.shape[0])
+    x = x[order]
+    w = None if w is None else w[order]
+    passes: dict[int, Callable[[PassParams], BlockStats]] = {}
+
+    def statistics(params: PassParams) -> BlockStats:
+        rows = sample_rows(params.centers.shape[0], x.shape[0])
+        if rows not in passes:
+            passes[rows] = centered_statistics(
+                Runner(x[:rows], None if w is None else w[:rows]), offset, metric)
+        return passes[rows](params)
+
+    return statistics
 
 #: Float64 in-memory data of at most this many bytes, annealed on all of them, anneal
 #: on a float32 copy (see ``SoftKMeans._working_copy``).
@@ -164,8 +221,12 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         run on all the data, so the final centers are a Lloyd fixed point of
         the full data.  At high temperatures only coarse structure exists and
         a sample resolves it at a fraction of the cost.  "auto" takes
-        ``max(10000, 200 * n_clusters)`` rows, or all the data when that is
-        more than half of it; None anneals on all the data.  The sample is
+        ``max(10000, 200 * n_clusters)`` rows, cut to half the data when that
+        is more (all the data when the cut sample would have fewer than 10000
+        rows or 50 per cluster), and a pass with ``m`` centers reads only
+        ``max(10000, 200 * m)`` of them (rounded up to 10000 times a power of
+        two): the structure resolved so far needs no more.  An integer is the
+        sample of every pass; None anneals on all the data.  The sample is
         drawn with a fixed seed, so the fit stays deterministic.  When
         "auto" takes all the data and they are a float64 NumPy array of at
         most 64 MiB (Euclidean metric), the "sample" is a float32 copy of all
@@ -534,17 +595,19 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             return None
         size = self.sample_size
         if size == "auto":
-            size = max(SAMPLE_MIN_ROWS, SAMPLE_ROWS_PER_CLUSTER * self.n_clusters)
-            if size > SAMPLE_MAX_SHARE * n_samples:
+            size = auto_sample_size(self.n_clusters, n_samples)
+            if size is None:
                 return None
         if size >= n_samples:
             return None
         x, w = runner.sample(max(int(size), self.n_clusters))
-        local = Runner(check_finite(x), w)
+        x = check_finite(x)
         weight = float(x.shape[0] if w is None else w.sum())
         if weight <= 0:
             return None
-        return centered_statistics(local, offset, self.metric), weight
+        if self.sample_size != "auto":
+            return centered_statistics(Runner(x, w), offset, self.metric), weight
+        return _growing_sample(x, w, offset, self.metric), weight
 
     def _working_copy(
         self, runner: Runner, data: Any, summary: DataSummary

@@ -151,6 +151,58 @@ def test_over_relaxed_lloyd_reaches_the_same_fixed_point_in_fewer_passes():
     np.testing.assert_array_equal(stats.sums / stats.counts[:, None], fast)
 
 
+@pytest.mark.parametrize("n_features", [2, 12])
+def test_second_moments_only_in_the_axis_passes_while_splits_remain(n_features):
+    """While fewer than K clusters exist, full moments (small D) ride on every pass; with
+    power-iteration products (larger D) the EM passes go without, and a few passes after
+    them measure the axes the split decisions read.  Once K clusters exist, no EM pass
+    at T > 0 has any."""
+    from dask_softkmeans.annealing import AnnealConfig, Annealer, moment_mode
+    from dask_softkmeans.engine import Runner
+    from dask_softkmeans.objective import run_pass
+
+    x, _, centers = make_blobs(6000, n_features=n_features, centers=8, cluster_std=1.0,
+                               center_box=(-20, 20), random_state=5, return_centers=True)
+    x = x - x.mean(0)
+    runner = Runner(x)
+    calls = []
+
+    def statistics(params):
+        calls.append(params)
+        return run_pass(runner, params)
+
+    config = AnnealConfig(n_clusters=8)
+    annealer = Annealer(statistics, config, n_features=n_features, total_weight=len(x))
+    cov = np.cov(x.T)
+    values, vectors = np.linalg.eigh(cov)
+    result = annealer.run(np.zeros(n_features), float(values[-1]), vectors[:, -1])
+    assert centroid_index(result.centers, centers - centers.mean(0)) <= 1
+    mode = moment_mode(n_features)
+    anneal = [(p, r) for p, r in zip(calls, annealer.history, strict=True)
+              if r["phase"] == "anneal"]
+    assert [r["moments"] for _, r in anneal] == [p.moments != "none" for p, _ in anneal]
+    by_temperature: dict[float, list] = {}
+    for params, record in anneal:
+        by_temperature.setdefault(record["temperature"], []).append((params, record))
+    measured = 0
+    for passes in by_temperature.values():
+        flags = [p.moments for p, _ in passes]
+        n = sum(f != "none" for f in flags)
+        if passes[0][1]["n_clusters"] >= 8:
+            # None, unless a merge or an emptied cluster leaves fewer than K: then the
+            # splits that follow need fresh axes, measured after the EM passes.
+            assert flags == ["none"] * (len(flags) - n) + [mode] * n
+            assert n <= (1 if mode == "full" else config.max_axis_passes)
+        elif mode == "full":
+            assert flags == ["full"] * len(flags)
+            measured += 1
+        else:  # the passes with moments come last
+            assert 1 <= n <= config.max_axis_passes
+            assert flags == ["none"] * (len(flags) - n) + ["power"] * n
+            measured += 1
+    assert measured >= 2
+
+
 def test_small_float64_data_anneal_on_a_float32_copy_and_finish_on_the_data():
     """Float64 data too small for a sample: the passes at T > 0 run on a float32 copy of
     all the rows (their weight is the data's), Lloyd and the swap check end on the data,

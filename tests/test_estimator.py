@@ -302,3 +302,36 @@ def test_fewer_distinct_points_than_clusters_warns_as_kmeans_does():
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         SoftKMeans(3).fit(x)  # as many clusters as points: no warning
+
+
+def test_auto_sample_grows_with_the_clusters():
+    """``sample_size="auto"``: a pass with m centers reads max(10000, 200 m) rows of the
+    sample, rounded up to 10000 times a power of two, never more than the sample."""
+    from dask_softkmeans.estimator import auto_sample_size, sample_rows
+
+    # The sample: 200 rows per cluster, at least 10000; cut to half the data when that is
+    # more, as long as the cut one keeps 10000 rows and 50 per cluster.
+    assert auto_sample_size(8, 1_000_000) == 10_000
+    assert auto_sample_size(256, 200_000) == 51_200
+    assert auto_sample_size(1024, 200_000) == 100_000
+    assert auto_sample_size(4096, 200_000) is None
+    assert auto_sample_size(8, 15_000) is None
+
+    assert sample_rows(1, 60_000) == 10_000
+    assert sample_rows(50, 60_000) == 10_000
+    assert sample_rows(51, 60_000) == 20_000
+    assert sample_rows(200, 60_000) == 40_000
+    assert sample_rows(201, 60_000) == 60_000
+    assert sample_rows(10**6, 60_000) == 60_000
+    assert sample_rows(3, 5_000) == 5_000
+    rng = np.random.default_rng(0)
+    centers = rng.uniform(-30, 30, (80, 3))
+    x = centers[rng.integers(0, 80, 40_000)] + rng.standard_normal((40_000, 3))
+    model = SoftKMeans(80, compute_labels=False).fit(x)  # a sample of 16000 rows
+    sampled = [r for r in model.history_ if r["data"] == "sample"]
+    assert {r["weight"] for r in sampled if r["n_clusters"] <= 50} == {10_000}
+    assert {r["weight"] for r in sampled if r["n_clusters"] > 50} == {16_000}
+    assert {r["weight"] for r in sampled if r["temperature"] == 0} == {16_000}
+    # An integer sample_size is the sample of every pass at T > 0.
+    fixed = SoftKMeans(4, sample_size=12_000, compute_labels=False).fit(x)
+    assert {r["weight"] for r in fixed.history_ if r["data"] == "sample"} == {12_000}
