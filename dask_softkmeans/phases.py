@@ -1,0 +1,201 @@
+"""The phase diagram of an annealing run, and the number of clusters read from it.
+
+Pure bookkeeping over the codevectors of :mod:`.annealing`: nothing here runs a
+pass or moves a center.
+
+**Distinct clusters.**  A split makes two codevectors, but they are one
+cluster until the split is *confirmed*: its halves are joined by a tentative
+link.  The distinct clusters are the connected components of the codevectors
+under these links.  A link is confirmed (removed, the halves become two
+clusters) at the end of a temperature when
+
+* the halves have been through at least one full temperature after the one
+  where they were first equilibrated (a split that is not real drifts back
+  slowly near its critical temperature, and one equilibration at a loose
+  tolerance does not show it),
+* the EM passes at that temperature converged (not stopped by the pass limit),
+* the halves are farther apart than the merge threshold, and
+* the two together would be unstable as one cluster at that temperature:
+  ``T < 2 lambda`` for an upper bound ``lambda`` of the union's variance along
+  the line through the halves (each half's largest variance, mass-weighted,
+  plus the spread of the two means).  Above that temperature the merged state
+  is the stable one (Rose 1998, the critical temperature ``2 lambda_max``),
+  and the halves, however far apart the EM left them, are one cluster.
+
+A tentative link whose halves merge back vanishes without a trace.  Only a
+merge of two codevectors of *different* components lowers the count, and it
+is labelled as a merge in the diagram.
+
+**Choosing K.**  :func:`choose_n_clusters` returns the count whose lifetime
+(the range of ``log T`` over which the diagram shows it) is largest.  It is
+the persistence criterion of scale-space clustering (Witkin 1983; Leung,
+Zhang and Xu 2000, where a cluster count that "lives" over the widest range of
+scales is the most natural one), read on the temperature axis of deterministic
+annealing (Rose 1998: each phase transition is a scale at which a cluster
+resolves into more).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import numpy as np
+
+#: A tentative link: the ids of the two halves and the index of the temperature
+#: at which they were first equilibrated.
+Link = tuple[int, int, int]
+
+
+def components(ids: Sequence[int], links: Sequence[Link]) -> dict[int, int]:
+    """Component label (the smallest id in it) of each codevector id."""
+    parent = {int(i): int(i) for i in ids}
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a, b, _ in links:
+        if a in parent and b in parent:
+            ra, rb = root(a), root(b)
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)
+    return {i: root(i) for i in parent}
+
+
+def count(ids: Sequence[int], links: Sequence[Link]) -> int:
+    """Distinct clusters: connected components of the codevectors under the links."""
+    return len(set(components(ids, links).values()))
+
+
+def after_merges(
+    ids: Sequence[int], links: Sequence[Link], merges: Sequence[tuple[int, int]]
+) -> tuple[list[Link], int]:
+    """Links after codevector ``b`` merged into ``a`` for each ``(a, b)``, and the real merges.
+
+    ``ids`` are the codevectors before the merges.  A merge inside one
+    component is a tentative split undone: its link vanishes.  Across two
+    components, a codevector that is a tentative half (its component has
+    other members) leaves its split, which is void, and joins the other
+    cluster: the count is unchanged.  Only when both are distinct clusters on
+    their own is the merge real: counted, and the count falls by one.
+    """
+    links = [(int(a), int(b), int(step)) for a, b, step in links]
+    alive = {int(i) for i in ids}
+    real = 0
+
+    def relabel(old: int, new: int) -> None:
+        nonlocal links
+        links = [(new if a == old else a, new if b == old else b, step) for a, b, step in links]
+        links = [link for link in links if link[0] != link[1]]
+
+    for a, b in merges:
+        a, b = int(a), int(b)
+        label = components(sorted(alive), links)
+        size = {r: sum(1 for v in label.values() if v == r) for r in set(label.values())}
+        if label[a] != label[b]:
+            if size[label[b]] > 1:
+                links = _leave(links, b)
+            elif size[label[a]] > 1:
+                links = _leave(links, a)
+            else:
+                real += 1
+        relabel(b, a)
+        alive.discard(b)
+    return links, real
+
+
+def _leave(links: list[Link], i: int) -> list[Link]:
+    """Links without codevector ``i``; its partners stay joined to each other."""
+    partners = [(b if a == i else a, step) for a, b, step in links if i in (a, b)]
+    kept = [link for link in links if i not in link[:2]]
+    if partners:
+        first = partners[0][0]
+        kept += [(first, other, step) for other, step in partners[1:]]
+    return kept
+
+
+def confirm(
+    links: Sequence[Link],
+    ids: np.ndarray,
+    centers: np.ndarray,
+    log_priors: np.ndarray,
+    variances: np.ndarray,
+    temperature: float,
+    step: int,
+    merge_threshold: float,
+    converged: bool,
+    final: bool = False,
+) -> tuple[list[Link], int]:
+    """Links still tentative after the temperature ``step``, and how many were confirmed.
+
+    ``variances`` are half each codevector's critical temperature (its largest
+    variance) from the last pass.  ``final``: the annealing ends here with
+    hard assignments, so halves apart are distinct whatever their age.
+    """
+    if not links:
+        return [], 0
+    where = {int(i): n for n, i in enumerate(ids)}
+    kept: list[Link] = []
+    confirmed = 0
+    for a, b, born in links:
+        ia, ib = where[a], where[b]
+        gap = float(np.sum((centers[ia] - centers[ib]) ** 2))
+        wa, wb = float(np.exp(log_priors[ia])), float(np.exp(log_priors[ib]))
+        total = max(wa + wb, np.finfo(float).tiny)
+        union = (wa * variances[ia] + wb * variances[ib]) / total + wa * wb / total**2 * gap
+        apart = gap > merge_threshold
+        unstable = temperature < 2.0 * union
+        old = step > born
+        if apart and (final or (converged and old and unstable)):
+            confirmed += 1
+        else:
+            kept.append((a, b, born))
+    return kept, confirmed
+
+
+def diagram(phases: Sequence[dict]) -> np.ndarray:
+    """``[T, n_clusters]`` rows of the annealing's phase records, as float64."""
+    return np.array([[p["temperature"], p["n_clusters"]] for p in phases],
+                    dtype=np.float64).reshape(-1, 2)
+
+
+def lifetimes(phase_diagram: np.ndarray) -> dict[int, float]:
+    """Range of ``log T`` over which each count held, the last (lowest-T) row left out.
+
+    The count of row ``i`` holds from ``T_i`` down to ``T_{i+1}``; the last
+    row's count holds down to an end the annealing chose (K codevectors or
+    hard assignments), not the data, so it has no lifetime.
+    """
+    rows = np.asarray(phase_diagram, dtype=np.float64).reshape(-1, 2)
+    life: dict[int, float] = {}
+    for (t, n), (t_next, _) in itertools.pairwise(rows):
+        if t > 0 and t_next > 0:
+            life[int(n)] = life.get(int(n), 0.0) + float(np.log(t / t_next))
+    return life
+
+
+def choose_n_clusters(phase_diagram: np.ndarray, max_clusters: int) -> int:
+    """The count of at least 2 and at most ``max_clusters`` with the largest lifetime.
+
+    Ties go to the smaller count.  When no such count has a lifetime (the
+    annealing reached ``max_clusters`` in one step, or the data never split),
+    the last count of the diagram, capped at ``max_clusters``.
+    """
+    life = {n: v for n, v in lifetimes(phase_diagram).items() if 2 <= n <= max_clusters}
+    if not life:
+        rows = np.asarray(phase_diagram, dtype=np.float64).reshape(-1, 2)
+        return int(min(max(rows[-1, 1], 1), max_clusters))
+    best = max(life.values())
+    return min(n for n, v in life.items() if v == best)
+
+
+def transitions(phase_diagram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Temperatures where the count rose (splits) and where it fell (merges)."""
+    rows = np.asarray(phase_diagram, dtype=np.float64).reshape(-1, 2)
+    if len(rows) < 2:
+        return np.empty(0), np.empty(0)
+    change = np.diff(rows[:, 1])
+    return rows[1:, 0][change > 0], rows[1:, 0][change < 0]
