@@ -275,6 +275,7 @@ class Annealer:
         self._distinct = 1
         self._snapshots: dict[int, dict] = {}
         self._merges: list[tuple[int, int]] = []
+        self._distinct_since: dict[int, int] = {0: 0}  # id -> record where it became distinct
 
     # -- one pass, recorded ---------------------------------------------------
     def _pass(self, clusters: _Clusters, temperature: float, phase: str,
@@ -359,6 +360,8 @@ class Annealer:
         self._next_id = int(lineage.get("next_id", state.clusters.size))
         self._distinct = int(lineage.get("distinct", state.clusters.size))
         self._snapshots = {int(n): snap for n, snap in lineage.get("snapshots", {}).items()}
+        self._distinct_since = {int(i): int(s)
+                                for i, s in lineage.get("distinct_since", {"0": 0}).items()}
         ids = lineage.get("ids")
         state.clusters.ids = np.arange(state.clusters.size) if ids is None else np.asarray(ids)
 
@@ -368,6 +371,7 @@ class Annealer:
             "ids": None if clusters.ids is None else [int(i) for i in clusters.ids],
             "links": [list(link) for link in self._links], "next_id": self._next_id,
             "distinct": self._distinct,
+            "distinct_since": {str(i): s for i, s in self._distinct_since.items()},
             "snapshots": {str(n): snap for n, snap in self._snapshots.items()},
         }
 
@@ -481,14 +485,24 @@ class Annealer:
         self._links, merges = _phases.after_merges(
             [*clusters.ids.tolist(), *merged_away], self._links, self._merges)
         self._merges = []
+        # A cluster that a real merge absorbs: the younger of the two.
+        since = self._distinct_since
+        absorbed = []
+        for a, b in merges:
+            older, younger = sorted((since.get(a, 0), since.get(b, 0)))
+            since[a] = older
+            absorbed.append(younger)
         self._links, splits = _phases.confirm(
             self._links, clusters.ids, clusters.centers, clusters.log_priors,
-            clusters.variances, temperature, len(self.phases),
+            clusters.variances, clusters.directions, temperature, len(self.phases),
             self.config.merge_tol * temperature, converged, final=final)
+        for _, b, _ in splits:
+            since[b] = len(self.phases)
         label = _phases.components(clusters.ids.tolist(), self._links)
         self._distinct = len(set(label.values()))
         row = {"temperature": temperature, "n_clusters": self._distinct,
-               "codevectors": clusters.size, "splits": splits, "merges": merges}
+               "codevectors": clusters.size, "splits": len(splits), "merges": len(merges),
+               "absorbed": absorbed}
         self.phases.append(row)
         if self.config.choose:
             self._snapshots[self._distinct] = self._snapshot(clusters, label)

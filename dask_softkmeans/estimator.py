@@ -26,7 +26,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils._set_output import _get_output_config
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import io
+from . import io, phases
 from ._typing import ArrayLike
 from .annealing import AnnealConfig, Annealer, AnnealResult, AnnealState
 from .engine import Runner, active_client, load_kernel, map_rows, single_threaded_blas
@@ -445,9 +445,10 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         self.weights_ = np.exp(best.log_priors - np.logaddexp.reduce(best.log_priors))
         self.temperature_ = float(best.temperature)
         self.n_iter_ = len(best.history)
-        self.history_ = best.history
-        self.phase_diagram_ = np.array(
-            [[p["temperature"], p["n_clusters"]] for p in best.phases], dtype=np.float64)
+        # One source for the diagram, the history, the summary and the plot: the
+        # settled counts (a split whose cluster a later merge absorbs is none).
+        self.history_ = phases.settle_history(best.history, best.phases)
+        self.phase_diagram_ = phases.diagram(best.phases)
         self._offset = summary.offset
         self._fitted_metric = self.metric
         if self.compute_labels:

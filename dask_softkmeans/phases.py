@@ -72,7 +72,7 @@ def count(ids: Sequence[int], links: Sequence[Link]) -> int:
 
 def after_merges(
     ids: Sequence[int], links: Sequence[Link], merges: Sequence[tuple[int, int]]
-) -> tuple[list[Link], int]:
+) -> tuple[list[Link], list[tuple[int, int]]]:
     """Links after codevector ``b`` merged into ``a`` for each ``(a, b)``, and the real merges.
 
     ``ids`` are the codevectors before the merges.  A merge inside one
@@ -84,7 +84,7 @@ def after_merges(
     """
     links = [(int(a), int(b), int(step)) for a, b, step in links]
     alive = {int(i) for i in ids}
-    real = 0
+    real: list[tuple[int, int]] = []
 
     def relabel(old: int, new: int) -> None:
         nonlocal links
@@ -101,7 +101,7 @@ def after_merges(
             elif size[label[a]] > 1:
                 links = _leave(links, a)
             else:
-                real += 1
+                real.append((a, b))
         relabel(b, a)
         alive.discard(b)
     return links, real
@@ -123,43 +123,65 @@ def confirm(
     centers: np.ndarray,
     log_priors: np.ndarray,
     variances: np.ndarray,
+    directions: np.ndarray,
     temperature: float,
     step: int,
     merge_threshold: float,
     converged: bool,
     final: bool = False,
-) -> tuple[list[Link], int]:
-    """Links still tentative after the temperature ``step``, and how many were confirmed.
+) -> tuple[list[Link], list[Link]]:
+    """Links still tentative after the temperature ``step``, and those confirmed there.
 
     ``variances`` are half each codevector's critical temperature (its largest
     variance) from the last pass.  ``final``: the annealing ends here with
     hard assignments, so halves apart are distinct whatever their age.
     """
     if not links:
-        return [], 0
+        return [], []
     where = {int(i): n for n, i in enumerate(ids)}
     kept: list[Link] = []
-    confirmed = 0
+    confirmed: list[Link] = []
     for a, b, born in links:
         ia, ib = where[a], where[b]
         gap = float(np.sum((centers[ia] - centers[ib]) ** 2))
         wa, wb = float(np.exp(log_priors[ia])), float(np.exp(log_priors[ib]))
         total = max(wa + wb, np.finfo(float).tiny)
-        union = (wa * variances[ia] + wb * variances[ib]) / total + wa * wb / total**2 * gap
+        # Each half's variance along the line through both is at least its
+        # largest variance times the squared cosine of its axis with the line.
+        line = (centers[ia] - centers[ib]) / max(np.sqrt(gap), np.finfo(float).tiny)
+        along = variances[[ia, ib]] * (directions[[ia, ib]] @ line) ** 2
+        union = (wa * along[0] + wb * along[1]) / total + wa * wb / total**2 * gap
         apart = gap > merge_threshold
         unstable = temperature < 2.0 * union
         old = step > born
         if apart and (final or (converged and old and unstable)):
-            confirmed += 1
+            confirmed.append((a, b, born))
         else:
             kept.append((a, b, born))
     return kept, confirmed
 
 
+def settled_counts(phases: Sequence[dict]) -> np.ndarray:
+    """Distinct clusters at each phase record, spurious splits taken out.
+
+    A cluster that a real merge absorbs later did not stay apart: the split
+    that made it distinct is no transition.  Each record of a real merge lists
+    (``"absorbed"``) the record index at which each absorbed cluster became
+    distinct; the count is lowered by one from there up to the merge, so the
+    settled count never falls as the temperature falls.
+    """
+    counts = np.array([p["n_clusters"] for p in phases], dtype=np.int64)
+    for m, p in enumerate(phases):
+        for born in p.get("absorbed", []):
+            counts[int(born):m] -= 1
+    return counts
+
+
 def diagram(phases: Sequence[dict]) -> np.ndarray:
-    """``[T, n_clusters]`` rows of the annealing's phase records, as float64."""
-    return np.array([[p["temperature"], p["n_clusters"]] for p in phases],
-                    dtype=np.float64).reshape(-1, 2)
+    """``[T, distinct clusters]`` rows of the annealing's phase records, as float64
+    (the settled counts, see :func:`settled_counts`)."""
+    temps = np.array([p["temperature"] for p in phases], dtype=np.float64)
+    return np.column_stack([temps, settled_counts(phases)]).astype(np.float64).reshape(-1, 2)
 
 
 def lifetimes(phase_diagram: np.ndarray) -> dict[int, float]:
@@ -199,3 +221,20 @@ def transitions(phase_diagram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.empty(0), np.empty(0)
     change = np.diff(rows[:, 1])
     return rows[1:, 0][change > 0], rows[1:, 0][change < 0]
+
+
+def settle_history(history: Sequence[dict], phases: Sequence[dict]) -> list[dict]:
+    """``history`` with each annealing pass's ``n_clusters`` the settled count.
+
+    The passes at a temperature run with the clusters of the record before it
+    (splits there are tentative until its end), so each pass gets the settled
+    count of the last record at a higher temperature.
+    """
+    rows = diagram(phases)
+    out = []
+    for record in history:
+        if record.get("phase") == "anneal" and len(rows):
+            above = np.flatnonzero(rows[:, 0] > record["temperature"])
+            record = {**record, "n_clusters": int(rows[above[-1], 1] if len(above) else 1)}
+        out.append(record)
+    return out
