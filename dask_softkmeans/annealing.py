@@ -500,6 +500,13 @@ class Annealer:
             since[b] = len(self.phases)
         label = _phases.components(clusters.ids.tolist(), self._links)
         self._distinct = len(set(label.values()))
+        # Every codevector carries its cluster's age: the oldest known in its component.
+        oldest: dict[int, int] = {}
+        for i, root in label.items():
+            if i in since:
+                oldest[root] = min(oldest.get(root, since[i]), since[i])
+        for i, root in label.items():
+            since.setdefault(i, oldest.get(root, len(self.phases)))
         row = {"temperature": temperature, "n_clusters": self._distinct,
                "codevectors": clusters.size, "splits": len(splits), "merges": len(merges),
                "absorbed": absorbed}

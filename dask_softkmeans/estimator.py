@@ -110,8 +110,16 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
     Parameters
     ----------
-    n_clusters : int, default=8
-        Number of clusters K.
+    n_clusters : int or "auto", default=8
+        Number of clusters K.  "auto": anneal up to ``max_clusters``
+        codevectors (or hard assignments), read K from the phase diagram (the
+        count of at least 2 that holds over the widest range of ``log T``, see
+        :func:`dask_softkmeans.phases.choose_n_clusters`), and end with Lloyd
+        passes for that K; ``n_clusters_`` says which.
+    max_clusters : int or None, default=None
+        With ``n_clusters="auto"`` (and only then), the most clusters the
+        annealing makes; it must exceed the K you expect, since the last
+        count of the annealing is never chosen (its range is cut short).
     metric : {"euclidean", "cosine"}, default="euclidean"
         "euclidean": k-means on the squared distances.  "cosine": spherical
         k-means on the angles between rows (their lengths do not matter; a row
@@ -187,7 +195,10 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
     Attributes
     ----------
-    cluster_centers_ : ndarray of shape (n_clusters, n_features)
+    cluster_centers_ : ndarray of shape (n_clusters_, n_features)
+    n_clusters_ : int
+        Number of clusters fitted: ``n_clusters``, or the K read from the
+        phase diagram with ``n_clusters="auto"``.
     labels_ : ndarray or dask.array.Array of shape (n_samples,)
         Nearest center of each training sample (if ``compute_labels``): NumPy
         for NumPy input, a lazy Dask array for Dask or Zarr input (it is left
@@ -238,7 +249,8 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
     """
 
     _parameter_constraints: dict = {
-        "n_clusters": [Interval(Integral, 1, None, closed="left")],
+        "n_clusters": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "max_clusters": [Interval(Integral, 2, None, closed="left"), None],
         "metric": [StrOptions(set(METRICS))],
         "n_init": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="neither")],
@@ -256,8 +268,9 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
     def __init__(
         self,
-        n_clusters: int = 8,
+        n_clusters: int | str = 8,
         *,
+        max_clusters: int | None = None,
         metric: str = "euclidean",
         n_init: int = 1,
         tol: float = 1e-2,
@@ -273,6 +286,7 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         optimizer: str = "em",
     ) -> None:
         self.n_clusters = n_clusters
+        self.max_clusters = max_clusters
         self.metric = metric
         self.n_init = n_init
         self.tol = tol
@@ -322,12 +336,38 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
                 storage_options=storage_options)  # refused: they apply to a path only
         if not reset and data.shape[1] != self.n_features_in_:
             raise feature_count_error(data.shape[1], self.n_features_in_, type(self).__name__)
-        if reset and data.shape[0] < self.n_clusters:  # a known count: fit never has NaN chunks
+        if reset and data.shape[0] < self._most_clusters:  # a known count: fit never has NaN chunks
+            name = "max_clusters" if self.n_clusters == "auto" else "n_clusters"
             raise InputError(
-                f"n_samples={data.shape[0]} should be >= n_clusters={self.n_clusters}: each "
-                f"cluster needs a sample. Use n_clusters <= {data.shape[0]}, or pass more samples."
+                f"n_samples={data.shape[0]} should be >= {name}={self._most_clusters}: each "
+                f"cluster needs a sample. Use {name} <= {data.shape[0]}, or pass more samples."
             )
         return data
+
+    @property
+    def _most_clusters(self) -> int:
+        """The annealing's K: ``n_clusters``, or ``max_clusters`` when choosing K."""
+        return self.max_clusters if self.n_clusters == "auto" else self.n_clusters
+
+    def _check_k(self) -> None:
+        """The pair n_clusters / max_clusters, before any work (each alone is validated
+        declaratively by ``_parameter_constraints``)."""
+        if self.n_clusters == "auto" and self.max_clusters is None:
+            raise InputError(
+                "n_clusters='auto' reads K from the annealing up to max_clusters clusters: "
+                "set max_clusters (more than the K you expect), e.g. "
+                "SoftKMeans(n_clusters='auto', max_clusters=20).")
+        if self.n_clusters != "auto" and self.max_clusters is not None:
+            raise InputError(
+                f"max_clusters={self.max_clusters} applies only with n_clusters='auto', but "
+                f"n_clusters={self.n_clusters}. Set n_clusters='auto' to choose K, or leave "
+                "max_clusters=None.")
+
+    @property
+    def n_clusters_(self) -> int:
+        """Number of clusters fitted (``n_clusters``, or the K chosen with "auto")."""
+        check_is_fitted(self)
+        return int(self.cluster_centers_.shape[0])
 
     def _check_names(self, names: list[str] | None, *, reset: bool) -> None:
         """Set or check ``feature_names_in_`` as scikit-learn does for DataFrames."""
@@ -402,6 +442,7 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         -------
         self
         """
+        self._check_k()
         if resume and self.checkpoint is None:
             raise InputError(
                 "resume=True needs the checkpoint directory of the interrupted fit: set "
@@ -430,7 +471,7 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         # on a busy machine waits for its threads (the scan's eigendecomposition then
         # cost a large share of a fit on small data with many features).
         with single_threaded_blas():
-            summary = summarize(runner, self.n_clusters, self.metric)
+            summary = summarize(runner, self._most_clusters, self.metric)
             best = self._anneal(runner, summary, data, callback, resume)
         if not best.converged:
             warnings.warn(
@@ -463,8 +504,8 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         statistics = centered_statistics(runner, summary.offset, self.metric)
         sample = self._sample(runner, summary.offset)
         geometry = Sphere(summary.offset) if self.metric == "cosine" else FLAT
-        config = AnnealConfig(n_clusters=self.n_clusters, tol=self.tol, cooling=self.cooling,
-                              max_lloyd_iter=self.max_iter)
+        config = AnnealConfig(n_clusters=self._most_clusters, tol=self.tol, cooling=self.cooling,
+                              max_lloyd_iter=self.max_iter, choose=self.n_clusters == "auto")
         store = saved = None
         if self.checkpoint is not None:
             store = Checkpoint(
@@ -492,6 +533,7 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
                 sample=sample, checkpoint=None if store is None else save,
                 optimizer=None if self.optimizer == "em" else get_optimizer(self.optimizer),
                 geometry=geometry,
+                phase_callback=getattr(callback, "on_phase", None),
             )
             state = saved.state if saved is not None and run == saved.run else None
             result = annealer.run(np.zeros(runner.n_features), summary.top_variance,
@@ -511,12 +553,12 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             return None
         size = self.sample_size
         if size == "auto":
-            size = max(SAMPLE_MIN_ROWS, SAMPLE_ROWS_PER_CLUSTER * self.n_clusters)
+            size = max(SAMPLE_MIN_ROWS, SAMPLE_ROWS_PER_CLUSTER * self._most_clusters)
             if size > SAMPLE_MAX_SHARE * n_samples:
                 return None
         if size >= n_samples:
             return None
-        x, w = runner.sample(max(int(size), self.n_clusters))
+        x, w = runner.sample(max(int(size), self._most_clusters))
         local = Runner(check_finite(x), w)
         weight = float(x.shape[0] if w is None else w.sum())
         if weight <= 0:
@@ -671,7 +713,7 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         data = self._data(X, reset=False, lazy=True)
         temperature = self.temperature_ if temperature is None else check_temperature(temperature)
         return map_rows(
-            data, proba_block, n_outputs=self.n_clusters, dtype=data.dtype, out_dtype=data.dtype,
+            data, proba_block, n_outputs=self.n_clusters_, dtype=data.dtype, out_dtype=data.dtype,
             centers=self.cluster_centers_, temperature=temperature, offset=self._offset,
             log_priors=self._log_priors(), normalization=normalization, metric=self._metric)
 
@@ -690,7 +732,7 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
                 "wrapping the result would compute it all into this process. Use "
                 "set_output(transform='default') for a Dask array, or pass in-memory data.")
         return map_rows(
-            data, distances_block, n_outputs=self.n_clusters, dtype=data.dtype, out_dtype=data.dtype,
+            data, distances_block, n_outputs=self.n_clusters_, dtype=data.dtype, out_dtype=data.dtype,
             centers=self.cluster_centers_, offset=self._offset, metric=self._metric)
 
     def write_predictions(
@@ -740,14 +782,14 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         temperature = self.temperature_ if temperature is None else check_temperature(temperature)
         data = self._data(X, reset=False)
         if not isinstance(data, da.Array):
-            rows = sub_block_rows(self.n_clusters, data.shape[1])
+            rows = sub_block_rows(self.n_clusters_, data.shape[1])
             data = da.from_array(data, chunks=(rows * 8, data.shape[1]))
         params = {
             "what": what, "centers": self.cluster_centers_, "offset": self._offset,
             "temperature": temperature, "log_priors": self._log_priors(), "metric": self._metric,
         }
         outputs = {name: (PREDICTION_OUTPUTS[name][0],
-                          self.n_clusters if PREDICTION_OUTPUTS[name][1] else None)
+                          self.n_clusters_ if PREDICTION_OUTPUTS[name][1] else None)
                    for name in what}
         attrs = {"written_by": "dask_softkmeans.SoftKMeans.write_predictions",
                  "temperature": float(temperature)}
@@ -798,9 +840,11 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             params["random_state"] = None  # a generator object has no JSON form
         # What the fitted arrays are, even after set_params(metric=..., n_clusters=...).
         params["metric"] = self._metric
-        params["n_clusters"] = int(self.cluster_centers_.shape[0])
+        if params["n_clusters"] != "auto" or params["max_clusters"] is None:
+            params["n_clusters"], params["max_clusters"] = self.n_clusters_, None
         return {
             "params": params,
+            "n_clusters": self.n_clusters_,
             "n_features_in": int(self.n_features_in_),
             "inertia": float(self.inertia_),
             "temperature": float(self.temperature_),
@@ -847,7 +891,7 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             raise ModelFileError(
                 f"{str(path)!r} lacks part of a model or holds an invalid value ({exc}); it "
                 "is damaged. Fit and save the model again.") from exc
-        k, d = model.n_clusters, model.n_features_in_
+        k, d = int(meta.get("n_clusters", model.n_clusters)), model.n_features_in_
         shapes = {"cluster_centers_": (k, d), "weights_": (k,), "_offset": (d,)}
         wrong = [name for name, shape in shapes.items() if getattr(model, name).shape != shape]
         if model.phase_diagram_.ndim != 2 or model.phase_diagram_.shape[1:] != (2,):

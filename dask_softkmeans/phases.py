@@ -174,7 +174,7 @@ def settled_counts(phases: Sequence[dict]) -> np.ndarray:
     for m, p in enumerate(phases):
         for born in p.get("absorbed", []):
             counts[int(born):m] -= 1
-    return counts
+    return np.maximum(counts, 1)
 
 
 def diagram(phases: Sequence[dict]) -> np.ndarray:
@@ -184,14 +184,17 @@ def diagram(phases: Sequence[dict]) -> np.ndarray:
     return np.column_stack([temps, settled_counts(phases)]).astype(np.float64).reshape(-1, 2)
 
 
-def lifetimes(phase_diagram: np.ndarray) -> dict[int, float]:
-    """Range of ``log T`` over which each count held, the last (lowest-T) row left out.
+def lifetimes(phase_diagram: np.ndarray, end: int | None = None) -> dict[int, float]:
+    """Range of ``log T`` over which each count held, from the rows before ``end``.
 
-    The count of row ``i`` holds from ``T_i`` down to ``T_{i+1}``; the last
-    row's count holds down to an end the annealing chose (K codevectors or
-    hard assignments), not the data, so it has no lifetime.
+    The count of row ``i`` holds from ``T_i`` down to ``T_{i+1}``.  From the
+    row where the annealing has all its codevectors on, it cools by a fixed
+    factor towards hard assignments instead of from one transition to the
+    next, so ``end`` (that row; default: the last) cuts the count off there:
+    what follows measures the schedule, not the data.
     """
     rows = np.asarray(phase_diagram, dtype=np.float64).reshape(-1, 2)
+    rows = rows[: (len(rows) if end is None else end + 1)]
     life: dict[int, float] = {}
     for (t, n), (t_next, _) in itertools.pairwise(rows):
         if t > 0 and t_next > 0:
@@ -199,14 +202,16 @@ def lifetimes(phase_diagram: np.ndarray) -> dict[int, float]:
     return life
 
 
-def choose_n_clusters(phase_diagram: np.ndarray, max_clusters: int) -> int:
+def choose_n_clusters(phase_diagram: np.ndarray, max_clusters: int,
+                      end: int | None = None) -> int:
     """The count of at least 2 and at most ``max_clusters`` with the largest lifetime.
 
     Ties go to the smaller count.  When no such count has a lifetime (the
     annealing reached ``max_clusters`` in one step, or the data never split),
     the last count of the diagram, capped at ``max_clusters``.
     """
-    life = {n: v for n, v in lifetimes(phase_diagram).items() if 2 <= n <= max_clusters}
+    # The cap itself is the annealing's stopping rule, not the data's: never chosen.
+    life = {n: v for n, v in lifetimes(phase_diagram, end).items() if 2 <= n < max_clusters}
     if not life:
         rows = np.asarray(phase_diagram, dtype=np.float64).reshape(-1, 2)
         return int(min(max(rows[-1, 1], 1), max_clusters))
