@@ -276,6 +276,7 @@ class Annealer:
         self._snapshots: dict[int, dict] = {}
         self._merges: list[tuple[int, int]] = []
         self._distinct_since: dict[int, int] = {0: 0}  # id -> record where it became distinct
+        self._alive_ids: set[int] = {0}
 
     # -- one pass, recorded ---------------------------------------------------
     def _pass(self, clusters: _Clusters, temperature: float, phase: str,
@@ -364,6 +365,7 @@ class Annealer:
                                 for i, s in lineage.get("distinct_since", {"0": 0}).items()}
         ids = lineage.get("ids")
         state.clusters.ids = np.arange(state.clusters.size) if ids is None else np.asarray(ids)
+        self._alive_ids = {int(i) for i in state.clusters.ids}
 
     def _lineage(self, clusters: _Clusters) -> dict:
         """The phase diagram's bookkeeping as JSON (exact floats) for a checkpoint."""
@@ -482,12 +484,22 @@ class Annealer:
                       final: bool) -> None:
         """Resolve the tentative splits after the merges at ``temperature``; one diagram row."""
         merged_away = [b for _, b in self._merges]
+        now = {int(i) for i in clusters.ids}
+        # Codevectors the EM dropped (no mass left): a tentative half leaves its
+        # split; a cluster on its own is lost, as if absorbed.
+        dropped = sorted(self._alive_ids - now - set(merged_away))
+        since = self._distinct_since
+        absorbed = []
+        for i in dropped:
+            label = _phases.components(sorted(self._alive_ids), self._links)
+            if sum(root == label[i] for root in label.values()) == 1:
+                absorbed.append(since.get(i, len(self.phases)))
+            self._links = _phases.leave(self._links, i)
+            self._alive_ids.discard(i)
         self._links, merges = _phases.after_merges(
             [*clusters.ids.tolist(), *merged_away], self._links, self._merges)
         self._merges = []
         # A cluster that a real merge absorbs: the younger of the two.
-        since = self._distinct_since
-        absorbed = []
         for a, b in merges:
             older, younger = sorted((since.get(a, 0), since.get(b, 0)))
             since[a] = older
@@ -500,6 +512,7 @@ class Annealer:
             since[b] = len(self.phases)
         label = _phases.components(clusters.ids.tolist(), self._links)
         self._distinct = len(set(label.values()))
+        self._alive_ids = set(now)
         # Every codevector carries its cluster's age: the oldest known in its component.
         oldest: dict[int, int] = {}
         for i, root in label.items():
@@ -652,6 +665,7 @@ class Annealer:
             ids = np.concatenate([clusters.ids, self._next_id + np.arange(len(index))])
             self._links += [(int(clusters.ids[i]), self._next_id + n, len(self.phases))
                             for n, i in enumerate(index)]
+            self._alive_ids.update(range(self._next_id, self._next_id + len(index)))
             self._next_id += len(index)
         directions = clusters.directions.copy()
         if self.mode == "power":

@@ -97,9 +97,9 @@ def after_merges(
         size = {r: sum(1 for v in label.values() if v == r) for r in set(label.values())}
         if label[a] != label[b]:
             if size[label[b]] > 1:
-                links = _leave(links, b)
+                links = leave(links, b)
             elif size[label[a]] > 1:
-                links = _leave(links, a)
+                links = leave(links, a)
             else:
                 real.append((a, b))
         relabel(b, a)
@@ -107,7 +107,7 @@ def after_merges(
     return links, real
 
 
-def _leave(links: list[Link], i: int) -> list[Link]:
+def leave(links: list[Link], i: int) -> list[Link]:
     """Links without codevector ``i``; its partners stay joined to each other."""
     partners = [(b if a == i else a, step) for a, b, step in links if i in (a, b)]
     kept = [link for link in links if i not in link[:2]]
@@ -162,19 +162,19 @@ def confirm(
 
 
 def settled_counts(phases: Sequence[dict]) -> np.ndarray:
-    """Distinct clusters at each phase record, spurious splits taken out.
+    """Distinct clusters at each phase record that hold at every lower temperature.
 
-    A cluster that a real merge absorbs later did not stay apart: the split
-    that made it distinct is no transition.  Each record of a real merge lists
-    (``"absorbed"``) the record index at which each absorbed cluster became
-    distinct; the count is lowered by one from there up to the merge, so the
-    settled count never falls as the temperature falls.
+    A cluster that a real merge absorbs later (or that loses its mass) did not
+    stay apart: the split that made it distinct is no transition.  The count
+    at a record is therefore the least count of that record and all later
+    ones (a suffix minimum), so it never falls as the temperature falls; the
+    records keep the real merges (``"merges"``, ``"absorbed"``: the record
+    at which each lost cluster became distinct) for the plot's labels.
     """
     counts = np.array([p["n_clusters"] for p in phases], dtype=np.int64)
-    for m, p in enumerate(phases):
-        for born in p.get("absorbed", []):
-            counts[int(born):m] -= 1
-    return np.maximum(counts, 1)
+    if len(counts) == 0:
+        return counts
+    return np.minimum.accumulate(counts[::-1])[::-1]
 
 
 def diagram(phases: Sequence[dict]) -> np.ndarray:
