@@ -307,6 +307,8 @@ class Annealer:
             "n_clusters": self._distinct if phase == "anneal" else clusters.size,
             "codevectors": clusters.size,
             "confidence": float(stats.confidence / max(stats.weight, 1e-300)),
+            # The smallest prior: F <= J + weight * T * log(1 / pi_min) (see the plot).
+            "log_prior_min": float(clusters.log_priors.min()) if temperature > 0 else 0.0,
             "seconds": time.perf_counter() - start,
         }
         self.history.append(record)
