@@ -120,6 +120,8 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         With ``n_clusters="auto"`` (and only then), the most clusters the
         annealing makes; it must exceed the K you expect, since the last
         count of the annealing is never chosen (its range is cut short).
+        With ``n_init > 1`` the restarts compete only at the K of the first,
+        deterministic run.
     metric : {"euclidean", "cosine"}, default="euclidean"
         "euclidean": k-means on the squared distances.  "cosine": spherical
         k-means on the angles between rows (their lengths do not matter; a row
@@ -538,7 +540,10 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             state = saved.state if saved is not None and run == saved.run else None
             result = annealer.run(np.zeros(runner.n_features), summary.top_variance,
                                   summary.top_axis, state=state)
-            if best is None or result.inertia < best.inertia:
+            # Choosing K, a restart competes only at the K of the first (deterministic)
+            # run: inertias of different K do not compare.
+            if best is None or (result.inertia < best.inertia
+                                and result.centers.shape == best.centers.shape):
                 best = result
             if store is not None:
                 store.write(run + 1, seeds, None, best)
@@ -891,7 +896,13 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             raise ModelFileError(
                 f"{str(path)!r} lacks part of a model or holds an invalid value ({exc}); it "
                 "is damaged. Fit and save the model again.") from exc
-        k, d = int(meta.get("n_clusters", model.n_clusters)), model.n_features_in_
+        # An int n_clusters is the fitted count (see summary); "auto" keeps it beside.
+        k = model.n_clusters if model.n_clusters != "auto" else meta.get("n_clusters")
+        if not isinstance(k, int):
+            raise ModelFileError(
+                f"{str(path)!r} was fitted with n_clusters='auto' but does not say how many "
+                "clusters it chose; it is damaged. Fit and save the model again.")
+        d = model.n_features_in_
         shapes = {"cluster_centers_": (k, d), "weights_": (k,), "_offset": (d,)}
         wrong = [name for name, shape in shapes.items() if getattr(model, name).shape != shape]
         if model.phase_diagram_.ndim != 2 or model.phase_diagram_.shape[1:] != (2,):
