@@ -114,12 +114,13 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         Number of clusters K.  "auto": anneal up to ``max_clusters``
         codevectors (or hard assignments), read K from the phase diagram (the
         count of at least 2 that holds over the widest range of ``log T``, see
-        :func:`dask_softkmeans.phases.choose_n_clusters`), and end with Lloyd
-        passes for that K; ``n_clusters_`` says which.
+        :func:`dask_softkmeans.phases.choose_n_clusters` and the guide "Phase
+        diagram and choosing K"), and end with Lloyd passes for that K;
+        ``n_clusters_`` says which.
     max_clusters : int or None, default=None
         With ``n_clusters="auto"`` (and only then), the most clusters the
-        annealing makes; it must exceed the K you expect, since the last
-        count of the annealing is never chosen (its range is cut short).
+        annealing makes; it must exceed the K you expect: the count
+        ``max_clusters`` itself is never chosen (the annealing stopped there).
         With ``n_init > 1`` the restarts compete only at the K of the first,
         deterministic run.
     metric : {"euclidean", "cosine"}, default="euclidean"
@@ -231,7 +232,11 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         as the free energy scale to the full data by ``n_samples / weight``.
     phase_diagram_ : ndarray of shape (n_temperatures, 2)
         Distinct clusters against temperature: ``[T, n_clusters]`` rows,
-        starting with the first critical temperature.
+        starting with the first critical temperature.  A split counts once
+        its halves are confirmed apart at equilibrium, and only the counts
+        that hold at every lower temperature are kept, so the count never
+        falls as ``T`` falls (see :mod:`dask_softkmeans.phases`).  The
+        ``n_clusters`` of ``history_``'s annealing passes are these counts.
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Names of the features, set when ``X`` has string names: DataFrame
