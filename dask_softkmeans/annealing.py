@@ -551,7 +551,9 @@ class Annealer:
         """Keep the count read from the phase diagram, at the lowest temperature it held."""
         from dataclasses import replace
 
-        k = _phases.choose_n_clusters(_phases.diagram(self.phases), self.config.n_clusters)
+        most = self.config.n_clusters
+        k = _phases.choose_n_clusters(_phases.diagram(self.phases), most,
+                                      _phases.schedule_rows(self.phases, most))
         if k not in self._snapshots:  # never seen as a count: the last one
             k = max(n for n in self._snapshots if n <= self.config.n_clusters)
         self.config = replace(self.config, n_clusters=k, choose=False)

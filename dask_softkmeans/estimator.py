@@ -62,6 +62,11 @@ SAMPLE_MIN_ROWS = 10_000
 SAMPLE_ROWS_PER_CLUSTER = 200
 SAMPLE_MAX_SHARE = 0.5
 
+#: ``n_clusters="auto"`` anneals with at most this ``tol``: the phase diagram it
+#: reads K from needs equilibria (at the default ``tol`` splits near a transition
+#: are judged before their halves have settled; see benchmarks/choose_k.py).
+CHOOSE_K_TOL = 1e-4
+
 #: What ``verbose`` and the command line say while numba compiles the kernel
 #: (an empty cache: the first fit of an installation), printed after 2 s.
 COMPILING = "Compiling the kernel with numba (once per installation)..."
@@ -116,7 +121,9 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         count of at least 2 that holds over the widest range of ``log T``, see
         :func:`dask_softkmeans.phases.choose_n_clusters` and the guide "Phase
         diagram and choosing K"), and end with Lloyd passes for that K;
-        ``n_clusters_`` says which.
+        ``n_clusters_`` says which.  The annealing then runs with ``tol`` at
+        most ``1e-4`` (its phase diagram needs equilibria): more passes than
+        a fit of a given K.
     max_clusters : int or None, default=None
         With ``n_clusters="auto"`` (and only then), the most clusters the
         annealing makes; it must exceed the K you expect: the count
@@ -511,8 +518,10 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         statistics = centered_statistics(runner, summary.offset, self.metric)
         sample = self._sample(runner, summary.offset)
         geometry = Sphere(summary.offset) if self.metric == "cosine" else FLAT
-        config = AnnealConfig(n_clusters=self._most_clusters, tol=self.tol, cooling=self.cooling,
-                              max_lloyd_iter=self.max_iter, choose=self.n_clusters == "auto")
+        choose = self.n_clusters == "auto"
+        config = AnnealConfig(n_clusters=self._most_clusters, cooling=self.cooling,
+                              tol=min(self.tol, CHOOSE_K_TOL) if choose else self.tol,
+                              max_lloyd_iter=self.max_iter, choose=choose)
         store = saved = None
         if self.checkpoint is not None:
             store = Checkpoint(

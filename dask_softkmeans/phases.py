@@ -184,34 +184,52 @@ def diagram(phases: Sequence[dict]) -> np.ndarray:
     return np.column_stack([temps, settled_counts(phases)]).astype(np.float64).reshape(-1, 2)
 
 
-def lifetimes(phase_diagram: np.ndarray, end: int | None = None) -> dict[int, float]:
-    """Range of ``log T`` over which each count held, from the rows before ``end``.
+def lifetimes(phase_diagram: np.ndarray, measured: np.ndarray | None = None
+              ) -> dict[int, float]:
+    """Range of ``log T`` over which each count held, the last (lowest-T) row left out.
 
-    The count of row ``i`` holds from ``T_i`` down to ``T_{i+1}``.  From the
-    row where the annealing has all its codevectors on, it cools by a fixed
-    factor towards hard assignments instead of from one transition to the
-    next, so ``end`` (that row; default: the last) cuts the count off there:
-    what follows measures the schedule, not the data.
+    The count of row ``i`` holds from ``T_i`` down to ``T_{i+1}``; the last
+    row's count holds down to an end the annealing chose (K codevectors or
+    hard assignments), not the data, so it has no lifetime.  ``measured``
+    (one bool per row): the rows whose step to the next temperature the data
+    chose (see :func:`schedule_rows`); the others are left out.
     """
     rows = np.asarray(phase_diagram, dtype=np.float64).reshape(-1, 2)
-    rows = rows[: (len(rows) if end is None else end + 1)]
+    keep = np.ones(len(rows), dtype=bool) if measured is None else np.asarray(measured, bool)
     life: dict[int, float] = {}
-    for (t, n), (t_next, _) in itertools.pairwise(rows):
-        if t > 0 and t_next > 0:
+    for i, ((t, n), (t_next, _)) in enumerate(itertools.pairwise(rows)):
+        if keep[i] and t > 0 and t_next > 0:
             life[int(n)] = life.get(int(n), 0.0) + float(np.log(t / t_next))
     return life
 
 
-def choose_n_clusters(phase_diagram: np.ndarray, max_clusters: int,
-                      end: int | None = None) -> int:
-    """The count of at least 2 and at most ``max_clusters`` with the largest lifetime.
+def schedule_rows(phases: Sequence[dict], max_clusters: int) -> np.ndarray:
+    """Rows whose next temperature followed the data's transitions.
 
-    Ties go to the smaller count.  When no such count has a lifetime (the
-    annealing reached ``max_clusters`` in one step, or the data never split),
-    the last count of the diagram, capped at ``max_clusters``.
+    Once all ``max_clusters`` codevectors exist, the annealing cools by a
+    fixed factor towards hard assignments: the range of ``log T`` a count
+    holds there measures that factor, not the data.
     """
-    # The cap itself is the annealing's stopping rule, not the data's: never chosen.
-    life = {n: v for n, v in lifetimes(phase_diagram, end).items() if 2 <= n < max_clusters}
+    return np.array([p.get("codevectors", p["n_clusters"]) < max_clusters for p in phases],
+                    dtype=bool)
+
+
+def choose_n_clusters(phase_diagram: np.ndarray, max_clusters: int,
+                      measured: np.ndarray | None = None) -> int:
+    """The count of at least 2 and below ``max_clusters`` with the largest lifetime.
+
+    ``measured``: see :func:`lifetimes`; when it leaves no candidate, every
+    row counts.  Ties go to the smaller count.  When no count has a lifetime
+    (the annealing reached ``max_clusters`` in one step, or the data never
+    split), the last count of the diagram, capped at ``max_clusters``.
+    """
+
+    def candidates(mask: np.ndarray | None) -> dict[int, float]:
+        # The cap itself is the annealing's stopping rule, not the data's: never chosen.
+        return {n: v for n, v in lifetimes(phase_diagram, mask).items()
+                if 2 <= n < max_clusters and v > 0}
+
+    life = candidates(measured) or candidates(None)
     if not life:
         rows = np.asarray(phase_diagram, dtype=np.float64).reshape(-1, 2)
         return int(min(max(rows[-1, 1], 1), max_clusters))
