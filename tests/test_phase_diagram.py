@@ -110,11 +110,12 @@ def test_many_blobs_diagram_never_falls(seed):
 
 def test_rows_of_the_final_cooling_do_not_count():
     records = [{"temperature": t, "n_clusters": n, "codevectors": c}
-               for t, n, c in [(100, 1, 2), (90, 2, 3), (80, 3, 4), (60, 3, 5), (2, 5, 8),
+               for t, n, c in [(100, 1, 2), (90, 2, 3), (80, 3, 4), (60, 3, 5), (2, 5, 7),
                                (0.6, 6, 8), (0.18, 8, 8)]]
     diagram = phases.diagram(records)
     measured = phases.schedule_rows(records, 8)
     assert measured.tolist() == [True] * 5 + [False] * 2
     assert phases.lifetimes(diagram, measured) == pytest.approx(
         {1: np.log(100 / 90), 2: np.log(90 / 80), 3: np.log(80 / 2), 5: np.log(2 / 0.6)})
+    assert 6 in phases.lifetimes(diagram)  # without the mask, the final cooling counts
     assert phases.choose_n_clusters(diagram, 8, measured) == 3
