@@ -84,3 +84,30 @@ def test_cli_auto(tmp_path):
     result = runner.invoke(main, ["fit", str(tmp_path / "x.zarr"), "--n-clusters", "4",
                                   "--max-clusters", "10", "--out", str(tmp_path / "n.npz")])
     assert result.exit_code != 0 and "--max-clusters" in result.output
+
+
+class _Interrupt(Exception):
+    """Raised from a pass callback: the driver stops mid-fit, as if killed."""
+
+
+@pytest.mark.parametrize("where", ["annealing", "after the choice"])
+def test_auto_resumes_from_a_checkpoint(tmp_path, where):
+    x, _ = blobs(4, k=5, d=3)
+    params = {"n_clusters": "auto", "max_clusters": 10}
+    reference = SoftKMeans(**params).fit(x)
+    anneal = sum(r["phase"] == "anneal" for r in reference.history_)
+    stop_at = anneal // 2 if where == "annealing" else anneal + 1
+    assert stop_at < len(reference.history_)
+    seen = []
+
+    def callback(record: dict) -> None:
+        seen.append(record)
+        if len(seen) == stop_at:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        SoftKMeans(**params, checkpoint=tmp_path / "ck").fit(x, callback=callback)
+    resumed = SoftKMeans(**params, checkpoint=tmp_path / "ck").fit(x, resume=True)
+    assert resumed.n_clusters_ == reference.n_clusters_ == 5
+    np.testing.assert_allclose(resumed.cluster_centers_, reference.cluster_centers_, rtol=1e-12)
+    np.testing.assert_array_equal(resumed.phase_diagram_, reference.phase_diagram_)
