@@ -16,18 +16,24 @@ clusters) at the end of a temperature when
 * the EM passes at that temperature converged (not stopped by the pass limit),
 * the halves are farther apart than the merge threshold, and
 * the two together would be unstable as one cluster at that temperature:
-  ``T < 2 lambda`` for an upper bound ``lambda`` of the union's variance along
-  the line through the halves (each half's largest variance, mass-weighted,
-  plus the spread of the two means).  Above that temperature the merged state
+  ``T < 2 lambda`` for a lower bound ``lambda`` of the union's variance along
+  the line through the halves (each half's largest variance times the squared
+  cosine of its axis with the line, mass-weighted, plus the spread of the two
+  means).  Above that temperature the merged state
   is the stable one (Rose 1998, the critical temperature ``2 lambda_max``),
   and the halves, however far apart the EM left them, are one cluster.
 
-A tentative link whose halves merge back vanishes without a trace.  Only a
-merge of two codevectors of *different* components lowers the count, and it
-is labelled as a merge in the diagram.
+A tentative link whose halves merge back vanishes without a trace; a
+tentative half that merges into another cluster leaves its split, and the
+count is unchanged.  A merge of two distinct clusters (or a cluster that
+loses its mass) lowers the count at that record, labelled as a merge; the
+diagram (:func:`diagram`) then keeps, at each temperature, the count that
+holds at every lower one, so the split that made the lost cluster is no
+transition and the count never falls as ``T`` falls.
 
 **Choosing K.**  :func:`choose_n_clusters` returns the count whose lifetime
-(the range of ``log T`` over which the diagram shows it) is largest.  It is
+(the range of ``log T`` over which the diagram shows it, before the final
+cooling) is largest.  It is
 the persistence criterion of scale-space clustering (Witkin 1983; Leung,
 Zhang and Xu 2000, where a cluster count that "lives" over the widest range of
 scales is the most natural one), read on the temperature axis of deterministic
@@ -235,15 +241,6 @@ def choose_n_clusters(phase_diagram: np.ndarray, max_clusters: int,
         return int(min(max(rows[-1, 1], 1), max_clusters))
     best = max(life.values())
     return min(n for n, v in life.items() if v == best)
-
-
-def transitions(phase_diagram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Temperatures where the count rose (splits) and where it fell (merges)."""
-    rows = np.asarray(phase_diagram, dtype=np.float64).reshape(-1, 2)
-    if len(rows) < 2:
-        return np.empty(0), np.empty(0)
-    change = np.diff(rows[:, 1])
-    return rows[1:, 0][change > 0], rows[1:, 0][change < 0]
 
 
 def settle_history(history: Sequence[dict], phases: Sequence[dict]) -> list[dict]:
