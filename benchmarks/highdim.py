@@ -115,6 +115,91 @@ def run_case(name: str, root: Path, repeat: int) -> list[dict]:
     return rows
 
 
+class _Timed:
+    """Wraps ``module.name`` so that the CPU seconds spent inside it add up (a measurement
+    of a real call, undone by :meth:`restore`)."""
+
+    def __init__(self, module: object, name: str) -> None:
+        self.module, self.name, self.real, self.seconds = module, name, getattr(module, name), 0.0
+
+        def timed(*args: object, **kwargs: object) -> object:
+            start = time.process_time()
+            try:
+                return self.real(*args, **kwargs)
+            finally:
+                self.seconds += time.process_time() - start
+
+        setattr(module, name, timed)
+
+    def restore(self) -> None:
+        setattr(self.module, self.name, self.real)
+
+
+def anatomy(name: str, root: Path, repeat: int) -> None:
+    """Where the CPU time of our fit goes, per input dtype: the compiled kernel's calls
+    (with numba's dispatch), the Python around them (kernels.block_statistics and the
+    packing), the driver (annealing, objective, engine); the passes by phase; one pass's
+    block_statistics time (kernel and the Python around it) in each mode the fit uses."""
+    from dask_softkmeans.annealing import moment_mode
+    from dask_softkmeans.engine import runner
+    from dask_softkmeans.kernels import block_statistics, compiled
+
+    loader, k, dtypes = CASES[name]
+    data = loader(root)
+    print(f"### {name}: CPU ms per fit, median of {repeat}")
+    print()
+    print("| dtype | fit | kernel calls | Python around the kernel | driver | passes "
+          "(anneal / lloyd / swap; on a sample or float32 copy) "
+          "| block_statistics µs per pass: T > 0 plain / T > 0 with "
+          f"moments ({moment_mode(data.shape[1])}) / T = 0 removal |")
+    print("|---|---|---|---|---|---|---|")
+    for dtype in dtypes:
+        x = np.ascontiguousarray(data, dtype=dtype)
+        model = SoftKMeans(k).fit(x)
+        phases = [sum(h["phase"] == p for h in model.history_) for p in ("anneal", "lloyd", "swap")]
+        # Passes over an in-memory sample, or over the float32 copy of small float64 data.
+        on_sample = sum(h["data"] == "sample" for h in model.history_)
+        fits, kernels, blocks = [], [], []
+        kernel, block = _Timed(compiled, "soft_block"), _Timed(runner, "pass_statistics")
+        try:
+            for _ in range(repeat):
+                kernel.seconds = block.seconds = 0.0
+                start = time.process_time()
+                SoftKMeans(k).fit(x)
+                fits.append(time.process_time() - start)
+                kernels.append(kernel.seconds)
+                blocks.append(block.seconds)
+        finally:
+            kernel.restore()
+            block.restore()
+        centers, offset = model.cluster_centers_, x.mean(axis=0, dtype=np.float64)
+        t = float(np.median([h["temperature"] for h in model.history_ if h["temperature"] > 0]))
+        mode = moment_mode(x.shape[1])
+        directions = np.random.default_rng(0).normal(size=centers.shape)
+        directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+        calls = {
+            "plain": {"temperature": t},
+            "moments": {"temperature": t, "moments": mode, "directions": directions},
+            "hard": {"temperature": 0.0, "removal": True},
+        }
+        per_pass = {}
+        for kind, kwargs in calls.items():
+            block_statistics(x, centers, offset=offset, **kwargs)
+            runs = []
+            for _ in range(repeat):
+                start = time.process_time()
+                for _ in range(20):
+                    block_statistics(x, centers, offset=offset, **kwargs)
+                runs.append((time.process_time() - start) / 20)
+            per_pass[kind] = float(np.median(runs)) * 1e6
+        fit, kern, blk = (float(np.median(v)) * 1e3 for v in (fits, kernels, blocks))
+        print(f"| {x.dtype.name} | {fit:.1f} | {kern:.1f} | {blk - kern:.1f} | {fit - blk:.1f} "
+              f"| {sum(phases)} ({' / '.join(map(str, phases))}; {on_sample}) "
+              f"| {per_pass['plain']:.0f} / {per_pass['moments']:.0f} / {per_pass['hard']:.0f} |",
+              flush=True)
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
@@ -122,10 +207,17 @@ def main() -> None:
                         help="timed fits of each system per case, in turns (median reported)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
                         help="directory of the SIPU sets (a3.data.gz)")
+    parser.add_argument("--anatomy", action="store_true",
+                        help="instead of the comparison: where the CPU time of our fit goes "
+                             "(kernel, the Python around it, the driver), per dtype")
     add_results_option(parser)
     args = parser.parse_args()
     with recorded("highdim", args.results_dir):
-        _run(args)
+        if args.anatomy:
+            for name in args.cases:
+                anatomy(name, args.data, args.repeat)
+        else:
+            _run(args)
 
 
 def _run(args: argparse.Namespace) -> None:

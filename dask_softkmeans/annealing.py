@@ -30,6 +30,15 @@ coordinates:
 
 Without randomness (``rng=None``) the procedure is deterministic.
 
+With a sparse normalisation (``normalization="entmax15"`` or "sparsemax") the
+responsibilities are ``p_i = map(-d_i / T)``, with equal priors in every pass,
+and each critical temperature comes from the map's own split statistics (see
+:func:`principal_axes`).  Priors are left out because for a sparse map the
+mass-constrained update ``pi_k = N_k / N`` is unstable between two coincident
+copies: a share ``zeta`` of prior moved from one copy to the other comes back
+multiplied by ``sum_i w_i / sum_i q_i > 1`` (``sqrt(2)`` for entmax-1.5 and 2 for
+sparsemax on a cluster alone), so one copy takes everything and the split dies.
+
 The geometry (:mod:`.geometry`) says where the centers live.  The steps above
 are those of :class:`.Flat` space; on the unit :class:`.Sphere` (cosine
 k-means, over unit rows) the mean ``S_k / N_k`` becomes the mean direction
@@ -48,7 +57,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import phases as _phases
-from ._typing import MomentMode
+from ._typing import MomentMode, Normalization
 from .geometry import FLAT, Geometry
 from .kernels import BlockStats, PassParams
 from .optim import Optimizer
@@ -59,6 +68,18 @@ StatisticsFn = Callable[[PassParams], BlockStats]
 #: Below this many features the full (K, D, D) second moments are cheap; above,
 #: one power-iteration product per cluster replaces them.
 FULL_MOMENTS_MAX_FEATURES = 8
+
+#: A swap trial's Lloyd passes give up when a pass lowers the inertia by less than this
+#: share of what it still lacks to beat the probe's: the move would not pay, or only after
+#: passes at that pace that cost more than it could gain (``benchmarks/README.md``).
+_STALL = 1e-2
+
+#: The first critical temperature of each normalisation over softmax's ``2 lambda_max``:
+#: ``8 g'(0)`` over ``2``, with ``g`` the map of two classes (the share of one
+#: of two coincident copies of a center), ``g'(0) = 1/4`` (softmax),
+#: ``1 / (2 sqrt(2))`` (entmax-1.5), ``1/2`` (sparsemax).  See :func:`principal_axes`.
+CRITICAL_FACTOR: dict[str, float] = {"softmax": 1.0, "entmax15": float(np.sqrt(2.0)),
+                                     "sparsemax": 2.0}
 
 #: At T = 0 a cluster whose variance is at most this share of the data's largest
 #: one has no spread to split (equal points, up to rounding).
@@ -185,7 +206,7 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 def principal_axes(
     stats: BlockStats, centers: np.ndarray, directions: np.ndarray, mode: MomentMode,
-    geometry: Geometry = FLAT,
+    geometry: Geometry = FLAT, normalization: Normalization = "softmax",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Half each cluster's critical temperature and its split axis, from one pass.
 
@@ -196,9 +217,17 @@ def principal_axes(
     about the clusters' new means ``S_k / N_k``, hence the ``delta`` terms.
     In "power" mode this is one power-iteration step from ``directions``
     (the Rayleigh quotient, a lower bound that tightens pass by pass).
+
+    With a sparse ``normalization`` (a pass at ``T > 0``), the moments weigh
+    each row by its share in a split and are divided by ``split_counts``
+    (see :func:`.kernels.reference.split_weights`): ``T_c,k = 2 lambda_max(Q_k / N_a)``,
+    which is ``CRITICAL_FACTOR`` times softmax's for a cluster alone.
     """
-    counts = np.maximum(stats.counts, np.finfo(float).tiny)
+    tiny = np.finfo(float).tiny
+    counts = np.maximum(stats.counts, tiny)
     delta = stats.sums / counts[:, None] - centers
+    if normalization != "softmax":
+        counts = np.maximum(stats.split_counts, tiny)
     if mode == "full":
         cov = stats.moments / counts[:, None, None] - delta[:, :, None] * delta[:, None, :]
         cov, resultant = geometry.restrict(stats.counts, stats.sums, cov)
@@ -242,9 +271,12 @@ class Annealer:
         checkpoint: Callable[[AnnealState], None] | None = None,
         optimizer: Optimizer | None = None,
         geometry: Geometry = FLAT,
+        normalization: Normalization = "softmax",
         phase_callback: Callable[[dict], None] | None = None,
     ) -> None:
         self.config = config
+        # A sparse map's passes take no priors: see the module docstring.
+        self.normalization = normalization
         self.geometry = geometry
         # None: the (over-relaxed) EM step.  A gradient optimiser keeps a state
         # per center; it is rebuilt whenever the set of centers changes.
@@ -285,10 +317,12 @@ class Annealer:
         statistics, _ = self._sources[self._source]
         stats = statistics(PassParams(
             clusters.centers, temperature,
-            log_priors=clusters.log_priors if temperature > 0 else None,
+            log_priors=(clusters.log_priors if temperature > 0 and self.normalization == "softmax"
+                        else None),
             moments=moments,
             directions=clusters.directions if moments == "power" else None,
             removal=removal,
+            normalization=self.normalization,
         ))
         means = self.geometry.targets(stats.counts, stats.sums, clusters.centers)
         shift = float(np.max(np.sum((means - clusters.centers) ** 2, axis=1)))
@@ -307,10 +341,11 @@ class Annealer:
             "n_clusters": self._distinct if phase == "anneal" else clusters.size,
             "codevectors": clusters.size,
             "confidence": float(stats.confidence / max(stats.weight, 1e-300)),
-            # The smallest prior: F <= J + weight * T * log(1 / pi_min) (see the plot).
-            "log_prior_min": float(clusters.log_priors.min()) if temperature > 0 else 0.0,
             "seconds": time.perf_counter() - start,
         }
+        if temperature > 0 and self.normalization == "softmax":
+            # The smallest prior: F <= J + weight * T * log(1 / pi_min) (see the plot).
+            record["log_prior_min"] = float(clusters.log_priors.min())
         self.history.append(record)
         if self.callback is not None:
             self.callback(record)
@@ -319,7 +354,8 @@ class Annealer:
     def _update(self, clusters: _Clusters, stats: BlockStats) -> _Clusters:
         """EM step at ``T > 0`` with each cluster's principal axis; clusters without mass are dropped."""
         variances, directions = principal_axes(
-            stats, clusters.centers, clusters.directions, self.mode, self.geometry)
+            stats, clusters.centers, clusters.directions, self.mode, self.geometry,
+            self.normalization)
         alive = stats.counts > 1e-12 * self._sources[self._source][1]
         new = clusters.take(alive)
         counts = stats.counts[alive]
@@ -394,14 +430,15 @@ class Annealer:
         cfg = self.config
         k = cfg.n_clusters
         self._top_variance = top_variance
-        t_critical = 2.0 * top_variance
+        factor = CRITICAL_FACTOR[self.normalization]
+        t_critical = 2.0 * factor * top_variance
         if state is None:
             start = self.geometry.start(mean.astype(np.float64), top_axis.astype(np.float64))
             clusters = _Clusters(
                 centers=start,
                 log_priors=np.zeros(1),
                 directions=self.geometry.tangent(start, _unit(top_axis[None, :].astype(np.float64))),
-                variances=np.array([top_variance], dtype=np.float64),
+                variances=np.array([factor * top_variance], dtype=np.float64),
                 ages=np.ones(1, dtype=int),
                 ids=np.zeros(1, dtype=np.int64),
             )
@@ -687,13 +724,16 @@ class Annealer:
         )
 
     def _lloyd(
-        self, clusters: _Clusters, phase: str = "lloyd"
+        self, clusters: _Clusters, phase: str = "lloyd", target: float | None = None
     ) -> tuple[_Clusters, bool, BlockStats]:
         """Hard passes until the centers no longer move (a Lloyd fixed point).
 
         An empty cluster keeps its center (never sent to the origin); the
         caller relocates it.  Returns the clusters, whether a fixed point was
-        reached, and the statistics of the last pass.
+        reached, and the statistics of the last pass.  With ``target`` (a swap
+        trial: the inertia it must beat), the passes stop early once the
+        inertia is above it and stalls: a pass that lowered it by less than
+        ``_STALL`` of the gap left, a pace at which the target is out of reach.
         """
         # Over-relaxed Lloyd with a safeguard: the step to the new means is
         # stretched by omega while the inertia keeps falling; a step that
@@ -704,6 +744,7 @@ class Annealer:
         # last bits with the chunking and the offset, and the passes must not.
         cfg = self.config
         omega, last = 1.0, None  # last: (inertia, means) at the last accepted centers
+        previous = np.inf  # the inertia of the last accepted pass
         for iteration in range(cfg.max_lloyd_iter):
             stats = self._pass(clusters, 0.0, phase)
             means = self.geometry.targets(stats.counts, stats.sums, clusters.centers)
@@ -712,6 +753,11 @@ class Annealer:
                     break
                 clusters.centers, omega, last = last[1], 1.0, None
                 continue
+            inertia = float(stats.inertia)
+            if target is not None and inertia > target and previous - inertia < _STALL * (
+                    inertia - target):
+                return clusters, False, stats
+            previous = inertia
             if _same_centers(means, clusters.centers):
                 clusters.centers = means
                 return clusters, True, stats
@@ -765,7 +811,8 @@ class Annealer:
             trial.centers = clusters.centers.copy()
             trial.centers[[a, j]] = self.geometry.project(
                 clusters.centers[[j, j]] + np.array([-1.0, 1.0])[:, None] * step)
-            trial, trial_converged, trial_stats = self._lloyd(trial, "swap")
+            trial, trial_converged, trial_stats = self._lloyd(
+                trial, "swap", target=float(probe.inertia))
             if (trial_stats.counts > 0).all() and trial_stats.inertia < probe.inertia:
                 clusters, converged, stats = trial, trial_converged, trial_stats
             else:

@@ -48,6 +48,7 @@ from .objective import DataSummary, centered_statistics, online_step, run_pass, 
 from .optim import OPTIMIZERS, get_optimizer
 from .validation import (
     METRICS,
+    NORMALIZATIONS,
     check_in_memory,
     check_normalization,
     check_temperature,
@@ -66,6 +67,10 @@ SAMPLE_MAX_SHARE = 0.5
 #: reads K from needs equilibria (at the default ``tol`` splits near a transition
 #: are judged before their halves have settled; see benchmarks/choose_k.py).
 CHOOSE_K_TOL = 1e-4
+
+#: Float64 in-memory data of at most this many bytes, annealed on all of them, anneal
+#: on a float32 copy (see ``SoftKMeans._working_copy``).
+WORKING_COPY_MAX_BYTES = 64 << 20
 
 #: What ``verbose`` and the command line say while numba compiles the kernel
 #: (an empty cache: the first fit of an installation), printed after 2 s.
@@ -136,6 +141,15 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         of zeros is an error): unit centers, :meth:`predict` the center of
         largest cosine similarity, :meth:`transform` the cosine distances
         ``1 - cos``, ``inertia_`` and :meth:`score` sums of cosine distances.
+    normalization : {"softmax", "entmax15", "sparsemax"}, default="softmax"
+        How the fit turns ``-d_ik / T`` into responsibilities: "softmax" (the
+        Gaussian mixture, with the clusters' priors), or the sparse maps
+        "entmax15" (entmax-1.5) and "sparsemax", which give exact zeros to far
+        centers and take equal priors.  Each map has its own critical
+        temperatures (``2 sqrt(2) lambda_max`` and ``4 lambda_max`` for the data
+        as one cluster, against softmax's ``2 lambda_max``; see the theory page
+        of the documentation).  :meth:`predict_proba` and
+        :meth:`write_predictions` use the same map by default.
     n_init : int, default=1
         Number of annealing runs; the one with the lowest inertia is kept.
         The first is deterministic, the others perturb the split directions
@@ -170,7 +184,12 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         a sample resolves it at a fraction of the cost.  "auto" takes
         ``max(10000, 200 * n_clusters)`` rows, or all the data when that is
         more than half of it; None anneals on all the data.  The sample is
-        drawn with a fixed seed, so the fit stays deterministic.
+        drawn with a fixed seed, so the fit stays deterministic.  When
+        "auto" takes all the data and they are a float64 NumPy array of at
+        most 64 MiB (Euclidean metric), the "sample" is a float32 copy of all
+        the rows instead: the passes at ``T > 0``, a first Lloyd fixed point
+        and the swap trials run on it (float32 passes cost less), and Lloyd
+        and the swap check then finish on the float64 data.
     split_every : int, default=8
         Inputs per node of the tree reduction.
     compute_labels : bool, default=True
@@ -266,6 +285,7 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         "n_clusters": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "max_clusters": [Interval(Integral, 2, None, closed="left"), None],
         "metric": [StrOptions(set(METRICS))],
+        "normalization": [StrOptions(set(NORMALIZATIONS))],
         "n_init": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="neither")],
         "cooling": [Interval(Real, 0, 1, closed="neither")],
@@ -286,6 +306,7 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         *,
         max_clusters: int | None = None,
         metric: str = "euclidean",
+        normalization: str = "softmax",
         n_init: int = 1,
         tol: float = 1e-2,
         cooling: float = 0.9,
@@ -302,6 +323,7 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         self.n_clusters = n_clusters
         self.max_clusters = max_clusters
         self.metric = metric
+        self.normalization = normalization
         self.n_init = n_init
         self.tol = tol
         self.cooling = cooling
@@ -506,6 +528,7 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         self.phase_diagram_ = phases.diagram(best.phases)
         self._offset = summary.offset
         self._fitted_metric = self.metric
+        self._fitted_normalization = self.normalization
         if self.compute_labels:
             # NumPy in, NumPy out; for Dask or Zarr data a lazy Dask array (nothing of
             # size n_samples is gathered here).
@@ -516,7 +539,8 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
                 callback: Callable[[dict], None] | None, resume: bool) -> AnnealResult:
         """The ``n_init`` annealing runs (from a checkpoint when resuming); the best result."""
         statistics = centered_statistics(runner, summary.offset, self.metric)
-        sample = self._sample(runner, summary.offset)
+        sample = self._sample(runner, summary.offset) or self._working_copy(
+            runner, data, summary)
         geometry = Sphere(summary.offset) if self.metric == "cosine" else FLAT
         choose = self.n_clusters == "auto"
         config = AnnealConfig(n_clusters=self._most_clusters, cooling=self.cooling,
@@ -548,7 +572,7 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
                 callback=callback or (self._report if self.verbose else None),
                 sample=sample, checkpoint=None if store is None else save,
                 optimizer=None if self.optimizer == "em" else get_optimizer(self.optimizer),
-                geometry=geometry,
+                geometry=geometry, normalization=self.normalization,
                 phase_callback=getattr(callback, "on_phase", None),
             )
             state = saved.state if saved is not None and run == saved.run else None
@@ -584,10 +608,46 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             return None
         return centered_statistics(local, offset, self.metric), weight
 
+    def _working_copy(
+        self, runner: Runner, data: Any, summary: DataSummary
+    ) -> tuple[Callable[..., Any], float] | None:
+        """Statistics over a float32 copy of small float64 in-memory data, for the passes
+        at T > 0 and the first Lloyd passes and swap trials (None: no copy).
+
+        The compiled kernel's float32 passes cost less than its float64 ones, and the
+        annealing needs no more precision than float32 gives; the copy is of the
+        centered rows (``x - offset``), so no precision is lost to a far offset.  The
+        last Lloyd passes and the swap check then run on the data themselves, from
+        the copy's fixed point, so the result is a Lloyd fixed point of the float64 data.
+        """
+        if (self.sample_size != "auto" or self.metric != "euclidean"
+                or not isinstance(data, np.ndarray) or data.dtype != np.float64
+                or data.nbytes > WORKING_COPY_MAX_BYTES):
+            return None
+        x, w = runner.sample(runner.n_samples)
+        with np.errstate(over="ignore"):
+            x = (x - summary.offset).astype(np.float32)
+        if not np.isfinite(x).all():
+            return None  # beyond float32, or not finite: the passes over the data say which
+        return (centered_statistics(Runner(x, w), np.zeros(runner.n_features), self.metric),
+                summary.total_weight)
+
     @property
     def _metric(self) -> str:
         """The metric of the fitted model (the parameter may have been set since)."""
         return self.__dict__.get("_fitted_metric", "euclidean")
+
+    @property
+    def _normalization(self) -> str:
+        """The normalisation of the fitted model (the parameter may have been set since)."""
+        return self.__dict__.get("_fitted_normalization", "softmax")
+
+    def _map_priors(self, normalization: str) -> np.ndarray | None:
+        """Log priors of responsibilities by ``normalization``: the fit's own ``weights_``,
+        except for a sparse map of a sparse fit, whose passes took equal priors."""
+        if normalization != "softmax" and self._normalization != "softmax":
+            return None
+        return self._log_priors()
 
     @property
     def _inertia_scale(self) -> float:
@@ -668,7 +728,8 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         y : ignored
         sample_weight : array-like of shape (n_samples,), optional
         temperature : float, default=0.0
-            Temperature of the batch pass (0: hard k-means assignments).
+            Temperature of the batch pass (0: hard k-means assignments), with the
+            fit's ``normalization``.
 
         Returns
         -------
@@ -697,7 +758,8 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         runner = Runner(data, as_weights(sample_weight, data), split_every=self.split_every)
         stats = run_pass(runner, PassParams(
             self.cluster_centers_, temperature, offset=self._offset,
-            log_priors=self._log_priors() if temperature > 0 else None, metric=self._metric))
+            log_priors=self._map_priors(self._normalization) if temperature > 0 else None,
+            normalization=self._normalization, metric=self._metric))
         if getattr(self, "_counts_centers", None) is not self.cluster_centers_:
             # Fitted by fit() (or refitted since the last batch): the fitted
             # centers count as one earlier batch of this batch's weight.
@@ -717,24 +779,28 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         return self
 
     def predict_proba(
-        self, X: ArrayLike, temperature: float | None = None, *, normalization: str = "softmax"
+        self, X: ArrayLike, temperature: float | None = None, *, normalization: str | None = None
     ) -> np.ndarray | da.Array:
         """Responsibilities ``p_ik`` at ``temperature`` (default ``temperature_``), shape (n, K).
 
         ``normalization`` is "softmax" (the Gaussian RBF layer), or "entmax15"
         or "sparsemax": sparse responsibilities with exact zeros, stable as
-        ``T -> 0`` (see :func:`dask_softkmeans.kernels.normalize`).  With
+        ``T -> 0`` (see :func:`dask_softkmeans.kernels.normalize`); by default
+        the fit's own (``normalization``).  The priors are the fit's: ``weights_``,
+        or equal ones for a sparse map of a model fitted with a sparse map.  With
         ``metric="cosine"``, the von Mises-Fisher responsibilities
         ``p_ik ~ pi_k exp(2 cos(x_i, c_k) / T)``.
         """
         check_is_fitted(self)
-        normalization = check_normalization(normalization)
+        normalization = check_normalization(
+            self._normalization if normalization is None else normalization)
         data = self._data(X, reset=False, lazy=True)
         temperature = self.temperature_ if temperature is None else check_temperature(temperature)
         return map_rows(
             data, proba_block, n_outputs=self.n_clusters_, dtype=data.dtype, out_dtype=data.dtype,
             centers=self.cluster_centers_, temperature=temperature, offset=self._offset,
-            log_priors=self._log_priors(), normalization=normalization, metric=self._metric)
+            log_priors=self._map_priors(normalization), normalization=normalization,
+            metric=self._metric)
 
     def transform(self, X: ArrayLike) -> np.ndarray | da.Array:
         """Euclidean distances to every center, shape (n, K), in the data's float dtype.
@@ -761,6 +827,7 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         *,
         what: tuple[str, ...] | list[str] = ("labels",),
         temperature: float | None = None,
+        normalization: str | None = None,
         overwrite: bool = False,
         storage_options: dict[str, Any] | None = None,
     ) -> zarr.Group:
@@ -782,6 +849,8 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             ``distances``: float32 (n_samples, n_clusters), as :meth:`transform`.
         temperature : float, optional
             Temperature of ``proba``; ``temperature_`` by default.
+        normalization : {"softmax", "entmax15", "sparsemax"}, optional
+            Map of ``proba``, as in :meth:`predict_proba`; the fit's by default.
         overwrite : bool, default=False
             Replace an existing group at ``path``.
         storage_options : dict, optional
@@ -799,19 +868,22 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             raise InputError(
                 f"what must name outputs among {', '.join(PREDICTION_OUTPUTS)}; got {what!r}.")
         temperature = self.temperature_ if temperature is None else check_temperature(temperature)
+        normalization = check_normalization(
+            self._normalization if normalization is None else normalization)
         data = self._data(X, reset=False)
         if not isinstance(data, da.Array):
             rows = sub_block_rows(self.n_clusters_, data.shape[1])
             data = da.from_array(data, chunks=(rows * 8, data.shape[1]))
         params = {
             "what": what, "centers": self.cluster_centers_, "offset": self._offset,
-            "temperature": temperature, "log_priors": self._log_priors(), "metric": self._metric,
+            "temperature": temperature, "log_priors": self._map_priors(normalization),
+            "normalization": normalization, "metric": self._metric,
         }
         outputs = {name: (PREDICTION_OUTPUTS[name][0],
                           self.n_clusters_ if PREDICTION_OUTPUTS[name][1] else None)
                    for name in what}
         attrs = {"written_by": "dask_softkmeans.SoftKMeans.write_predictions",
-                 "temperature": float(temperature)}
+                 "temperature": float(temperature), "normalization": normalization}
         return io.write_row_blocks(data, predictions_block, params, path, outputs, attrs=attrs,
                                    overwrite=overwrite, storage_options=storage_options)
 
@@ -859,6 +931,7 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             params["random_state"] = None  # a generator object has no JSON form
         # What the fitted arrays are, even after set_params(metric=..., n_clusters=...).
         params["metric"] = self._metric
+        params["normalization"] = self._normalization
         if params["n_clusters"] != "auto" or params["max_clusters"] is None:
             params["n_clusters"], params["max_clusters"] = self.n_clusters_, None
         return {
@@ -901,6 +974,7 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             model.history_ = list(meta["history"])
             model.persisted_ = meta.get("persisted")
             model._fitted_metric = model.metric
+            model._fitted_normalization = model.normalization
             names = meta.get("feature_names")  # absent from files written before names were kept
             if names is not None:
                 if len(names) != model.n_features_in_ or not all(isinstance(n, str) for n in names):

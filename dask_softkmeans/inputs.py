@@ -27,6 +27,7 @@ import zarr
 from . import io
 from ._typing import ArrayLike
 from .errors import ChunkingError, InputError, MissingDependencyError
+from .kernels.array_api import astype_named, is_foreign_array, numpy_dtype
 from .validation import check_in_memory, check_shape_dtype
 
 
@@ -63,6 +64,8 @@ def as_data(
                 f"{what} is a Dask array with unknown chunk sizes. Call "
                 f"{what}.compute_chunk_sizes() first (or build it with known lengths)."
             )
+        if is_foreign_array(X._meta):
+            return _foreign_data(X, what)
         check_shape_dtype(X.shape, X.dtype, what)
         if len(X.chunks[1]) > 1:
             X = X.rechunk({1: X.shape[1]})
@@ -72,6 +75,23 @@ def as_data(
     X = np.asarray(X)
     dtype = _float_dtype(X.dtype)
     return X if X.dtype == dtype else X.astype(dtype)
+
+
+def _foreign_data(X: da.Array, what: str) -> da.Array:
+    """A Dask array whose chunks are arrays of another library (CuPy, JAX, ...), kept so:
+    its dtype is checked by name, and a conversion to float runs in that library, block by
+    block (Dask's own ``astype`` and ``rechunk`` would need NumPy's functions on the chunks)."""
+    dtype = numpy_dtype(X.dtype)
+    check_shape_dtype(X.shape, dtype, what)
+    if len(X.chunks[1]) > 1:
+        raise ChunkingError(
+            f"{what} is a Dask array of {type(X._meta).__module__.split('.')[0]} chunks split "
+            f"along the features ({len(X.chunks[1])} column chunks). Rechunk it to whole rows "
+            f"first: {what}.rechunk({{1: {X.shape[1]}}}).")
+    target = _float_dtype(dtype)
+    if dtype == target:
+        return X
+    return X.map_blocks(astype_named, target.name, meta=astype_named(X._meta, target.name))
 
 
 # -- containers -------------------------------------------------------------------

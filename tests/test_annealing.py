@@ -149,3 +149,62 @@ def test_over_relaxed_lloyd_reaches_the_same_fixed_point_in_fewer_passes():
     # An exact fixed point: one more plain pass moves nothing.
     stats = statistics(PassParams(fast, 0.0))
     np.testing.assert_array_equal(stats.sums / stats.counts[:, None], fast)
+
+
+def test_small_float64_data_anneal_on_a_float32_copy_and_finish_on_the_data():
+    """Float64 data too small for a sample: the passes at T > 0 run on a float32 copy of
+    all the rows (their weight is the data's), Lloyd and the swap check end on the data,
+    so the centers are a Lloyd fixed point of the float64 rows."""
+    x, _, centers = make_blobs(3000, n_features=12, centers=8, cluster_std=1.5,
+                               center_box=(-20, 20), random_state=5, return_centers=True)
+    x = x + 1e5  # far from the origin: the copy is of the centered rows
+    model = SoftKMeans(8).fit(x)
+    copy = [r for r in model.history_ if r["data"] == "sample"]
+    assert copy and all(r["weight"] == len(x) for r in copy)
+    assert all(r["temperature"] == 0 for r in model.history_ if r["data"] == "full")
+    assert model.history_[-1]["data"] == "full"
+    means = np.array([x[model.labels_ == k].mean(axis=0) for k in range(8)])
+    np.testing.assert_allclose(model.cluster_centers_, means, rtol=0, atol=1e-9)
+    assert centroid_index(model.cluster_centers_ - 1e5, centers) == 0
+    exact = SoftKMeans(8, sample_size=None).fit(x)
+    assert {r["data"] for r in exact.history_} == {"full"}
+    assert model.inertia_ == pytest.approx(exact.inertia_, rel=1e-9)
+    # Dask input (no copy: its passes run on the blocks) reaches the same centers.
+    chunked = SoftKMeans(8, compute_labels=False).fit(da.from_array(x, chunks=(700, 12)))
+    assert {r["data"] for r in chunked.history_} == {"full"}
+    np.testing.assert_allclose(by_rows(chunked.cluster_centers_), by_rows(model.cluster_centers_),
+                               rtol=1e-12)
+
+
+def test_float32_data_and_the_cosine_metric_need_no_copy():
+    x, _ = make_blobs(2000, n_features=12, centers=6, random_state=2)
+    for model in (SoftKMeans(6).fit(x.astype(np.float32)),
+                  SoftKMeans(6, metric="cosine").fit(x)):
+        assert {r["data"] for r in model.history_} == {"full"}
+
+
+def test_a_swap_trial_that_stalls_short_of_its_target_stops_early():
+    """A trial's Lloyd passes give up once they stall above the inertia they must beat;
+    one that reaches it runs to the same fixed point as without a target."""
+    from dask_softkmeans.annealing import AnnealConfig, Annealer, _Clusters
+    from dask_softkmeans.engine import Runner
+    from dask_softkmeans.objective import run_pass
+
+    x = StandardScaler().fit_transform(load_digits().data)
+    runner = Runner(x)
+
+    def lloyd(target):
+        annealer = Annealer(lambda params: run_pass(runner, params), AnnealConfig(n_clusters=10),
+                            n_features=64, total_weight=len(x))
+        clusters = _Clusters(x[:10].copy(), np.zeros(10), np.eye(64)[np.zeros(10, int)],
+                             np.ones(10), np.ones(10, int))
+        clusters, converged, stats = annealer._lloyd(clusters, "swap", target=target)
+        return by_rows(clusters.centers), converged, float(stats.inertia), len(annealer.history)
+
+    free = lloyd(None)
+    assert free[1]
+    stalled = lloyd(0.9 * free[2])
+    assert not stalled[1] and stalled[3] < free[3] and stalled[2] > 0.9 * free[2]
+    reached = lloyd(1.001 * free[2])
+    np.testing.assert_array_equal(reached[0], free[0])
+    assert reached[1:] == free[1:]

@@ -25,13 +25,14 @@ from dask_softkmeans.cli import (
     COMPRESSOR_NAMES,
     DEFAULT_DATA_COMPRESSOR,
     METRIC_NAMES,
+    NORMALIZATION_NAMES,
     OPTIMIZER_NAMES,
     fit,
     main,
     make_data,
 )
 from dask_softkmeans.optim import OPTIMIZERS
-from dask_softkmeans.validation import METRICS
+from dask_softkmeans.validation import METRICS, NORMALIZATIONS
 
 PARAMETERS = SoftKMeans().get_params()
 
@@ -51,6 +52,7 @@ NON_DEFAULT = {
     "n_clusters": (["--n-clusters", "auto"], "auto"),
     "max_clusters": (["--max-clusters", "6"], 6),
     "metric": (["--metric", "cosine"], "cosine"),
+    "normalization": (["--normalization", "entmax15"], "entmax15"),
     "n_init": (["--n-init", "2"], 2),
     "random_state": (["--random-state", "7"], 7),
     "tol": (["--tol", "0.05"], 0.05),
@@ -68,6 +70,7 @@ INVALID = {
     "n_clusters": "0", "n_init": "0", "random_state": "-1", "tol": "0", "cooling": "1",
     "max_iter": "0", "persist": "maybe", "sample_size": "0", "split_every": "1",
     "optimizer": "sgd", "metric": "manhattan", "max_clusters": "1",
+    "normalization": "tsallis",
 }
 
 #: Enough arguments for each command to reach its body.
@@ -148,6 +151,7 @@ def test_make_data_names_its_blobs_and_seed_as_fit_does_with_the_old_names_as_al
 def test_the_names_written_out_for_help_are_the_registries():
     assert OPTIMIZER_NAMES == tuple(OPTIMIZERS)
     assert METRIC_NAMES == METRICS
+    assert NORMALIZATION_NAMES == NORMALIZATIONS
     assert set(COMPRESSOR_NAMES) == set(io.COMPRESSORS)
     assert DEFAULT_DATA_COMPRESSOR == datasets.DEFAULT_DATA_COMPRESSOR
     assert _option(make_data, "compressor").default == datasets.DEFAULT_DATA_COMPRESSOR

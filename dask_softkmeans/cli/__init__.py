@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 #: them equal to the registries.
 OPTIMIZER_NAMES = ("em", "gd", "momentum", "adam")
 METRIC_NAMES = ("euclidean", "cosine")
+NORMALIZATION_NAMES = ("softmax", "entmax15", "sparsemax")
 COMPRESSOR_NAMES = ("blosc-lz4", "zstd", "none")
 DEFAULT_DATA_COMPRESSOR = "none"
 
@@ -153,6 +154,12 @@ estimator_options = [
                  help="euclidean: k-means on squared distances. cosine: spherical k-means on "
                       "the rows' directions (rows scaled to unit length as they are read, unit "
                       "centers, inertia the sum of 1 - cos); a row of zeros is an error."),
+    click.option("--normalization", type=click.Choice(NORMALIZATION_NAMES), default="softmax",
+                 show_default=True, callback=_check_parameter,
+                 help="How -d/T becomes responsibilities in the fit: softmax (with the "
+                      "clusters' priors), or the sparse maps entmax15 and sparsemax (exact "
+                      "zeros, equal priors). predict --proba uses the same "
+                      "map unless told otherwise."),
     click.option("--n-init", type=int, default=1, show_default=True, callback=_check_parameter,
                  help="Annealing runs; the best (lowest inertia) is kept. The first run is "
                       "deterministic, the others perturb the split directions "
@@ -550,11 +557,14 @@ def fit(data: str, out: str | None, overwrite: bool, resume: bool, variables: li
               help="Also write the distances to every center to OUT/distances (float32).")
 @click.option("--temperature", type=float, default=None,
               help="Temperature of --proba; default: the model's final one.")
+@click.option("--normalization", type=click.Choice(NORMALIZATION_NAMES), default=None,
+              help="Map of --proba (softmax, entmax15, sparsemax); default: the model's own.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @_storage_options
 @_options(cluster_options)
 def predict(model_path: str, data: str, out: str, proba: bool, distances: bool,
-            temperature: float | None, overwrite: bool, storage_options: dict[str, Any] | None,
+            temperature: float | None, normalization: str | None, overwrite: bool,
+            storage_options: dict[str, Any] | None,
             scheduler: str | None, workers: int, threads: int, memory_limit: str, quiet: bool,
             verbose: bool) -> None:
     """Write per-row results for DATA to the new Zarr group OUT, out of core.
@@ -598,7 +608,8 @@ def predict(model_path: str, data: str, out: str, proba: bool, distances: bool,
         click.echo(f"{data}: {_layout(x)}")
     with _client(scheduler, workers, threads, memory_limit, quiet):
         group = model.write_predictions(x, out, what=what, temperature=temperature,
-                                        overwrite=overwrite, storage_options=out_options)
+                                        normalization=normalization, overwrite=overwrite,
+                                        storage_options=out_options)
     if not quiet:
         click.echo(f"{', '.join(what).capitalize()} of {group['labels'].shape[0]} rows "
                    f"written to {out} ({', '.join(f'{out}/{name}' for name in what)})")

@@ -11,6 +11,7 @@ import dask.array as da
 import numpy as np
 
 from ..errors import InputError, WorkerMemoryError
+from ..kernels.array_api import numpy_dtype
 from .client import active_client
 
 #: With ``persist="auto"`` the data are held in memory when they fit in this
@@ -110,7 +111,8 @@ def should_persist(X: np.ndarray | da.Array, persist: bool | str) -> bool:
         return True
     if persist != "auto":
         raise InputError(f"persist must be 'auto', True or False; got {persist!r}.")
-    return X.nbytes <= memory_for_data()
+    # By the dtype's name: chunks of another library (CuPy, array-api-strict) may have their own.
+    return X.size * numpy_dtype(X.dtype).itemsize <= memory_for_data()
 
 
 #: Room for a pass's own temporaries per worker thread, besides its blocks: the

@@ -29,7 +29,7 @@ import numpy as np
 from dask.highlevelgraph import HighLevelGraph
 
 from .._typing import Metric
-from ..kernels import PassParams, pass_statistics, scan_statistics, sub_block_rows
+from ..kernels import PassParams, array_api, block_scan, pass_statistics, sub_block_rows
 from ..kernels.layout import ScanLayout, ScanStats
 from .client import active_client, load_kernel
 from .holders import (
@@ -57,7 +57,7 @@ from .threads import LOCAL_BLOCK_ROWS, LOCAL_THREADS, in_pool_thread, single_thr
 
 
 def _scan_task(x: np.ndarray, w: np.ndarray | None, params: dict[str, Any]) -> np.ndarray:
-    return scan_statistics(x, weights=w, **params)
+    return block_scan(x, weights=w, **params)
 
 
 class Runner:
@@ -81,7 +81,11 @@ class Runner:
         persist: bool | str = False,
     ) -> None:
         self.n_samples, self.n_features = X.shape
-        self.dtype = X.dtype
+        #: The NumPy dtype of the rows (that of another array library's chunks, by name).
+        self.dtype = array_api.numpy_dtype(X.dtype)
+        #: Whether the rows are blocks of another array library (CuPy chunks, say): those
+        #: stay where they are, and only statistics, samples and per-row results leave them.
+        self.foreign = array_api.is_foreign_array(getattr(X, "_meta", X))
         self.split_every = split_every
         #: Passes run so far (the scan, the statistics passes, a sample's gathering).
         self.n_passes = 0
@@ -95,7 +99,7 @@ class Runner:
                 # The kernel first, then the memory it leaves: a worker that cannot
                 # run a pass is an error now, not a pause that never ends.
                 load_kernel(client)
-                check_worker_memory(client, max(X.chunks[0]) * X.shape[1] * X.dtype.itemsize)
+                check_worker_memory(client, max(X.chunks[0]) * X.shape[1] * self.dtype.itemsize)
         #: True when the data were persisted in (cluster) memory for the passes.
         self.persisted = should_persist(X, persist)
         if self._local:
@@ -370,7 +374,7 @@ class Runner:
     def first_row(self) -> np.ndarray:
         """The first row as float64 with non-finite values replaced by 0 (an origin for sums)."""
         row = self._x[:1] if self._local else self._x[:1].compute()
-        row = np.asarray(row, dtype=np.float64)
+        row = np.asarray(array_api.to_numpy(row), dtype=np.float64)
         return np.nan_to_num(row[0], nan=0.0, posinf=0.0, neginf=0.0)
 
     def sample(self, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
@@ -386,6 +390,9 @@ class Runner:
         self.n_passes += 1
         if self._source is not None:
             return _source_take(self._x, self._source, index).compute(), None
+        if self.foreign:
+            x = _foreign_take(self._x, index)
+            return x, None if self._w is None else np.asarray(self._w[index].compute(), np.float64)
         parts = [self._x[index]] + ([] if self._w is None else [self._w[index]])
         out = dask.compute(*parts)
         return np.asarray(out[0]), None if self._w is None else np.asarray(out[1], np.float64)
@@ -406,14 +413,23 @@ def map_rows(
     Dask array whose tasks each read their own rows (one block in memory at a
     time, as the passes read), not a graph of reads that could run ahead.
     """
+    dtype = array_api.numpy_dtype(dtype)
     if isinstance(X, da.Array):
         source = getattr(X, "zarr_source", None)
         chunks = (X.chunks[0],) if n_outputs is None else (X.chunks[0], (n_outputs,))
         if source is not None:
             return _source_rows(X, source, func, chunks, dtype, kwargs)
+        # The blocks' results are NumPy whatever the chunks' library (CuPy chunks give labels
+        # on the host): their meta says so, and Dask need not call func to find it out.
+        meta = np.empty((0,) * len(chunks), dtype)
+        if n_outputs is None and array_api.is_foreign_array(X._meta):
+            # Dropping the feature axis makes Dask concatenate the chunks along it with
+            # NumPy's functions: keep it (one column per block), then drop it from the result.
+            return X.map_blocks(_as_column, func, kwargs, dtype=dtype, chunks=(X.chunks[0], (1,)),
+                                meta=np.empty((0, 0), dtype))[:, 0]
         if n_outputs is None:
-            return X.map_blocks(func, dtype=dtype, drop_axis=1, **kwargs)
-        return X.map_blocks(func, dtype=dtype, chunks=chunks, **kwargs)
+            return X.map_blocks(func, dtype=dtype, drop_axis=1, meta=meta, **kwargs)
+        return X.map_blocks(func, dtype=dtype, chunks=chunks, meta=meta, **kwargs)
     centers = kwargs.get("centers")
     rows = sub_block_rows(0 if centers is None else len(centers), X.shape[1])
     starts = range(0, X.shape[0], rows)
@@ -425,6 +441,27 @@ def map_rows(
         with single_threaded_blas():
             parts = list(thread_pool().map(lambda i: func(X[i : i + rows], **kwargs), starts))
     return np.concatenate(parts).astype(dtype, copy=False)
+
+
+def _as_column(x: Any, func: Any, kwargs: dict[str, Any]) -> np.ndarray:
+    """``func(x, **kwargs)`` of shape ``(n,)`` as one column ``(n, 1)``."""
+    return func(x, **kwargs)[:, None]
+
+
+def _foreign_take(X: da.Array, index: np.ndarray) -> np.ndarray:
+    """The rows ``index`` (global, sorted) of a Dask array of another library's chunks, as
+    NumPy: each block gives the rows it holds, gathered on its device (Dask's fancy indexing
+    would need NumPy's functions on the chunks)."""
+    stops = np.cumsum(X.chunks[0])
+    cuts = np.searchsorted(index, stops)
+    starts = np.concatenate([[0], cuts[:-1]])
+    offsets = stops - np.asarray(X.chunks[0])
+    take = dask.delayed(array_api.take_rows, pure=True)
+    parts = [take(block, index[a:b] - offsets[i])
+             for i, (block, a, b) in enumerate(zip(X.to_delayed().ravel(), starts, cuts, strict=True))
+             if b > a]
+    rows = dask.compute(*parts)
+    return np.concatenate(rows) if rows else np.empty((0, X.shape[1]), array_api.numpy_dtype(X.dtype))
 
 
 def _source_take(X: da.Array, source: Any, index: np.ndarray) -> da.Array:

@@ -10,6 +10,7 @@ and adds up what they return.
   of other libraries (CuPy chunks, JAX, PyTorch) and the differentiable objective.
 - :mod:`.compiled` and :mod:`.fused`: the compiled (numba) kernel and its wrapper,
   the fast path of softmax passes and of labels.
+- :mod:`.sparse_maps`: the passes of the sparse normalisations, over the support.
 - :mod:`.rbf`: the RBF network's blocks.
 - :mod:`.predict`: per-row results (labels, distances, responsibilities).
 """
@@ -32,6 +33,7 @@ from .reference import (
     scan_statistics,
     squared_distances,
 )
+from .sparse_maps import sparse_statistics
 
 __all__ = [
     "NORMALIZATIONS",
@@ -41,6 +43,7 @@ __all__ = [
     "RBFLayout",
     "ScanLayout",
     "StatsLayout",
+    "block_scan",
     "block_statistics",
     "nearest",
     "nearest_labels",
@@ -50,6 +53,7 @@ __all__ = [
     "reference_statistics",
     "responsibilities",
     "scan_statistics",
+    "sparse_statistics",
     "squared_distances",
     "sub_block_rows",
     "unit_rows",
@@ -75,8 +79,9 @@ def block_statistics(
 
     Softmax passes (and every pass at ``T = 0``) run the compiled kernel
     (:func:`.fused_statistics`); the sparse normalisations at ``T > 0`` run
-    the NumPy reference (:func:`.reference_statistics`), whose results the
-    compiled kernel is tested against.  A block of another array library
+    :func:`.sparse_statistics`, whose work after the distances follows the
+    support.  Both are tested against the NumPy reference
+    (:func:`.reference_statistics`).  A block of another array library
     (a CuPy chunk of a Dask array, say) runs the array-API twin of the
     reference (:func:`.array_api.packed_statistics`) where it lives, and only
     the packed statistics come back to the host.
@@ -101,7 +106,12 @@ def block_statistics(
         Second-moment statistic for critical temperatures: "full" gives
         ``Q_k = sum_i w_i p_ik (x_i - c_k)(x_i - c_k)^T`` (K, D, D); "power"
         gives ``M_k = sum_i w_i p_ik (x_i - c_k) ((x_i - c_k) . v_k)`` (K, D),
-        one power-iteration product per cluster along ``directions``.
+        one power-iteration product per cluster along ``directions``.  With a
+        sparse normalisation at ``T > 0`` each row is weighted instead by its
+        share in a split of ``k`` (``sqrt(q_ik)`` or ``1[q_ik > 0]``, see
+        :func:`.reference.split_weights`), and ``split_counts`` holds
+        ``sum_i w_i q_ik``: the critical temperature is then
+        ``2 lambda_max(Q_k / split_counts_k)``.
     directions : ndarray of shape (K, D), optional
         Unit vectors ``v_k``; required when ``moments="power"``.
     removal : bool, default=False
@@ -141,9 +151,9 @@ def block_statistics(
             x, centers, temperature, offset=offset, log_priors=log_priors, weights=weights,
             moments=moments, directions=directions, removal=removal)
     else:
-        out = reference_statistics(
+        out = sparse_statistics(
             x, centers, temperature, offset=offset, log_priors=log_priors, weights=weights,
-            moments=moments, directions=directions, removal=removal, normalization=normalization)
+            moments=moments, directions=directions, normalization=normalization)
     if zero_rows:
         StatsLayout(*centers.shape, moments).unpack(out).zero_rows[...] = zero_rows
     return out
@@ -157,3 +167,15 @@ def pass_statistics(x: np.ndarray, weights: np.ndarray | None, params: PassParam
         log_priors=params.log_priors, weights=weights, moments=params.moments,
         directions=params.directions, removal=params.removal, normalization=params.normalization,
         metric=params.metric)
+
+
+def block_scan(x: np.ndarray, origin: np.ndarray, *, weights: np.ndarray | None = None,
+               gram: bool = True, metric: Metric = "euclidean") -> np.ndarray:
+    """The first pass's statistics of one block (:func:`.scan_statistics`), packed as
+    :class:`.ScanLayout`; a block of another array library runs the array-API twin
+    (:func:`.array_api.packed_scan`) where it lives."""
+    if array_api.is_foreign_array(x):
+        if metric != "euclidean":
+            raise foreign_metric_error(metric, x)
+        return array_api.packed_scan(x, origin, weights=weights, gram=gram)
+    return scan_statistics(x, origin, weights=weights, gram=gram, metric=metric)

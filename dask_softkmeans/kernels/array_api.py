@@ -35,7 +35,7 @@ from .._typing import MomentMode, Normalization
 from ..errors import MissingDependencyError
 from ..validation import NORMALIZATIONS
 from .common import LOGIT_FLOOR, SPARSE_LOGIT_FLOOR, sub_block_rows
-from .layout import StatsLayout
+from .layout import ScanLayout, StatsLayout
 
 #: An array of any library that follows the array API standard.
 Array = Any
@@ -300,6 +300,20 @@ def responsibilities(
     return normalize(_logits(d, temperature, log_priors, xp), normalization)[0]
 
 
+def split_weights(u: Array, p: Array, normalization: Normalization) -> tuple[Array, Array]:
+    """``(n, K)`` twin of :func:`.reference.split_weights`: the share ``q`` of one of two
+    coincident copies of each center, and the row weights ``sqrt(q)`` or ``1[q > 0]``."""
+    xp = namespace(u)
+    columns = []
+    for k in range(u.shape[-1]):
+        doubled = normalize(xp.concat([u, u[:, k : k + 1]], axis=-1), normalization)[0]
+        columns.append(xp.where(p[:, k] > 0, doubled[:, k], xp.zeros_like(doubled[:, k])))
+    q = xp.stack(columns, axis=-1)
+    if normalization == "sparsemax":
+        return q, xp.astype(q > 0, q.dtype)
+    return q, xp.sqrt(q)
+
+
 def _is_hard(temperature: Any) -> bool:
     """``T = 0``, or so small that ``1 / T`` overflows: hard assignments (concrete ``T`` only)."""
     if not isinstance(temperature, int | float | np.generic):
@@ -329,6 +343,7 @@ class ArrayStats(NamedTuple):
     zero_rows: Array  # always 0: these passes are Euclidean (cosine is refused before)
     removal: Array
     moments: Array
+    split_counts: Array
 
 
 def block_statistics(
@@ -386,6 +401,7 @@ def block_statistics(
                   counts=xp.zeros(n_clusters, dtype=acc, device=dev),
                   hard_counts=xp.zeros(n_clusters, dtype=acc, device=dev),
                   removal=xp.zeros(n_clusters, dtype=acc, device=dev),
+                  split_counts=xp.zeros(n_clusters, dtype=acc, device=dev),
                   sums=xp.zeros((n_clusters, n_features), dtype=acc, device=dev),
                   moments=xp.zeros({"none": (0,), "full": (n_clusters, n_features, n_features),
                                     "power": (n_clusters, n_features)}[moments],
@@ -439,6 +455,12 @@ def block_statistics(
         sums = xp.matrix_transpose(resp_w) @ x64
         totals["counts"] = totals["counts"] + counts
         totals["sums"] = totals["sums"] + sums
+        if not hard and normalization != "softmax" and moments != "none":
+            # The sparse maps weigh the moments by each row's share in a split.
+            share, split = split_weights(u, resp, normalization)
+            totals["split_counts"] = totals["split_counts"] + w @ share
+            resp_w = split * w[:, None]
+            counts, sums = xp.sum(resp_w, axis=0), xp.matrix_transpose(resp_w) @ x64
         if moments == "full":
             outer = xp.reshape(x64[:, :, None] * x64[:, None, :], (n, n_features * n_features))
             q = xp.reshape(xp.matrix_transpose(resp_w) @ outer, (n_clusters, n_features, n_features))
@@ -456,15 +478,158 @@ def block_statistics(
 
 
 def to_numpy(a: Array) -> np.ndarray:
-    """``a`` copied to a NumPy array on the host (CuPy through ``.get()``, others by DLPack)."""
+    """``a`` copied to a NumPy array on the host: the only way results leave a block's device.
+
+    By DLPack, asking for a host copy (``device="cpu"``, DLPack 1.0: CuPy >= 13,
+    PyTorch, JAX, ``array-api-strict``); where the producer cannot copy across
+    devices, the array is first moved to its library's CPU device with the
+    standard's ``to_device``; CuPy's ``.get()`` for older CuPy.  Callers pass
+    only small arrays (packed statistics, sampled rows, per-row results).
+    """
     if isinstance(a, np.ndarray):
         return a
+    try:
+        return np.from_dlpack(a, device="cpu", copy=None)
+    except (TypeError, BufferError, RuntimeError, AttributeError, ValueError):
+        pass
     if type(a).__module__.split(".")[0] == "cupy":
         return a.get()
+    if array_api_compat is not None:
+        return np.from_dlpack(array_api_compat.to_device(a, "cpu"))
+    return np.from_dlpack(a)
+
+
+def numpy_dtype(dtype: Any) -> np.dtype:
+    """The NumPy dtype that matches another library's dtype (``array_api_strict.float32``,
+    ``torch.float32`` -> ``float32``; JAX and CuPy dtypes already are NumPy's)."""
     try:
-        return np.from_dlpack(a)
-    except (TypeError, BufferError, RuntimeError, AttributeError):
-        return np.asarray(a)
+        return np.dtype(dtype)
+    except TypeError:
+        return np.dtype(str(dtype).rsplit(".", 1)[-1])
+
+
+def astype_named(x: Array, name: str) -> Array:
+    """``x`` converted to the dtype of its own library called ``name`` (e.g. "float64")."""
+    xp = namespace(x)
+    return xp.astype(x, getattr(xp, name))
+
+
+def take_rows(x: Array, index: np.ndarray) -> np.ndarray:
+    """The rows ``index`` of a block, gathered on its device, then copied to the host as NumPy:
+    a sample leaves the device, the block does not."""
+    xp = namespace(x)
+    rows = xp.take(x, xp.asarray(index, dtype=xp.int64, device=device_of(x)), axis=0)
+    return to_numpy(rows)
+
+
+def nearest_labels(x: Array, centers: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """Nearest center of each row of a block of any library, as NumPy int32 on the host.
+
+    Distances are formed as in :func:`block_statistics` (relative to ``offset``,
+    in the block's precision), so the labels are those of the fit's Lloyd
+    passes; only the ``(n,)`` labels leave the device.
+    """
+    xp = namespace(x)
+    dev = device_of(x)
+    acc = accumulation_dtype(xp, dev)
+    x = floating(x, xp)
+    n_clusters, n_features = np.shape(centers)
+    centers = xp.asarray(np.asarray(centers, np.float64) - offset, dtype=acc, device=dev)
+    offset = xp.asarray(offset, dtype=acc, device=dev)
+    centers_work = xp.astype(centers, x.dtype)
+    zero = xp.zeros(n_features, dtype=x.dtype, device=dev)
+    rows = sub_block_rows(n_clusters, n_features)
+    parts = []
+    for start in range(0, x.shape[0], rows):
+        xb = xp.astype(xp.astype(x[start : min(start + rows, x.shape[0]), :], acc) - offset, x.dtype)
+        d = squared_distances(xb, centers_work, offset=zero)
+        parts.append(xp.astype(xp.argmin(d, axis=-1), xp.int32))
+    if not parts:
+        return np.empty(0, np.int32)
+    return np.asarray(to_numpy(xp.concat(parts)), dtype=np.int32)
+
+
+def host_squared_distances(x: Array, centers: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """``(n, K)`` float64 squared distances of a block of any library, as NumPy on the host.
+
+    Formed in :func:`accumulation_dtype` relative to ``offset``; the per-row
+    outputs of ``transform`` (which have the size of their result, not of the data).
+    """
+    xp = namespace(x)
+    dev = device_of(x)
+    acc = accumulation_dtype(xp, dev)
+    x64 = xp.astype(floating(x, xp), acc) - xp.asarray(offset, dtype=acc, device=dev)
+    c = xp.asarray(np.asarray(centers, np.float64) - offset, dtype=acc, device=dev)
+    d = squared_distances(x64, c, offset=xp.zeros(c.shape[1], dtype=acc, device=dev))
+    return np.asarray(to_numpy(d), dtype=np.float64)
+
+
+def block_responsibilities(x: Array, centers: np.ndarray, temperature: float, *,
+                           offset: np.ndarray, log_priors: np.ndarray | None = None,
+                           normalization: Normalization = "softmax") -> np.ndarray:
+    """``(n, K)`` float64 responsibilities of a block of any library, as NumPy on the host
+    (the per-row outputs of ``predict_proba``)."""
+    xp = namespace(x)
+    dev = device_of(x)
+    acc = accumulation_dtype(xp, dev)
+    x64 = xp.astype(floating(x, xp), acc) - xp.asarray(offset, dtype=acc, device=dev)
+    c = xp.asarray(np.asarray(centers, np.float64) - offset, dtype=acc, device=dev)
+    lp = None if log_priors is None else xp.asarray(log_priors, dtype=acc, device=dev)
+    p = responsibilities(x64, c, temperature, log_priors=lp, normalization=normalization)
+    return np.asarray(to_numpy(p), dtype=np.float64)
+
+
+def all_finite(x: Array) -> bool:
+    """Whether a block of any library holds no NaN and no infinity (one boolean leaves it)."""
+    xp = namespace(x)
+    return bool(xp.all(xp.isfinite(x)))
+
+
+def packed_scan(x: Array, origin: np.ndarray, *, weights: Array | None = None,
+                gram: bool = True) -> np.ndarray:
+    """The first pass's statistics (:func:`.reference.scan_statistics`) of a block of any
+    library, packed as :class:`.ScanLayout` in one float64 NumPy vector.
+
+    Sums and the Gram matrix are formed on the block's device in
+    :func:`accumulation_dtype`; rows with a non-finite value or a non-finite
+    or negative weight weigh 0 and are counted in ``nonfinite``.
+    """
+    xp = namespace(x)
+    dev = device_of(x)
+    acc = accumulation_dtype(xp, dev)
+    x = floating(x, xp)
+    n_features = x.shape[1]
+    origin = xp.asarray(origin, dtype=acc, device=dev)
+    zero = xp.zeros((), dtype=acc, device=dev)
+    weight = nonfinite = zero
+    sums = xp.zeros(n_features, dtype=acc, device=dev)
+    gram_sum = xp.zeros((n_features, n_features) if gram else (0,), dtype=acc, device=dev)
+    rows = sub_block_rows(1, n_features)
+    for start in range(0, x.shape[0], rows):
+        stop = min(start + rows, x.shape[0])
+        xb = x[start:stop, :]
+        finite = xp.all(xp.isfinite(xb), axis=-1)
+        nonfinite = nonfinite + xp.sum(xp.astype(~finite, acc))
+        if weights is None:
+            w = xp.ones(stop - start, dtype=acc, device=dev)
+        else:
+            w = xp.asarray(weights[start:stop], dtype=acc, device=dev)
+            good = xp.isfinite(w) & (w >= 0)
+            nonfinite = nonfinite + xp.sum(xp.astype(~good, acc))
+            finite = finite & good
+        w = xp.where(finite, w, xp.zeros_like(w))
+        # Non-finite rows hold zeros and weigh 0: shapes stay fixed (no boolean indexing).
+        xb = xp.astype(xp.where(finite[:, None], xb, xp.zeros_like(xb)), acc) - origin
+        weight = weight + xp.sum(w)
+        sums = sums + w @ xb
+        if gram:
+            gram_sum = gram_sum + xp.matrix_transpose(xb * w[:, None]) @ xb
+    parts = [weight, nonfinite, zero, sums, gram_sum]
+    out = np.asarray(to_numpy(xp.concat([xp.reshape(p, (-1,)) for p in parts])), dtype=np.float64)
+    layout = ScanLayout(n_features, gram)
+    if out.shape != (layout.size,):  # the parts and the layout are defined together
+        raise AssertionError(f"packed {out.shape} for a layout of size {layout.size}")
+    return out
 
 
 def packed_statistics(x: Array, centers: np.ndarray, temperature: float, **kwargs: Any) -> np.ndarray:

@@ -76,6 +76,9 @@ class BlockStats(NamedTuple):
     zero_rows: np.ndarray  # () rows of zeros under metric="cosine" (refused by the caller)
     removal: np.ndarray  # (K,) inertia added if center k were removed (T = 0, on request)
     moments: np.ndarray  # (K, D, D), (K, D) or (0,): see block_statistics
+    # (K,) sparse maps at T > 0 with moments: soft count of one of two coincident copies
+    # of each center (the ``N_a`` of its critical temperature); 0 otherwise
+    split_counts: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,7 @@ class StatsLayout(PackedLayout):
     def shapes(self) -> tuple[tuple[int, ...], ...]:
         k, d = self.n_clusters, self.n_features
         moment_shape = {"none": (0,), "full": (k, d, d), "power": (k, d)}[self.moments]
-        return ((), (k,), (k, d), (), (), (), (), (k,), (), (), (), (k,), moment_shape)
+        return ((), (k,), (k, d), (), (), (), (), (k,), (), (), (), (k,), moment_shape, (k,))
 
 
 class ScanStats(NamedTuple):

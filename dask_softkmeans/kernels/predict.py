@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from .._typing import Metric
-from ..validation import nonfinite_error, zero_rows_error
+from ..validation import foreign_metric_error, nonfinite_error, zero_rows_error
+from . import array_api
 from .common import sub_block_rows, unit_rows
 from .fused import nearest_labels
 from .rbf import rbf_outputs
@@ -26,6 +27,10 @@ PREDICTION_OUTPUTS: dict[str, tuple[type, bool]] = {
 
 def check_finite(x: np.ndarray) -> np.ndarray:
     """``x``, refused when it holds NaN or infinity (raised when the block is computed)."""
+    if array_api.is_foreign_array(x):
+        if not array_api.all_finite(x):
+            raise nonfinite_error()
+        return x
     if not np.all(np.isfinite(x)):
         raise nonfinite_error()
     return x
@@ -35,6 +40,8 @@ def check_rows(x: np.ndarray, metric: Metric = "euclidean") -> np.ndarray:
     """``x`` refused when it holds NaN or infinity; under "cosine" its rows scaled to unit
     length (a copy), refused when a row is all zeros."""
     x = check_finite(x)
+    if metric != "euclidean" and array_api.is_foreign_array(x):
+        raise foreign_metric_error(metric, x)
     if metric == "cosine":
         x, zeros = unit_rows(x)
         if zeros:
@@ -45,7 +52,10 @@ def check_rows(x: np.ndarray, metric: Metric = "euclidean") -> np.ndarray:
 def labels_block(x: np.ndarray, centers: np.ndarray, offset: np.ndarray,
                  metric: Metric = "euclidean") -> np.ndarray:
     """Nearest center of each row, int32 (see :func:`.nearest_labels`); under "cosine", the
-    center of largest cosine similarity (the nearest to the unit row)."""
+    center of largest cosine similarity (the nearest to the unit row).  A block of another
+    array library (a CuPy chunk) is labelled on its device; only the labels come back."""
+    if array_api.is_foreign_array(x):
+        return array_api.nearest_labels(check_rows(x, metric), centers, np.asarray(offset, np.float64))
     return nearest_labels(check_rows(x, metric), centers, offset=offset)
 
 
@@ -92,9 +102,15 @@ def distances_block(
     ``out_dtype`` (the estimator passes the data's: float32 in, float32 out).
 
     Euclidean distances; under "cosine" (unit centers) the cosine distances
-    ``1 - cos(x_i, c_k) = ||x_i/||x_i|| - c_k||^2 / 2``.
+    ``1 - cos(x_i, c_k) = ||x_i/||x_i|| - c_k||^2 / 2``.  A block of another array library
+    is computed on its device in float64 by the expanded product (no recomputation near a
+    center); the ``(n, K)`` result comes back as NumPy.
     """
-    d = exact_squared_distances(check_rows(x, metric), centers, np.asarray(offset, np.float64))
+    out_dtype = array_api.numpy_dtype(out_dtype)
+    if array_api.is_foreign_array(x):
+        d = array_api.host_squared_distances(check_rows(x, metric), centers, np.asarray(offset, np.float64))
+    else:
+        d = exact_squared_distances(check_rows(x, metric), centers, np.asarray(offset, np.float64))
     if metric == "cosine":
         return (0.5 * d).astype(out_dtype, copy=False)
     return np.sqrt(d, out=d).astype(out_dtype, copy=False)
@@ -103,7 +119,15 @@ def distances_block(
 def proba_block(x: np.ndarray, out_dtype: Any = np.float64, metric: Metric = "euclidean",
                 **kwargs: Any) -> np.ndarray:
     """Responsibilities ``(n, K)`` as ``out_dtype`` (see :func:`.responsibilities` for the
-    keywords); under "cosine" those of the unit rows (von Mises-Fisher, ``kappa = 2 / T``)."""
+    keywords); under "cosine" those of the unit rows (von Mises-Fisher, ``kappa = 2 / T``).
+    A block of another array library is computed on its device; the result comes back as NumPy."""
+    out_dtype = array_api.numpy_dtype(out_dtype)
+    if array_api.is_foreign_array(x):
+        check_rows(x, metric)
+        p = array_api.block_responsibilities(
+            x, kwargs["centers"], kwargs["temperature"], offset=np.asarray(kwargs["offset"], np.float64),
+            log_priors=kwargs.get("log_priors"), normalization=kwargs.get("normalization", "softmax"))
+        return p.astype(out_dtype, copy=False)
     return responsibilities(check_rows(x, metric), **kwargs).astype(out_dtype, copy=False)
 
 
@@ -127,7 +151,9 @@ def predictions_block(
                           dtype=PREDICTION_OUTPUTS[name][0]) for name in what}
     step = sub_block_rows(n_clusters, x.shape[1])
     for start in range(0, x.shape[0], step):
-        part = x[start : start + step]
+        # Both axes and a stop within the block: the array API standard defines no other
+        # slice, and a block of another library (a CuPy chunk) takes this path too.
+        part = x[start : min(start + step, x.shape[0]), :]
         if "labels" in out:
             out["labels"][start : start + step] = labels_block(part, centers, offset, metric)
         if "proba" in out:

@@ -132,6 +132,48 @@ def normalize_vjp(p: np.ndarray, g: np.ndarray, normalization: Normalization = "
 
 
 
+def split_weights(
+    u: np.ndarray, p: np.ndarray, normalization: Normalization
+) -> tuple[np.ndarray, np.ndarray]:
+    """What each row gives the critical temperature of each center under a sparse map.
+
+    Copy center ``k`` into two coincident copies ``a`` and ``b`` (the same
+    logit ``u_k`` twice) and normalise again: ``q_ik`` is the responsibility
+    of one copy.  Moving the copies apart by ``+-eps v`` changes the logit
+    difference of row ``i`` by ``4 eps (x_i - c_k).v / T``, and the map's
+    Jacobian turns it into ``dq_ia = w_ik 2 eps (x_i - c_k).v / T`` with
+    ``w = q`` (softmax), ``sqrt(q)`` (entmax-1.5) or ``1[q > 0]`` (sparsemax).
+    One EM step then multiplies ``eps`` by ``(2 / T) lambda_max(Q_k) / N_a``,
+    ``Q_k = sum_i w_ik (x_i - c_k)(x_i - c_k)^T`` and ``N_a = sum_i q_ik``: the
+    pair splits below ``T_c,k = 2 lambda_max(Q_k / N_a)``.  A duplicated logit
+    only raises the threshold, so only rows with ``p_ik > 0`` have ``q_ik > 0``.
+
+    Computed here one center at a time, by normalising each duplicated column
+    again (the specification; the pass itself uses :mod:`.sparse_maps`).
+
+    Parameters
+    ----------
+    u : ndarray of shape (K, n)
+        The logits that gave ``p``.
+    p : ndarray of shape (K, n)
+        ``normalize(u, normalization)[0]``.
+    normalization : {"entmax15", "sparsemax"}
+
+    Returns
+    -------
+    q, w : ndarrays of shape (K, n)
+    """
+    q = np.zeros_like(p)
+    for k in range(p.shape[0]):
+        rows = np.flatnonzero(p[k] > 0)
+        if len(rows):
+            doubled = np.vstack([u[:, rows], u[k, rows][None, :]])
+            q[k, rows] = normalize(doubled, normalization)[0][k]
+    if normalization == "sparsemax":
+        return q, (q > 0).astype(np.float64)
+    return q, np.sqrt(q)
+
+
 def _one_hot(labels: np.ndarray, n_clusters: int) -> np.ndarray:
     """``(K, n)`` hard responsibilities of ``labels``."""
     p = np.zeros((n_clusters, labels.shape[0]))
@@ -220,6 +262,9 @@ def reference_statistics(
             if log_priors is not None:
                 row_free = row_free - temperature * (np.asarray(log_priors, np.float64) @ resp)
         resp_w = resp * w[None, :]
+        # Sparse maps: the moments weigh each row by its share in a split (split_weights).
+        split = None if hard or normalization == "softmax" or moments == "none" else (
+            split_weights(u, resp, normalization))
         acc.entropy[...] += w @ omega
         acc.free_energy[...] += w @ row_free
         acc.distortion[...] += w @ row_distortion
@@ -229,18 +274,24 @@ def reference_statistics(
         sums = resp_w @ x64
         acc.counts[...] += counts
         acc.sums[...] += sums
+        if split is not None:
+            acc.split_counts[...] += split[0] @ w
+            moment_w = split[1] * w[None, :]
+            moment_counts, moment_sums = moment_w.sum(axis=1), moment_w @ x64
+        else:
+            moment_w, moment_counts, moment_sums = resp_w, counts, sums
         if moments == "full":
             outer = (x64[:, :, None] * x64[:, None, :]).reshape(n, -1)
-            q = (resp_w @ outer).reshape(n_clusters, n_features, n_features)
+            q = (moment_w @ outer).reshape(n_clusters, n_features, n_features)
             # sum p (x - c)(x - c)^T = sum p x x^T - c S^T - S c^T + N c c^T
-            cs = rel_centers[:, :, None] * sums[:, None, :]
+            cs = rel_centers[:, :, None] * moment_sums[:, None, :]
             q -= cs + cs.transpose(0, 2, 1)
-            q += counts[:, None, None] * rel_centers[:, :, None] * rel_centers[:, None, :]
+            q += moment_counts[:, None, None] * rel_centers[:, :, None] * rel_centers[:, None, :]
             acc.moments[...] += q
         elif moments == "power":
             proj = directions @ x64.T
             proj -= center_proj[:, None]
-            proj *= resp_w
+            proj *= moment_w
             acc.moments[...] += proj @ x64 - rel_centers * proj.sum(axis=1)[:, None]
     return out
 

@@ -23,6 +23,9 @@ reduced sum accumulates in float64.
 7. :mod:`._soft`: the soft rows, at once or through the soft-row buffer;
 8. :func:`._moments.moment_products`: the second moments, if asked for.
 
+:func:`._sparse_maps.sparse_rows` is the row loop of the sparse maps' passes
+(entmax-1.5, sparsemax) after their distances, over each row's support only.
+
 The inline ``exp`` and ``log`` are in :mod:`._math`.  The functions are
 compiled eagerly for float32 and float64 blocks and cached on disk, in the
 user's cache directory (:mod:`._cache`: never in the installed package), so
@@ -49,6 +52,7 @@ with kernel_cache():
         Outputs,
         Settings,
     )
+    from ._sparse_maps import sparse_rows
     from ._transpose import IR_TRANSPOSE
 
 __all__ = [
@@ -63,4 +67,5 @@ __all__ = [
     "Outputs",
     "Settings",
     "soft_block",
+    "sparse_rows",
 ]
