@@ -433,3 +433,80 @@ def test_every_sweep_of_the_kernel_matches_the_reference(monkeypatch, shape, dty
             np.testing.assert_allclose(getattr(got, name), expected, rtol=rtol, atol=rtol * scale,
                                        err_msg=name)
         monkeypatch.undo()
+
+
+def _soft_blobs(k: int, d: int, n: int, dtype: type, seed: int) -> tuple:
+    """Blobs of unit noise around centers of unit spread (float32) or 1.3 (float64): at
+    T = 1 most rows are soft, and only a few of a row's responsibilities exceed 1e-12 of
+    its largest (float32) or the logit floor (float64)."""
+    rng = np.random.default_rng(seed)
+    c = rng.normal(size=(k, d)) * (1.0 if dtype == np.float32 else 1.3)
+    x = (c[rng.integers(k, size=n)] + rng.normal(size=(n, d))).astype(dtype)
+    return x, c, rng
+
+
+@pytest.mark.parametrize("k", [32, 70])
+@pytest.mark.parametrize("temperature", [1.0, 300.0])
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-9), (np.float32, 2e-5)])
+def test_soft_sums_at_32_features_match_the_reference(monkeypatch, k, temperature, dtype, rtol):
+    """32 features, soft rows: at T = 1 most responsibilities are zero (in float32 also
+    those below 2**-40 of the row's largest), and the soft sums are scattered from each
+    row's marks (with 70 clusters, two words of marks per row); at T = 300 every one is
+    nonzero, and they are the second product.  Weights, unequal priors, a non-finite row,
+    in chunks of 7 rows and whole: the NumPy specification."""
+    x, c, rng = _soft_blobs(k, 32, 700, dtype, k)
+    x[3, 5] = np.nan
+    kw = {"offset": c.mean(0), "weights": rng.uniform(0.5, 2.0, size=len(x)),
+          "log_priors": np.log(rng.dirichlet(np.full(k, 3.0)))}
+    want = StatsLayout(k, 32).unpack(reference_statistics(x, c, temperature, **kw))
+    for rows in (7, None):
+        if rows:
+            monkeypatch.setattr(fused, "chunk_rows", lambda *a, rows=rows: rows)
+        got = StatsLayout(k, 32).unpack(block_statistics(x, c, temperature, **kw))
+        for name in ("weight", "counts", "sums", "hard_counts", "free_energy", "entropy",
+                     "distortion", "inertia", "confidence", "nonfinite"):
+            expected = np.asarray(getattr(want, name))
+            scale = max(float(np.abs(expected).max(initial=0.0)), 1.0)
+            np.testing.assert_allclose(getattr(got, name), expected, rtol=rtol, atol=rtol * scale,
+                                       err_msg=name)
+        monkeypatch.undo()
+
+
+@pytest.mark.parametrize("k", [32, 70])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_scatter_and_the_second_product_give_the_same_sums(k, dtype):
+    """The same responsibilities (most of them zero, some rows weighted 0) through the
+    marks and the scatter, and through the second product: the same counts and sums; the
+    marks hold exactly the nonzero terms, and the float32 cut drops only terms below
+    2**-40 of their row's largest."""
+    from dask_softkmeans.kernels.compiled import _soft
+
+    x, c, rng = _soft_blobs(k, 32, 300, dtype, 2 * k)
+    d = ((x.astype(np.float64)[:, None, :] - c[None]) ** 2).sum(-1)
+    u = np.maximum(-(d - d.min(1, keepdims=True)), -60.0)
+    e = np.ascontiguousarray(np.exp(u).T.astype(dtype))  # (K, rows) as the kernel holds them
+    q = 1.0 / np.exp(u).sum(1) * rng.choice([0.0, 1.0, 2.5], size=len(x))
+    e_cut = 2.0 * np.exp(-60.0) if dtype == np.float64 else 2.0 ** -40
+    words = (k + 63) // 64
+    g_scatter, g_dense = e.copy(), e.copy()
+    counts_scatter, counts_dense = np.zeros(k), np.zeros(k)
+    marks = np.zeros(words * len(x), np.int64)
+    nonzero = _soft._drop_floor(g_scatter, q, e_cut, counts_scatter, marks)
+    _soft._drop_floor(g_dense, q, e_cut, counts_dense, np.zeros(0, np.int64))
+    assert nonzero == (e > e_cut).sum() and nonzero * 4 < e.size
+    np.testing.assert_array_equal(g_scatter, g_dense)
+    np.testing.assert_array_equal(counts_scatter, counts_dense)
+    bits = [(marks[(cl // 64) * len(x) + i] >> (cl % 64)) & 1 for cl in range(k) for i in range(len(x))]
+    np.testing.assert_array_equal(np.reshape(bits, (k, len(x))), e > e_cut)
+    scattered, product = np.zeros((k, 32)), np.zeros((k, 32))
+    _soft._scatter_sums(g_scatter, x, marks, scattered)
+    _soft._soft_sums(g_dense, x, float(e.size), np.zeros(0, np.int64), False, np.zeros(0),
+                     np.empty((k, 32), dtype), product)
+    want = g_dense.astype(np.float64) @ x.astype(np.float64)
+    rtol = 1e-12 if dtype == np.float64 else 1e-6
+    np.testing.assert_allclose(scattered, want, rtol=rtol, atol=rtol * np.abs(want).max())
+    np.testing.assert_allclose(product, scattered, rtol=rtol * 10, atol=rtol * np.abs(want).max())
+    kept = np.where(e > e_cut, e, 0.0).astype(np.float64) * q
+    dropped = np.where(e > e_cut, 0.0, e.astype(np.float64)).max(initial=0.0)
+    np.testing.assert_allclose(counts_scatter, kept.sum(1), rtol=1e-12)
+    assert dropped <= e_cut

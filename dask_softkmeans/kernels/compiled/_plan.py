@@ -126,6 +126,7 @@ class Work(NamedTuple):
     center_proj: np.ndarray  #: (K,) the centers' projections on their directions
     proj_sums: np.ndarray  #: (K,) summed weighted projections
     all_rows: np.ndarray  #: (chunk,) int64 ``arange``: every row of a chunk
+    marks: np.ndarray  #: flat (ceil(K / 64) * chunk) int64: each soft row's nonzero clusters
 
 
 class Rows(NamedTuple):
@@ -240,6 +241,7 @@ def _work_arrays(x, centers, plan):  # pragma: no cover - compiled
         center_proj,
         np.zeros(k),
         np.arange(chunk),
+        np.empty(((k + 63) // 64) * chunk if plan.soft and not plan.r64 else 0, np.int64),
     )
 
 

@@ -1,28 +1,37 @@
 """The soft path: ``exp`` of the shifted logits, per-point totals, the soft sums.
 
-Responsibilities within ln 2 of the logit floor are stored as exact zeros;
-with many features and mostly zeros, the soft sums are a float64 scatter of
-the nonzero terms instead of the second product.  Soft rows of mixed chunks
-(:mod:`._hard`) wait in the soft-row buffer (:class:`._plan.Pending`) until
-a chunk's worth takes the soft path: a loop over a dozen rows runs far slower
-per row than one over hundreds.
+Responsibilities within ln 2 of the logit floor are stored as exact zeros (in
+float32 blocks, also those below ``2**-40`` of their row's largest).  Where most
+of a chunk's responsibilities are zero, the soft sums are a float64 scatter of
+the nonzero terms, found from a bit mask per row, instead of the second product.
+Soft rows of mixed chunks (:mod:`._hard`) wait in the soft-row buffer
+(:class:`._plan.Pending`) until a chunk's worth takes the soft path: a loop
+over a dozen rows runs far slower per row than one over hundreds.
 """
 
 from __future__ import annotations
 
 import numba as nb
 import numpy as np
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 from ._math import PHASE, STEP, exp_nonpositive, exp_nonpositive32, log_positive, product_into, squared_norm
 from ._plan import CONF_SUM, D_SUM, F_SUM, H_SUM
 
 #: The soft sums of a chunk are scattered, not a dense product, when at most one in
 #: this many responsibilities is nonzero ...
-_SPARSE_FACTOR = 4
+_SPARSE_FACTOR = 8
 
 #: ... and only with this many features or more: below, BLAS does the dense product
 #: faster than the scatter visits the responsibilities.
-_SPARSE_MIN_DIM = 64
+_SPARSE_MIN_DIM = 32
+
+#: Float32 blocks also drop the responsibilities below this fraction of their row's
+#: largest (``exp(u) <= 2**-40``, about 1e-12): a row's sums then move by less than
+#: ``K 2**-40`` of its weight, far below the float32 rounding of its responsibilities and
+#: of the second product; a cluster that only such terms reach weighs less than
+#: ``2**-40`` of the data, which the annealing counts as empty.
+_NEGLIGIBLE_32 = 2.0**-40
 
 
 @nb.njit(**PHASE)
@@ -43,8 +52,12 @@ def soft_rows(g, xw, point, scratch, log_priors, plan, work, out, totals):  # pr
     z, su, sd = scratch
     _exp_sweep(g, amax, z, su, sd, log_priors, plan.temperature, plan.inv_t, plan.floor)
     _row_totals(g.shape[1], amax, best, exact, wc, z, su, sd, plan.temperature, totals)
-    nonzero = _drop_floor(g, z, plan.e_cut, out.counts)
-    _soft_sums(g, xw, nonzero, plan.r64, work.r, work.s_work, out.sums)
+    e_cut = max(plan.e_cut, _NEGLIGIBLE_32) if g.itemsize == 4 else plan.e_cut
+    # The bit marks only where the scatter may run; they cost a little in every chunk.
+    marks = work.marks[: ((g.shape[0] + 63) >> 6) * g.shape[1]] if xw.shape[1] >= _SPARSE_MIN_DIM \
+        else work.marks[:0]
+    nonzero = _drop_floor(g, z, e_cut, out.counts, marks)
+    _soft_sums(g, xw, nonzero, marks, plan.r64, work.r, work.s_work, out.sums)
 
 
 @nb.njit(**STEP)
@@ -113,53 +126,83 @@ def _row_totals(ms, amax, best, exact, wc, z, su, sd, temperature, totals):  # p
 
 
 @nb.njit(**STEP)
-def _drop_floor(g, q, e_cut, counts):  # pragma: no cover - compiled
-    """``g`` becomes the weighted responsibilities ``exp(u) q``, exact zeros at (or
-    within ln 2 of) the logit floor, where they weigh < 2e-26 of the row's largest;
-    adds them to ``counts`` and returns how many are nonzero."""
+def _drop_floor(g, q, e_cut, counts, marks):  # pragma: no cover - compiled
+    """``g`` becomes the weighted responsibilities ``exp(u) q``, exact zeros up to
+    ``e_cut`` (at or within ln 2 of the logit floor, where they weigh < 2e-26 of the
+    row's largest, or the float32 cut); adds them to ``counts`` and returns how many are
+    nonzero.  Unless ``marks`` is empty, bit ``c % 64`` of ``marks[(c // 64) ms + i]``
+    is set where row ``i``'s responsibility for cluster ``c`` is nonzero."""
+    k, ms = g.shape
     nonzero = 0.0
-    for c in range(g.shape[0]):
+    for t in range(marks.size):
+        marks[t] = 0
+    for c in range(k):
         gr = g[c]
         acc = 0.0
         count = 0.0  # a float count keeps the loop vectorised
-        for i in range(g.shape[1]):
-            e = np.float64(gr[i])
-            keep = e > e_cut
-            pw = e * q[i] if keep else 0.0
-            gr[i] = pw
-            acc += pw
-            count += 1.0 if keep else 0.0
+        if marks.size:  # a loop of its own: the bits in the other would cost every pass
+            word = marks[(c >> 6) * ms : (c >> 6) * ms + ms]
+            bit = np.int64(c & 63)
+            for i in range(ms):
+                e = np.float64(gr[i])
+                keep = e > e_cut
+                pw = e * q[i] if keep else 0.0
+                gr[i] = pw
+                acc += pw
+                count += 1.0 if keep else 0.0
+                word[i] |= np.int64(keep) << bit
+        else:
+            for i in range(ms):
+                e = np.float64(gr[i])
+                keep = e > e_cut
+                pw = e * q[i] if keep else 0.0
+                gr[i] = pw
+                acc += pw
+                count += 1.0 if keep else 0.0
         counts[c] += acc
         nonzero += count
     return nonzero
 
 
 @nb.njit(**STEP)
-def _soft_sums(g, xw, nonzero, r64, r, s_work, sums):  # pragma: no cover - compiled
+def _soft_sums(g, xw, nonzero, marks, r64, r, s_work, sums):  # pragma: no cover - compiled
     """The soft sums ``g xw`` into ``sums``: a scatter of the nonzero terms when most
-    are zero, else the second product (through ``s_work``); with the moments, ``g``
-    into ``r`` instead (:func:`._moments.moment_products` takes them in float64)."""
+    are zero (and ``marks`` holds them), else the second product (through ``s_work``);
+    with the moments, ``g`` into ``r`` instead (:func:`._moments.moment_products` takes
+    them in float64)."""
     k, ms = g.shape
     dim = xw.shape[1]
     if r64:
         for c in range(k):
             for i in range(ms):
                 r[c * ms + i] = np.float64(g[c, i])
-    elif dim >= _SPARSE_MIN_DIM and nonzero * _SPARSE_FACTOR <= k * ms:
-        for c in range(k):
-            gr = g[c]
-            sc = sums[c]
-            for i in range(ms):
-                pw = np.float64(gr[i])
-                if pw != 0.0:
-                    xi = xw[i]
-                    for j in range(dim):
-                        sc[j] += pw * np.float64(xi[j])
+    elif marks.size and nonzero * _SPARSE_FACTOR <= k * ms:
+        _scatter_sums(g, xw, marks, sums)
     else:
         product_into(g, xw[:ms], s_work)
         for c in range(k):
             for j in range(dim):
                 sums[c, j] += np.float64(s_work[c, j])
+
+
+@nb.njit(**STEP)
+def _scatter_sums(g, xw, marks, sums):  # pragma: no cover - compiled
+    """``sums[c] += g[c, i] xw[i]`` in float64 for the nonzero terms, row by row: each
+    row's marked clusters, lowest bit first (the work follows the nonzero terms, and
+    the row's values are read once)."""
+    k, ms = g.shape
+    dim = xw.shape[1]
+    for i in range(ms):
+        xi = xw[i]
+        for w in range((k + 63) >> 6):
+            bits = marks[w * ms + i]
+            while bits != 0:
+                c = (w << 6) + trailing_zeros(bits)
+                bits &= bits - 1
+                pw = np.float64(g[c, i])
+                sc = sums[c]
+                for j in range(dim):
+                    sc[j] += pw * np.float64(xi[j])
 
 
 @nb.njit(**PHASE)
