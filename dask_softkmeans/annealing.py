@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import phases as _phases
 from ._typing import MomentMode, Normalization
 from .geometry import FLAT, Geometry
 from .kernels import BlockStats, PassParams
@@ -106,6 +107,9 @@ class AnnealConfig:
     max_lloyd_iter: int = 300
     max_swaps: int = 20
     start_factor: float = 0.95
+    #: Anneal up to ``n_clusters`` codevectors, then keep the count of clusters
+    #: read from the phase diagram (:func:`.phases.choose_n_clusters`).
+    choose: bool = False
 
 
 @dataclass
@@ -130,6 +134,7 @@ class _Clusters:
     directions: np.ndarray  # (m, D) unit principal axes
     variances: np.ndarray  # (m,) largest eigenvalue of each cluster's covariance
     ages: np.ndarray  # (m,) temperatures survived since the cluster appeared
+    ids: np.ndarray | None = None  # (m,) stable names, for the phase diagram's links
 
     @property
     def size(self) -> int:
@@ -139,6 +144,7 @@ class _Clusters:
         return _Clusters(
             self.centers[index], self.log_priors[index], self.directions[index],
             self.variances[index], self.ages[index],
+            None if self.ids is None else self.ids[index],
         )
 
 
@@ -167,13 +173,14 @@ class AnnealState:
     history: list[dict]
     phases: list[dict]
     rng_state: dict | None = None
+    lineage: dict | None = None  # the phase diagram's bookkeeping (see Annealer._lineage)
 
     def to_arrays(self) -> tuple[dict, dict[str, np.ndarray]]:
         """JSON-able metadata and arrays (exact float64: a resumed run is bit-identical)."""
         meta = {
             "stage": self.stage, "temperature": self.temperature, "last_soft": self.last_soft,
             "source": self.source, "seed": self.seed, "history": self.history,
-            "phases": self.phases, "rng_state": self.rng_state,
+            "phases": self.phases, "rng_state": self.rng_state, "lineage": self.lineage,
         }
         return meta, {name: getattr(self.clusters, name) for name in _CLUSTER_FIELDS}
 
@@ -185,7 +192,7 @@ class AnnealState:
             stage=meta["stage"], clusters=clusters, temperature=float(meta["temperature"]),
             last_soft=float(meta["last_soft"]), source=meta["source"], seed=int(meta["seed"]),
             history=list(meta["history"]), phases=list(meta["phases"]),
-            rng_state=meta["rng_state"],
+            rng_state=meta["rng_state"], lineage=meta.get("lineage"),
         )
 
 
@@ -267,6 +274,7 @@ class Annealer:
         optimizer: Optimizer | None = None,
         geometry: Geometry = FLAT,
         normalization: Normalization = "softmax",
+        phase_callback: Callable[[dict], None] | None = None,
     ) -> None:
         self.config = config
         # A sparse map's passes take no priors: see the module docstring.
@@ -291,6 +299,18 @@ class Annealer:
         self.history: list[dict] = []
         self.phases: list[dict] = []
         self._seed = 0
+        # The phase diagram's bookkeeping (see :mod:`.phases`): tentative links
+        # between the halves of unconfirmed splits, the next codevector id,
+        # the distinct clusters now, and (choosing K) the clusters at the
+        # lowest temperature of each count.
+        self.phase_callback = phase_callback
+        self._links: list[tuple[int, int, int]] = []
+        self._next_id = 1
+        self._distinct = 1
+        self._snapshots: dict[int, dict] = {}
+        self._merges: list[tuple[int, int]] = []
+        self._distinct_since: dict[int, int] = {0: 0}  # id -> record where it became distinct
+        self._alive_ids: set[int] = {0}
 
     # -- one pass, recorded ---------------------------------------------------
     def _pass(self, clusters: _Clusters, temperature: float, phase: str,
@@ -318,11 +338,17 @@ class Annealer:
             "entropy": float(stats.entropy),
             "distortion": float(stats.distortion),
             "shift": shift,
-            "n_clusters": clusters.size,
+            # Distinct clusters (a split counts once confirmed, see .phases) while
+            # annealing; at T = 0 every codevector is a cluster.
+            "n_clusters": self._distinct if phase == "anneal" else clusters.size,
+            "codevectors": clusters.size,
             "moments": moments != "none",  # the pass measured the principal axes
             "confidence": float(stats.confidence / max(stats.weight, 1e-300)),
             "seconds": time.perf_counter() - start,
         }
+        if temperature > 0 and self.normalization == "softmax":
+            # The smallest prior: F <= J + weight * T * log(1 / pi_min) (see the plot).
+            record["log_prior_min"] = float(clusters.log_priors.min())
         self.history.append(record)
         if self.callback is not None:
             self.callback(record)
@@ -371,6 +397,7 @@ class Annealer:
             stage=stage, clusters=clusters, temperature=temperature, last_soft=last_soft,
             source=self._source, seed=self._seed, history=self.history, phases=self.phases,
             rng_state=None if self.rng is None else self.rng.bit_generator.state,
+            lineage=self._lineage(clusters),
         ))
 
     def _restore(self, state: AnnealState) -> None:
@@ -378,6 +405,26 @@ class Annealer:
         self.history, self.phases = list(state.history), list(state.phases)
         if self.rng is not None and state.rng_state is not None:
             self.rng.bit_generator.state = state.rng_state
+        lineage = state.lineage or {}
+        self._links = [tuple(link) for link in lineage.get("links", [])]
+        self._next_id = int(lineage.get("next_id", state.clusters.size))
+        self._distinct = int(lineage.get("distinct", state.clusters.size))
+        self._snapshots = {int(n): snap for n, snap in lineage.get("snapshots", {}).items()}
+        self._distinct_since = {int(i): int(s)
+                                for i, s in lineage.get("distinct_since", {"0": 0}).items()}
+        ids = lineage.get("ids")
+        state.clusters.ids = np.arange(state.clusters.size) if ids is None else np.asarray(ids)
+        self._alive_ids = {int(i) for i in state.clusters.ids}
+
+    def _lineage(self, clusters: _Clusters) -> dict:
+        """The phase diagram's bookkeeping as JSON (exact floats) for a checkpoint."""
+        return {
+            "ids": None if clusters.ids is None else [int(i) for i in clusters.ids],
+            "links": [list(link) for link in self._links], "next_id": self._next_id,
+            "distinct": self._distinct,
+            "distinct_since": {str(i): s for i, s in self._distinct_since.items()},
+            "snapshots": {str(n): snap for n, snap in self._snapshots.items()},
+        }
 
     def run(
         self,
@@ -404,8 +451,10 @@ class Annealer:
                 directions=self.geometry.tangent(start, _unit(top_axis[None, :].astype(np.float64))),
                 variances=np.array([factor * top_variance], dtype=np.float64),
                 ages=np.ones(1, dtype=int),
+                ids=np.zeros(1, dtype=np.int64),
             )
-            self.phases.append({"temperature": t_critical, "n_clusters": 1})
+            self.phases.append({"temperature": t_critical, "n_clusters": 1, "codevectors": 1,
+                                "splits": 0, "merges": 0})
             temperature = cfg.start_factor * t_critical
             last_soft = temperature
             stage = "anneal"
@@ -418,6 +467,8 @@ class Annealer:
         if stage == "anneal":
             clusters, last_soft = self._anneal(clusters, temperature, last_soft, t_critical)
             self._save("finish", clusters, 0.0, last_soft)
+        elif cfg.choose:
+            self._choose()  # resumed after the choice: the same K again
         # On the full data after a sample, only the moves the estimates favour are tried:
         # the sample's swap check has tried the others where a trial is cheap.
         clusters, converged, stats = self._finish(clusters, explore="sample" not in self._sources)
@@ -444,14 +495,17 @@ class Annealer:
         while k > 1 and t_critical > 0:
             self._save("anneal", clusters, temperature, last_soft)
             clusters, stats = self._equilibrate(clusters, temperature)
+            confidence = float(stats.confidence / stats.weight)
+            converged = (self.history[-1]["shift"] < cfg.tol * temperature
+                         or confidence > cfg.stop_confidence)
             clusters = self._merge(clusters, temperature)
             if clusters.size < k and not self.history[-1]["moments"]:
                 # A merge at K clusters: the splits that follow need fresh axes.
                 clusters, stats = self._axes(clusters, temperature)
             last_soft = temperature
-            self.phases.append({"temperature": temperature, "n_clusters": clusters.size})
-            confidence = float(stats.confidence / stats.weight)
-            if clusters.size >= k and confidence > cfg.stop_confidence:
+            done = clusters.size >= k and confidence > cfg.stop_confidence
+            self._record_phase(clusters, temperature, converged, final=done)
+            if done:
                 break
             clusters.ages += 1
             if clusters.size < k:
@@ -470,12 +524,98 @@ class Annealer:
                 break
             temperature = next_t
 
+        if cfg.choose:
+            clusters = self._choose()
         if self._source == "sample":
             # Lloyd and swaps on the sample first: their passes are cheap there,
             # and the full data then start close to their own fixed point.
             clusters = self._finish(clusters, explore=True)[0]
             self._source = "full"
         return clusters, last_soft
+
+    def _record_phase(self, clusters: _Clusters, temperature: float, converged: bool,
+                      final: bool) -> None:
+        """Resolve the tentative splits after the merges at ``temperature``; one diagram row."""
+        merged_away = [b for _, b in self._merges]
+        now = {int(i) for i in clusters.ids}
+        # Codevectors the EM dropped (no mass left): a tentative half leaves its
+        # split; a cluster on its own is lost, as if absorbed.
+        dropped = sorted(self._alive_ids - now - set(merged_away))
+        since = self._distinct_since
+        absorbed = []
+        for i in dropped:
+            label = _phases.components(sorted(self._alive_ids), self._links)
+            if sum(root == label[i] for root in label.values()) == 1:
+                absorbed.append(since.get(i, len(self.phases)))
+            self._links = _phases.leave(self._links, i)
+            self._alive_ids.discard(i)
+        self._links, merges = _phases.after_merges(
+            [*clusters.ids.tolist(), *merged_away], self._links, self._merges)
+        self._merges = []
+        # A cluster that a real merge absorbs: the younger of the two.
+        for a, b in merges:
+            older, younger = sorted((since.get(a, 0), since.get(b, 0)))
+            since[a] = older
+            absorbed.append(younger)
+        self._links, splits = _phases.confirm(
+            self._links, clusters.ids, clusters.centers, clusters.log_priors,
+            clusters.variances, clusters.directions, temperature, len(self.phases),
+            self.config.merge_tol * temperature, converged, final=final)
+        for _, b, _ in splits:
+            since[b] = len(self.phases)
+        label = _phases.components(clusters.ids.tolist(), self._links)
+        self._distinct = len(set(label.values()))
+        self._alive_ids = set(now)
+        # Every codevector carries its cluster's age: the oldest known in its component.
+        oldest: dict[int, int] = {}
+        for i, root in label.items():
+            if i in since:
+                oldest[root] = min(oldest.get(root, since[i]), since[i])
+        for i, root in label.items():
+            since.setdefault(i, oldest.get(root, len(self.phases)))
+        row = {"temperature": temperature, "n_clusters": self._distinct,
+               "codevectors": clusters.size, "splits": len(splits), "merges": len(merges),
+               "absorbed": absorbed}
+        self.phases.append(row)
+        if self.config.choose:
+            self._snapshots[self._distinct] = self._snapshot(clusters, label)
+        if self.phase_callback is not None:
+            self.phase_callback(row)
+
+    def _snapshot(self, clusters: _Clusters, label: dict[int, int]) -> dict:
+        """The distinct clusters now: each component's codevectors, mass-weighted."""
+        groups = np.array([label[int(i)] for i in clusters.ids])
+        centers, log_priors, directions, variances = [], [], [], []
+        for g in np.unique(groups):
+            members = np.flatnonzero(groups == g)
+            w = np.exp(clusters.log_priors[members])
+            heaviest = members[int(np.argmax(w))]
+            centers.append(self.geometry.project(
+                (w @ clusters.centers[members] / w.sum())[None, :])[0])
+            log_priors.append(float(np.logaddexp.reduce(clusters.log_priors[members])))
+            directions.append(clusters.directions[heaviest])
+            variances.append(float(clusters.variances[members].max()))
+        return {"centers": np.asarray(centers).tolist(), "log_priors": log_priors,
+                "directions": np.asarray(directions).tolist(), "variances": variances}
+
+    def _choose(self) -> _Clusters:
+        """Keep the count read from the phase diagram, at the lowest temperature it held."""
+        from dataclasses import replace
+
+        most = self.config.n_clusters
+        k = _phases.choose_n_clusters(_phases.diagram(self.phases), most,
+                                      _phases.schedule_rows(self.phases, most))
+        if k not in self._snapshots:  # never seen as a count: the last one
+            k = max(n for n in self._snapshots if n <= self.config.n_clusters)
+        self.config = replace(self.config, n_clusters=k, choose=False)
+        snap = self._snapshots[k]
+        return _Clusters(
+            centers=np.asarray(snap["centers"], dtype=np.float64),
+            log_priors=np.asarray(snap["log_priors"], dtype=np.float64),
+            directions=np.asarray(snap["directions"], dtype=np.float64),
+            variances=np.asarray(snap["variances"], dtype=np.float64),
+            ages=np.ones(k, dtype=int), ids=np.arange(k),
+        )
 
     def _finish(self, clusters: _Clusters, explore: bool) -> tuple[_Clusters, bool, BlockStats]:
         """Lloyd to a fixed point, K non-empty clusters, then the swap check (all at T = 0);
@@ -573,6 +713,7 @@ class Annealer:
         rows = np.flatnonzero(close.any(axis=1))
         if len(rows) == 0:
             return clusters
+        ids = clusters.ids
         keep = np.ones(clusters.size, dtype=bool)
         centers = clusters.centers.copy()
         log_priors = clusters.log_priors.copy()
@@ -592,8 +733,11 @@ class Annealer:
                 log_priors[a] = np.log(wa + wb)
                 variances[a] = max(variances[a], variances[b])
                 keep[b] = False
+                if ids is not None:
+                    self._merges.append((int(ids[a]), int(ids[b])))
                 b += 1
-        merged = _Clusters(centers, log_priors, clusters.directions, variances, clusters.ages)
+        merged = _Clusters(centers, log_priors, clusters.directions, variances, clusters.ages,
+                           ids)
         return merged.take(keep)
 
     def _split(self, clusters: _Clusters, index: np.ndarray) -> _Clusters:
@@ -614,6 +758,15 @@ class Annealer:
         log_priors[index] -= np.log(2.0)
         ages[index] = 0
         self._seed += 1
+        ids = None
+        if clusters.ids is not None:
+            # The new halves are tentative until confirmed (see .phases); the
+            # first temperature they meet is the next row of the diagram.
+            ids = np.concatenate([clusters.ids, self._next_id + np.arange(len(index))])
+            self._links += [(int(clusters.ids[i]), self._next_id + n, len(self.phases))
+                            for n, i in enumerate(index)]
+            self._alive_ids.update(range(self._next_id, self._next_id + len(index)))
+            self._next_id += len(index)
         directions = clusters.directions.copy()
         if self.mode == "power":
             # After a split the old axis is often still an eigenvector of each
@@ -626,6 +779,7 @@ class Annealer:
             directions=np.vstack([directions, directions[index]]),
             variances=np.concatenate([clusters.variances, clusters.variances[index]]),
             ages=np.concatenate([ages, ages[index]]),
+            ids=ids,
         )
 
     def _lloyd(

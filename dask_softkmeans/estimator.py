@@ -26,7 +26,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils._set_output import _get_output_config
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import io
+from . import io, phases
 from ._typing import ArrayLike
 from .annealing import AnnealConfig, Annealer, AnnealResult, AnnealState
 from .engine import Runner, active_client, load_kernel, map_rows, single_threaded_blas
@@ -120,6 +120,11 @@ def _growing_sample(
 
     return statistics
 
+#: ``n_clusters="auto"`` anneals with at most this ``tol``: the phase diagram it
+#: reads K from needs equilibria (at the default ``tol`` splits near a transition
+#: are judged before their halves have settled; see benchmarks/choose_k.py).
+CHOOSE_K_TOL = 1e-4
+
 #: Float64 in-memory data of at most this many bytes, annealed on all of them, anneal
 #: on a float32 copy (see ``SoftKMeans._working_copy``).
 WORKING_COPY_MAX_BYTES = 64 << 20
@@ -172,8 +177,21 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
     Parameters
     ----------
-    n_clusters : int, default=8
-        Number of clusters K.
+    n_clusters : int or "auto", default=8
+        Number of clusters K.  "auto": anneal up to ``max_clusters``
+        codevectors (or hard assignments), read K from the phase diagram (the
+        count of at least 2 that holds over the widest range of ``log T``, see
+        :func:`dask_softkmeans.phases.choose_n_clusters` and the guide "Phase
+        diagram and choosing K"), and end with Lloyd passes for that K;
+        ``n_clusters_`` says which.  The annealing then runs with ``tol`` at
+        most ``1e-4`` (its phase diagram needs equilibria): more passes than
+        a fit of a given K.
+    max_clusters : int or None, default=None
+        With ``n_clusters="auto"`` (and only then), the most clusters the
+        annealing makes; it must exceed the K you expect: the count
+        ``max_clusters`` itself is never chosen (the annealing stopped there).
+        With ``n_init > 1`` the restarts compete only at the K of the first,
+        deterministic run.
     metric : {"euclidean", "cosine"}, default="euclidean"
         "euclidean": k-means on the squared distances.  "cosine": spherical
         k-means on the angles between rows (their lengths do not matter; a row
@@ -267,7 +285,10 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
     Attributes
     ----------
-    cluster_centers_ : ndarray of shape (n_clusters, n_features)
+    cluster_centers_ : ndarray of shape (n_clusters_, n_features)
+    n_clusters_ : int
+        Number of clusters fitted: ``n_clusters``, or the K read from the
+        phase diagram with ``n_clusters="auto"``.
     labels_ : ndarray or dask.array.Array of shape (n_samples,)
         Nearest center of each training sample (if ``compute_labels``): NumPy
         for NumPy input, a lazy Dask array for Dask or Zarr input (it is left
@@ -298,7 +319,11 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         as the free energy scale to the full data by ``n_samples / weight``.
     phase_diagram_ : ndarray of shape (n_temperatures, 2)
         Distinct clusters against temperature: ``[T, n_clusters]`` rows,
-        starting with the first critical temperature.
+        starting with the first critical temperature.  A split counts once
+        its halves are confirmed apart at equilibrium, and only the counts
+        that hold at every lower temperature are kept, so the count never
+        falls as ``T`` falls (see :mod:`dask_softkmeans.phases`).  The
+        ``n_clusters`` of ``history_``'s annealing passes are these counts.
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Names of the features, set when ``X`` has string names: DataFrame
@@ -318,7 +343,8 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
     """
 
     _parameter_constraints: dict = {
-        "n_clusters": [Interval(Integral, 1, None, closed="left")],
+        "n_clusters": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "max_clusters": [Interval(Integral, 2, None, closed="left"), None],
         "metric": [StrOptions(set(METRICS))],
         "normalization": [StrOptions(set(NORMALIZATIONS))],
         "n_init": [Interval(Integral, 1, None, closed="left")],
@@ -337,8 +363,9 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
     def __init__(
         self,
-        n_clusters: int = 8,
+        n_clusters: int | str = 8,
         *,
+        max_clusters: int | None = None,
         metric: str = "euclidean",
         normalization: str = "softmax",
         n_init: int = 1,
@@ -355,6 +382,7 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         optimizer: str = "em",
     ) -> None:
         self.n_clusters = n_clusters
+        self.max_clusters = max_clusters
         self.metric = metric
         self.normalization = normalization
         self.n_init = n_init
@@ -405,12 +433,38 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
                 storage_options=storage_options)  # refused: they apply to a path only
         if not reset and data.shape[1] != self.n_features_in_:
             raise feature_count_error(data.shape[1], self.n_features_in_, type(self).__name__)
-        if reset and data.shape[0] < self.n_clusters:  # a known count: fit never has NaN chunks
+        if reset and data.shape[0] < self._most_clusters:  # a known count: fit never has NaN chunks
+            name = "max_clusters" if self.n_clusters == "auto" else "n_clusters"
             raise InputError(
-                f"n_samples={data.shape[0]} should be >= n_clusters={self.n_clusters}: each "
-                f"cluster needs a sample. Use n_clusters <= {data.shape[0]}, or pass more samples."
+                f"n_samples={data.shape[0]} should be >= {name}={self._most_clusters}: each "
+                f"cluster needs a sample. Use {name} <= {data.shape[0]}, or pass more samples."
             )
         return data
+
+    @property
+    def _most_clusters(self) -> int:
+        """The annealing's K: ``n_clusters``, or ``max_clusters`` when choosing K."""
+        return self.max_clusters if self.n_clusters == "auto" else self.n_clusters
+
+    def _check_k(self) -> None:
+        """The pair n_clusters / max_clusters, before any work (each alone is validated
+        declaratively by ``_parameter_constraints``)."""
+        if self.n_clusters == "auto" and self.max_clusters is None:
+            raise InputError(
+                "n_clusters='auto' reads K from the annealing up to max_clusters clusters: "
+                "set max_clusters (more than the K you expect), e.g. "
+                "SoftKMeans(n_clusters='auto', max_clusters=20).")
+        if self.n_clusters != "auto" and self.max_clusters is not None:
+            raise InputError(
+                f"max_clusters={self.max_clusters} applies only with n_clusters='auto', but "
+                f"n_clusters={self.n_clusters}. Set n_clusters='auto' to choose K, or leave "
+                "max_clusters=None.")
+
+    @property
+    def n_clusters_(self) -> int:
+        """Number of clusters fitted (``n_clusters``, or the K chosen with "auto")."""
+        check_is_fitted(self)
+        return int(self.cluster_centers_.shape[0])
 
     def _check_names(self, names: list[str] | None, *, reset: bool) -> None:
         """Set or check ``feature_names_in_`` as scikit-learn does for DataFrames."""
@@ -485,6 +539,7 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         -------
         self
         """
+        self._check_k()
         if resume and self.checkpoint is None:
             raise InputError(
                 "resume=True needs the checkpoint directory of the interrupted fit: set "
@@ -513,7 +568,7 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         # on a busy machine waits for its threads (the scan's eigendecomposition then
         # cost a large share of a fit on small data with many features).
         with single_threaded_blas():
-            summary = summarize(runner, self.n_clusters, self.metric)
+            summary = summarize(runner, self._most_clusters, self.metric)
             best = self._anneal(runner, summary, data, callback, resume)
         if not best.converged:
             warnings.warn(
@@ -528,9 +583,10 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         self.weights_ = np.exp(best.log_priors - np.logaddexp.reduce(best.log_priors))
         self.temperature_ = float(best.temperature)
         self.n_iter_ = len(best.history)
-        self.history_ = best.history
-        self.phase_diagram_ = np.array(
-            [[p["temperature"], p["n_clusters"]] for p in best.phases], dtype=np.float64)
+        # One source for the diagram, the history, the summary and the plot: the
+        # settled counts (a split whose cluster a later merge absorbs is none).
+        self.history_ = phases.settle_history(best.history, best.phases)
+        self.phase_diagram_ = phases.diagram(best.phases)
         self._offset = summary.offset
         self._fitted_metric = self.metric
         self._fitted_normalization = self.normalization
@@ -547,8 +603,10 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         sample = self._sample(runner, summary.offset) or self._working_copy(
             runner, data, summary)
         geometry = Sphere(summary.offset) if self.metric == "cosine" else FLAT
-        config = AnnealConfig(n_clusters=self.n_clusters, tol=self.tol, cooling=self.cooling,
-                              max_lloyd_iter=self.max_iter)
+        choose = self.n_clusters == "auto"
+        config = AnnealConfig(n_clusters=self._most_clusters, cooling=self.cooling,
+                              tol=min(self.tol, CHOOSE_K_TOL) if choose else self.tol,
+                              max_lloyd_iter=self.max_iter, choose=choose)
         store = saved = None
         if self.checkpoint is not None:
             store = Checkpoint(
@@ -576,11 +634,15 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
                 sample=sample, checkpoint=None if store is None else save,
                 optimizer=None if self.optimizer == "em" else get_optimizer(self.optimizer),
                 geometry=geometry, normalization=self.normalization,
+                phase_callback=getattr(callback, "on_phase", None),
             )
             state = saved.state if saved is not None and run == saved.run else None
             result = annealer.run(np.zeros(runner.n_features), summary.top_variance,
                                   summary.top_axis, state=state)
-            if best is None or result.inertia < best.inertia:
+            # Choosing K, a restart competes only at the K of the first (deterministic)
+            # run: inertias of different K do not compare.
+            if best is None or (result.inertia < best.inertia
+                                and result.centers.shape == best.centers.shape):
                 best = result
             if store is not None:
                 store.write(run + 1, seeds, None, best)
@@ -595,12 +657,12 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             return None
         size = self.sample_size
         if size == "auto":
-            size = auto_sample_size(self.n_clusters, n_samples)
+            size = auto_sample_size(self._most_clusters, n_samples)
             if size is None:
                 return None
         if size >= n_samples:
             return None
-        x, w = runner.sample(max(int(size), self.n_clusters))
+        x, w = runner.sample(max(int(size), self._most_clusters))
         x = check_finite(x)
         weight = float(x.shape[0] if w is None else w.sum())
         if weight <= 0:
@@ -798,7 +860,7 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         data = self._data(X, reset=False, lazy=True)
         temperature = self.temperature_ if temperature is None else check_temperature(temperature)
         return map_rows(
-            data, proba_block, n_outputs=self.n_clusters, dtype=data.dtype, out_dtype=data.dtype,
+            data, proba_block, n_outputs=self.n_clusters_, dtype=data.dtype, out_dtype=data.dtype,
             centers=self.cluster_centers_, temperature=temperature, offset=self._offset,
             log_priors=self._map_priors(normalization), normalization=normalization,
             metric=self._metric)
@@ -818,7 +880,7 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
                 "wrapping the result would compute it all into this process. Use "
                 "set_output(transform='default') for a Dask array, or pass in-memory data.")
         return map_rows(
-            data, distances_block, n_outputs=self.n_clusters, dtype=data.dtype, out_dtype=data.dtype,
+            data, distances_block, n_outputs=self.n_clusters_, dtype=data.dtype, out_dtype=data.dtype,
             centers=self.cluster_centers_, offset=self._offset, metric=self._metric)
 
     def write_predictions(
@@ -873,7 +935,7 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             self._normalization if normalization is None else normalization)
         data = self._data(X, reset=False)
         if not isinstance(data, da.Array):
-            rows = sub_block_rows(self.n_clusters, data.shape[1])
+            rows = sub_block_rows(self.n_clusters_, data.shape[1])
             data = da.from_array(data, chunks=(rows * 8, data.shape[1]))
         params = {
             "what": what, "centers": self.cluster_centers_, "offset": self._offset,
@@ -881,7 +943,7 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             "normalization": normalization, "metric": self._metric,
         }
         outputs = {name: (PREDICTION_OUTPUTS[name][0],
-                          self.n_clusters if PREDICTION_OUTPUTS[name][1] else None)
+                          self.n_clusters_ if PREDICTION_OUTPUTS[name][1] else None)
                    for name in what}
         attrs = {"written_by": "dask_softkmeans.SoftKMeans.write_predictions",
                  "temperature": float(temperature), "normalization": normalization}
@@ -933,9 +995,11 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         # What the fitted arrays are, even after set_params(metric=..., n_clusters=...).
         params["metric"] = self._metric
         params["normalization"] = self._normalization
-        params["n_clusters"] = int(self.cluster_centers_.shape[0])
+        if params["n_clusters"] != "auto" or params["max_clusters"] is None:
+            params["n_clusters"], params["max_clusters"] = self.n_clusters_, None
         return {
             "params": params,
+            "n_clusters": self.n_clusters_,
             "n_features_in": int(self.n_features_in_),
             "inertia": float(self.inertia_),
             "temperature": float(self.temperature_),
@@ -983,7 +1047,13 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             raise ModelFileError(
                 f"{str(path)!r} lacks part of a model or holds an invalid value ({exc}); it "
                 "is damaged. Fit and save the model again.") from exc
-        k, d = model.n_clusters, model.n_features_in_
+        # An int n_clusters is the fitted count (see summary); "auto" keeps it beside.
+        k = model.n_clusters if model.n_clusters != "auto" else meta.get("n_clusters")
+        if not isinstance(k, int):
+            raise ModelFileError(
+                f"{str(path)!r} was fitted with n_clusters='auto' but does not say how many "
+                "clusters it chose; it is damaged. Fit and save the model again.")
+        d = model.n_features_in_
         shapes = {"cluster_centers_": (k, d), "weights_": (k,), "_offset": (d,)}
         wrong = [name for name, shape in shapes.items() if getattr(model, name).shape != shape]
         if model.phase_diagram_.ndim != 2 or model.phase_diagram_.shape[1:] != (2,):

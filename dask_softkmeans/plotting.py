@@ -87,10 +87,15 @@ def annealing_path(history: Sequence[dict]) -> dict[str, np.ndarray]:
     records = list(last.values())
     keys = ("temperature", "free_energy", "inertia", "entropy", "n_clusters")
     path = {key: np.array([r[key] for r in records], dtype=np.float64) for key in keys}
+    # The bound F <= J + W T log(1 / pi_min) of the fit's priors (NaN where a
+    # record predates the field).
+    path["prior_bound"] = np.array(
+        [r["inertia"] - r.get("weight", np.nan) * r["temperature"] * r.get("log_prior_min", np.nan)
+         for r in records], dtype=np.float64)
     path["sampled"] = np.array([r.get("data") == "sample" for r in records], dtype=bool)
     if full_weight is not None and all(r.get("weight") for r in records):
         scale = full_weight / np.array([float(r["weight"]) for r in records])
-        for key in ("free_energy", "inertia", "entropy"):
+        for key in ("free_energy", "inertia", "entropy", "prior_bound"):
             path[key] *= scale
         path["sampled"][:] = False  # now on the scale of the whole data
     return path
@@ -169,17 +174,19 @@ def _draw_path(model: SoftKMeans, axes: Sequence[Axes]) -> None:
         return
     t = path["temperature"]
     on = _sample_note(path)
-    ax_energy.plot(t, path["free_energy"], "o-", markersize=3, label=f"free energy F{on}")
-    ax_energy.plot(t, path["inertia"], "s-", markersize=3, label=f"inertia J{on}")
-    ax_energy.set_ylabel("energy")
+    _draw_energies(ax_energy, path, on)
     _energy_scale(ax_energy, path["free_energy"], path["inertia"], np.array([final]))
     ax_entropy.plot(t, path["entropy"], "o-", markersize=3, color="tab:green",
                     label=f"entropy H{on}")
     ax_entropy.set_ylabel("entropy")
     if len(diagram):
         ax_clusters.step(diagram[:, 0], diagram[:, 1], where="post", color="tab:purple",
-                         label="distinct clusters")
+                         label="distinct clusters (splits confirmed at equilibrium)")
         ax_clusters.plot(diagram[:, 0], diagram[:, 1], "o", markersize=3, color="tab:purple")
+        _mark_chosen(model, ax_clusters, diagram)
+    from matplotlib.ticker import MaxNLocator
+
+    ax_clusters.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax_clusters.set_ylabel("distinct clusters")
     ax_clusters.set_xlabel("temperature T (log scale; cooling runs left to right)")
     t_critical = float(diagram[0, 0]) if len(diagram) else None
@@ -192,6 +199,40 @@ def _draw_path(model: SoftKMeans, axes: Sequence[Axes]) -> None:
         ax.legend(loc="best", fontsize="small")
     for ax in axes[:-1]:
         ax.tick_params(labelbottom=False)
+
+
+def _draw_energies(ax: Axes, path: dict[str, np.ndarray], on: str) -> None:
+    """F, J and the bounds that hold for the fit's (mass-constrained) priors.
+
+    With priors summing to one, ``Z_i = sum_k pi_k exp(-d_ik / T)`` is at most
+    ``exp(-min_k d_ik / T)`` and at least ``pi_k* exp(-d_ik* / T)`` for the
+    nearest ``k*``, so ``J <= F <= J + T sum_i log(1 / pi_k*(i))
+    <= J + W T log(1 / pi_min)``.  (``F <= J`` holds for equal unnormalised
+    weights, ``pi_k = 1``, which the fit does not use.)
+    """
+    t = path["temperature"]
+    ax.plot(t, path["free_energy"], "o-", markersize=3,
+            label=f"free energy F{on} (J <= F with the fit's priors)")
+    ax.plot(t, path["inertia"], "s-", markersize=3, label=f"inertia J{on}: lower bound of F")
+    bound = path.get("prior_bound")
+    if bound is not None and np.isfinite(bound).any():
+        ax.plot(t, bound, "--", linewidth=1.0, color="0.4",
+                label="upper bound of F: J + N T log(1/min prior)")
+    ax.set_ylabel("energy")
+
+
+def _mark_chosen(model: SoftKMeans, ax: Axes, diagram: np.ndarray) -> None:
+    """With n_clusters="auto": the chosen K and the temperatures over which it held."""
+    if getattr(model, "n_clusters", None) != "auto":
+        return
+    k = int(model.cluster_centers_.shape[0])
+    held = diagram[diagram[:, 1] == k, 0]
+    ax.axhline(k, color="tab:orange", linewidth=1.0,
+               label=f"chosen K = {k} (widest log-T range)")
+    if len(held):
+        lower = diagram[diagram[:, 0] < held.min(), 0]
+        ax.axvspan(held.max(), lower.max() if len(lower) else held.min(), color="tab:orange",
+                   alpha=0.12)
 
 
 def _draw_points(model: SoftKMeans, ax: Axes, X: ArrayLike, max_points: int, seed: int) -> None:
@@ -282,8 +323,9 @@ def plot_annealing(
                     figure.add_subplot(grid[2, 0], sharex=first), figure.add_subplot(grid[:, 1])]
         else:
             axes = list(figure.subplots(3, 1, sharex=True))
-        figure.suptitle(f"SoftKMeans annealing path: K = {model.n_clusters}, "
-                        f"{model.n_iter_} passes")
+        chosen = " (chosen from the phase diagram)" if model.n_clusters == "auto" else ""
+        figure.suptitle(f"SoftKMeans annealing path: K = {model.cluster_centers_.shape[0]}"
+                        f"{chosen}, {model.n_iter_} passes")
     elif isinstance(ax, Axes):
         if X is not None:
             raise InputError("A single Axes holds the energy panel only; pass four Axes "
@@ -313,9 +355,7 @@ def _draw_energy_only(model: SoftKMeans, ax: Axes) -> None:
     """One panel: free energy and inertia against temperature, transitions marked."""
     path = annealing_path(model.history_)
     on = _sample_note(path)
-    ax.plot(path["temperature"], path["free_energy"], "o-", markersize=3,
-            label=f"free energy F{on}")
-    ax.plot(path["temperature"], path["inertia"], "s-", markersize=3, label=f"inertia J{on}")
+    _draw_energies(ax, path, on)
     ax.axhline(float(model.inertia_), color="k", linestyle="-.", linewidth=1.0,
                label="final inertia (T = 0)")
     diagram = np.asarray(model.phase_diagram_, dtype=np.float64).reshape(-1, 2)

@@ -49,7 +49,8 @@ EXCLUDED = {
 #: For every other parameter: the option's arguments and the value the model must get,
 #: each different from the default so that reaching the model is seen.
 NON_DEFAULT = {
-    "n_clusters": (["--n-clusters", "3"], 3),
+    "n_clusters": (["--n-clusters", "auto"], "auto"),
+    "max_clusters": (["--max-clusters", "6"], 6),
     "metric": (["--metric", "cosine"], "cosine"),
     "normalization": (["--normalization", "entmax15"], "entmax15"),
     "n_init": (["--n-init", "2"], 2),
@@ -68,7 +69,8 @@ NON_DEFAULT = {
 INVALID = {
     "n_clusters": "0", "n_init": "0", "random_state": "-1", "tol": "0", "cooling": "1",
     "max_iter": "0", "persist": "maybe", "sample_size": "0", "split_every": "1",
-    "optimizer": "sgd", "metric": "manhattan", "normalization": "tsallis",
+    "optimizer": "sgd", "metric": "manhattan", "max_clusters": "1",
+    "normalization": "tsallis",
 }
 
 #: Enough arguments for each command to reach its body.

@@ -43,12 +43,21 @@ def test_annealing_path_panels_hold_the_history(model, tmp_path):
     energy, entropy, clusters = figure.axes
     path = annealing_path(model.history_)
     assert len(path["temperature"]) > 5
-    lines = {line.get_label(): line for line in energy.get_lines()}
+    lines = {line.get_label().split(" (")[0].split(":")[0]: line for line in energy.get_lines()}
     assert np.allclose(lines["free energy F"].get_xdata(), path["temperature"])
     assert np.allclose(lines["free energy F"].get_ydata(), path["free_energy"])
     assert np.allclose(lines["inertia J"].get_ydata(), path["inertia"])
+    # The bounds of the fit's (mass-constrained) priors hold: J <= F <= J + N T log(1/min pi).
+    bound = lines["upper bound of F"].get_ydata()
+    assert np.all(path["inertia"] <= path["free_energy"] * (1 + 1e-9))
+    assert np.all(path["free_energy"] <= bound * (1 + 1e-9))
+    assert np.all(bound > path["inertia"])
+    # Integer ticks on the count axis.
+    ticks = [t for t in clusters.get_yticks() if clusters.get_ylim()[0] <= t]
+    assert all(float(t).is_integer() for t in ticks)
     assert np.allclose(entropy.get_lines()[0].get_ydata(), path["entropy"])
-    final = next(line for label, line in lines.items() if label.startswith("final inertia"))
+    final = next(line for line in energy.get_lines()
+                 if line.get_label().startswith("final inertia"))
     assert np.allclose(final.get_ydata(), model.inertia_)
     step = clusters.get_lines()[0]
     assert np.array_equal(step.get_ydata(), model.phase_diagram_[:, 1])
@@ -134,7 +143,9 @@ def test_bad_requests_get_clear_errors(model, blobs2d):
         model.plot_annealing(ax=axes)
     single = Figure().subplots()
     assert model.plot_annealing(ax=single) is single.get_figure()
-    assert {line.get_label() for line in single.get_lines()} >= {"free energy F", "inertia J"}
+    labels = [line.get_label() for line in single.get_lines()]
+    assert any(label.startswith("free energy F") for label in labels)
+    assert any(label.startswith("inertia J") for label in labels)
 
 
 def test_one_cluster_has_no_annealing_but_still_plots(blobs2d, tmp_path):
@@ -210,3 +221,13 @@ def test_cli_plot_writes_a_png(model, blobs2d, tmp_path):
         assert ".png" in result.output or "Create it" in result.output
     result = runner.invoke(main, ["plot", str(model_path)])  # OUT missing: a usage error
     assert result.exit_code == 2 and "Missing argument 'OUT'" in result.output
+
+
+def test_chosen_k_is_marked(blobs2d):
+    model = SoftKMeans("auto", max_clusters=10).fit(blobs2d)
+    figure = model.plot_annealing()
+    clusters = figure.axes[2]
+    chosen = [line for line in clusters.get_lines() if line.get_label().startswith("chosen K")]
+    assert len(chosen) == 1
+    assert chosen[0].get_ydata()[0] == model.n_clusters_
+    assert f"K = {model.n_clusters_} (chosen" in figure._suptitle.get_text()

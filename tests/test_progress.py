@@ -47,14 +47,24 @@ def test_plain_lines_one_per_temperature(data):
     assert len(lines) == len(runs) > 3
     assert all(LINE.match(line) for line in lines), lines[:3]
     assert "\x1b[" not in out  # no terminal control codes in a log
+    counts = dict(model.phase_diagram_.tolist())
     for line, run in zip(lines, runs, strict=True):
-        assert line == format_record(run[-1], model.history_.index(run[-1]) + 1)
+        last = run[-1]
+        if last["phase"] == "anneal":
+            # The equilibrium of a temperature with the count it ended with: the diagram's.
+            last = {**last, "n_clusters": int(counts[last["temperature"]])}
+        assert line == format_record(last, model.history_.index(run[-1]) + 1)
 
 
 def test_plain_lines_every_pass_when_verbose(data):
     model, out = _fit(data, Console(file=io.StringIO()), verbose=True)
-    assert len(out.splitlines()) == model.n_iter_
-    assert out.splitlines()[-1].startswith(f"pass {model.n_iter_} ")
+    passes = [line for line in out.splitlines() if line.startswith("pass ")]
+    assert len(passes) == model.n_iter_
+    assert passes[-1].startswith(f"pass {model.n_iter_} ")
+    # and a line at each temperature where splits were confirmed
+    transitions = [line for line in out.splitlines() if not line.startswith("pass ")]
+    assert len(transitions) == len(np.unique(model.phase_diagram_[:, 1])) - 1
+    assert all(re.match(r"T=\S+ clusters=\d+ \(\d+ splits? confirmed\)$", t) for t in transitions)
 
 
 def test_live_display_on_a_terminal(data):
@@ -64,11 +74,20 @@ def test_live_display_on_a_terminal(data):
     assert "\x1b[" in out
     assert "5/5" in out and "clusters" in out
     assert "lloyd" in out and f"pass {model.n_iter_}" in out
-    printed = [line for line in re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "\n", out).splitlines()
-               if COMPACT.match(line)]
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "\n", out).splitlines()
+    printed = [line for line in text if COMPACT.match(line)]
     changes = sum(1 for a, b in itertools.pairwise([None, *model.history_])
-                  if a is None or (a["n_clusters"], a["phase"]) != (b["n_clusters"], b["phase"]))
+                  if a is None or a["phase"] != b["phase"])
     assert len(printed) == changes
+    # One line per temperature whose splits were confirmed, with the diagram's count.
+    counts = dict(model.phase_diagram_.tolist())
+    splits = [re.search(r"T=(\S+) clusters=(\d+) \(\d+ splits? confirmed", line) for line in text]
+    splits = [m for m in splits if m]
+    assert len(splits) == len(np.unique(model.phase_diagram_[:, 1])) - 1
+    temps = np.array(list(counts))
+    for m in splits:
+        t = temps[np.argmin(abs(np.log(temps / float(m.group(1)))))]
+        assert int(m.group(2)) == counts[t]
 
 
 @pytest.fixture
@@ -106,7 +125,10 @@ def test_cli_progress_quiet_and_verbose(dataset, scheduler):
 
     result = runner.invoke(main, [*common, "--verbose"])
     assert result.exit_code == 0, result.output
-    assert len(result.stderr.splitlines()) == passes  # deterministic fit: same passes
+    lines = result.stderr.splitlines()
+    # deterministic fit: same passes, plus a line per temperature where splits were confirmed
+    assert sum(line.startswith("pass ") for line in lines) == passes
+    assert all(LINE.match(line) or re.match(r"T=\S+ clusters=\d+ \(", line) for line in lines)
 
     result = runner.invoke(main, [*common, "--quiet"])
     assert result.exit_code == 0, result.output
@@ -119,7 +141,7 @@ def test_passes_on_a_sample_are_marked(data):
     console = Console(file=io.StringIO())
     with FitProgress(5, verbose=True, console=console) as progress:
         model = SoftKMeans(5, sample_size=1000).fit(data, callback=progress)
-    lines = console.file.getvalue().splitlines()
+    lines = [line for line in console.file.getvalue().splitlines() if line.startswith("pass ")]
     sampled = [r.get("data") == "sample" for r in model.history_]
     assert any(sampled) and not all(sampled)
     assert [line.endswith(" on a sample") for line in lines] == sampled

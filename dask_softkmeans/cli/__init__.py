@@ -142,8 +142,13 @@ class _AutoOr(click.ParamType):
 #: the estimator's defaults (the tests check both); values are checked by the estimator's
 #: own constraints (:func:`_check_parameter`).
 estimator_options = [
-    click.option("--n-clusters", "--k", "n_clusters", type=int, default=8, show_default=True,
-                 callback=_check_parameter, help="Number of clusters K (--k: the same)."),
+    click.option("--n-clusters", "--k", "n_clusters", type=_AutoOr(click.INT), default=8,
+                 show_default=True, callback=_check_parameter,
+                 help="Number of clusters K (--k: the same), or auto: read K from the "
+                      "annealing's phase diagram (needs --max-clusters)."),
+    click.option("--max-clusters", type=int, default=None, callback=_check_parameter,
+                 help="With --n-clusters auto: the most clusters the annealing makes (more "
+                      "than the K you expect)."),
     click.option("--metric", type=click.Choice(METRIC_NAMES), default="euclidean",
                  show_default=True, callback=_check_parameter,
                  help="euclidean: k-means on squared distances. cosine: spherical k-means on "
@@ -314,7 +319,7 @@ def _fit(model: SoftKMeans, data: Any, quiet: bool, verbose: bool, resume: bool 
     kwargs = {"resume": resume, "storage_options": storage_options, "variables": variables}
     if quiet:
         return model.fit(data, **kwargs)
-    with FitProgress(model.n_clusters, verbose=verbose) as progress:
+    with FitProgress(model._most_clusters, verbose=verbose) as progress:
         return model.fit(data, callback=progress, **kwargs)
 
 
@@ -516,6 +521,11 @@ def fit(data: str, out: str | None, overwrite: bool, resume: bool, variables: li
     # --verbose is the CLI's own progress display, which the estimator's printing would repeat.
     model = SoftKMeans(**estimator_params, compute_labels=False)
     model._validate_params()  # the options were checked one by one; this checks them together
+    try:
+        model._check_k()  # --n-clusters and --max-clusters together, before a cluster starts
+    except ValueError as exc:
+        raise click.UsageError(str(exc).replace("n_clusters=", "--n-clusters ").replace(
+            "max_clusters=", "--max-clusters ")) from None
     x = io.open_data(data, storage_options=storage_options)  # a bad path fails before a cluster
     if variables is not None and getattr(x, "ndim", None) == 2:
         raise click.UsageError(f"--variables choose data variables of a Zarr group; {data!r} is "
@@ -532,7 +542,7 @@ def fit(data: str, out: str | None, overwrite: bool, resume: bool, variables: li
         model = _fit(model, data, quiet, verbose, resume=resume, storage_options=storage_options,
                      variables=variables)
         seconds = time.perf_counter() - start
-    click.echo(f"Fitted {model.n_clusters} clusters in {seconds:.2f} s, {_passes(model)}, "
+    click.echo(f"Fitted {model.n_clusters_} clusters in {seconds:.2f} s, {_passes(model)}, "
                f"inertia {model.inertia_:.6g}")
     _save(model, out, overwrite, quiet)
 
@@ -593,7 +603,7 @@ def predict(model_path: str, data: str, out: str, proba: bool, distances: bool,
                     fitted_names=None if names is None else list(names))
     what = ("labels",) + (("proba",) if proba else ()) + (("distances",) if distances else ())
     if verbose:
-        click.echo(f"{model_path}: {model.n_clusters} clusters of {model.n_features_in_} "
+        click.echo(f"{model_path}: {model.n_clusters_} clusters of {model.n_features_in_} "
                    f"features, final temperature {model.temperature_:.6g}")
         click.echo(f"{data}: {_layout(x)}")
     with _client(scheduler, workers, threads, memory_limit, quiet):

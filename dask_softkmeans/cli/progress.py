@@ -7,6 +7,13 @@ phase, temperature, free energy, inertia and seconds per pass, and prints a
 line above it at each phase transition.  When the output is not a terminal
 (a log file, a pipe, CI) it prints plain lines instead: one per temperature
 (the last pass there, i.e. the equilibrium), or one per pass when verbose.
+
+The distinct clusters come from the annealing's phase records (its
+:meth:`FitProgress.on_phase` gets each one as the temperature ends): a split
+counts once its halves are confirmed apart at equilibrium, as in
+``phase_diagram_``.  A cluster that a later merge absorbs is shown as a merge
+line when it happens; ``phase_diagram_`` then leaves that split out altogether
+(its counts are those that hold at every lower temperature).
 :func:`notice_if_slow` tells about a wait before the fit (the kernel compiling).
 """
 
@@ -41,6 +48,17 @@ def format_record(record: dict, index: int | None = None) -> str:
         f"clusters={record['n_clusters']:<4d} F={record['free_energy']:<12.6g} "
         f"inertia={record['inertia']:<12.6g} {record['seconds'] * 1e3:8.1f} ms/pass{where}"
     )
+
+
+def format_phase(row: dict) -> str:
+    """One phase record (the end of a temperature) as a transition line."""
+    what = []
+    if row.get("splits"):
+        what.append(f"{row['splits']} split{'s' if row['splits'] > 1 else ''} confirmed")
+    if row.get("merges"):
+        what.append(f"{row['merges']} merge{'s' if row['merges'] > 1 else ''}")
+    return (f"T={row['temperature']:.4g} clusters={row['n_clusters']}"
+            + (f" ({', '.join(what)})" if what else ""))
 
 
 def compact_record(record: dict, index: int) -> str:
@@ -91,6 +109,7 @@ class FitProgress:
         self.live = self.console.is_terminal
         self.passes = 0
         self._pending: dict | None = None  # plain mode: last pass of the current temperature
+        self._phases = False  # whether the annealing reports its phase records
         self._last: dict | None = None
         self._progress: Progress | None = None
         self._task: Any = None
@@ -131,6 +150,21 @@ class FitProgress:
             self._plain_update(record)
         self._last = record
 
+    def on_phase(self, row: dict) -> None:
+        """The end of a temperature: its distinct clusters (a row of the phase diagram)."""
+        self._phases = True
+        if self._progress is not None:
+            if row.get("splits") or row.get("merges"):
+                self._progress.console.print(f"pass {self.passes}: {format_phase(row)}",
+                                             markup=False, highlight=False)
+            self._progress.update(self._task, completed=min(row["n_clusters"], self.n_clusters))
+        elif not self.verbose and self._pending is not None:
+            # The equilibrium of this temperature, with the count it ended with.
+            self._emit({**self._pending, "n_clusters": row["n_clusters"]})
+            self._pending = None
+        elif self.verbose and (row.get("splits") or row.get("merges")):
+            print(format_phase(row), file=self.console.file, flush=True)
+
     def _emit(self, record: dict, index: int | None = None) -> None:
         index = index if index is not None else self.passes
         if self._progress is not None:
@@ -152,16 +186,17 @@ class FitProgress:
 
     def _live_update(self, record: dict) -> None:
         last = self._last
-        changed = last is None or (record["n_clusters"] != last["n_clusters"]
-                                   or record["phase"] != last["phase"])
+        changed = last is None or record["phase"] != last["phase"] or (
+            not self._phases and record["n_clusters"] != last["n_clusters"])
         if self.verbose or changed:
             self._emit(record)
         where = "  (on a sample)" if record.get("data") == "sample" else ""
         self._progress.status = (
             f"  T={record['temperature']:.4g}  F={record['free_energy']:.6g}  "
             f"inertia={record['inertia']:.6g}  {record['seconds'] * 1e3:.1f} ms/pass{where}")
-        self._progress.update(self._task, description=record["phase"], passes=self.passes,
-                              completed=min(record["n_clusters"], self.n_clusters))
+        self._progress.update(self._task, description=record["phase"], passes=self.passes)
+        if not self._phases or record["phase"] != "anneal":
+            self._progress.update(self._task, completed=min(record["n_clusters"], self.n_clusters))
 
 
 @contextmanager
