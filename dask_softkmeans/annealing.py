@@ -270,6 +270,7 @@ class Annealer:
         rng: np.random.Generator | None = None,
         callback: Callable[[dict], None] | None = None,
         sample: tuple[StatisticsFn, float] | None = None,
+        sample_label: str = "sample",
         checkpoint: Callable[[AnnealState], None] | None = None,
         optimizer: Optimizer | None = None,
         geometry: Geometry = FLAT,
@@ -292,6 +293,8 @@ class Annealer:
         if sample is not None:
             self._sources["sample"] = sample
         self._source = "sample" if sample is not None else "full"
+        # What the pass records call the sample's rows ("copy": all of them, in float32).
+        self._labels = {"full": "full", "sample": sample_label}
         self.mode = moment_mode(n_features)
         self.rng = rng
         self.callback = callback
@@ -330,7 +333,7 @@ class Annealer:
         shift = float(np.max(np.sum((means - clusters.centers) ** 2, axis=1)))
         record = {
             "phase": phase,
-            "data": self._source,
+            "data": self._labels[self._source],
             "weight": float(stats.weight),  # samples (or their weight) the pass ran on
             "temperature": float(temperature),
             "free_energy": float(stats.free_energy),

@@ -314,7 +314,9 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         Phases: "anneal" (EM at T > 0), "lloyd" (T = 0), "fill" (topping up to
         K clusters) and "swap" (trial moves of a center at T = 0, kept only
         when they lower the inertia).  ``data`` is "sample" for passes over the
-        in-memory sample (see ``sample_size``) and "full" otherwise; ``weight``
+        in-memory sample (see ``sample_size``), "copy" for passes over the
+        float32 copy of small float64 data (see ``sample_size``) and "full"
+        otherwise; ``weight``
         is the number (total weight) of samples the pass ran on, so sums such
         as the free energy scale to the full data by ``n_samples / weight``.
     phase_diagram_ : ndarray of shape (n_temperatures, 2)
@@ -600,8 +602,11 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
                 callback: Callable[[dict], None] | None, resume: bool) -> AnnealResult:
         """The ``n_init`` annealing runs (from a checkpoint when resuming); the best result."""
         statistics = centered_statistics(runner, summary.offset, self.metric)
-        sample = self._sample(runner, summary.offset) or self._working_copy(
-            runner, data, summary)
+        sample = self._sample(runner, summary.offset)
+        sample_label = "sample"
+        if sample is None:
+            sample = self._working_copy(runner, data, summary)
+            sample_label = "copy"
         geometry = Sphere(summary.offset) if self.metric == "cosine" else FLAT
         choose = self.n_clusters == "auto"
         config = AnnealConfig(n_clusters=self._most_clusters, cooling=self.cooling,
@@ -631,7 +636,7 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
                 total_weight=summary.total_weight,
                 rng=None if seeds[run] is None else np.random.default_rng(seeds[run]),
                 callback=callback or (self._report if self.verbose else None),
-                sample=sample, checkpoint=None if store is None else save,
+                sample=sample, sample_label=sample_label, checkpoint=None if store is None else save,
                 optimizer=None if self.optimizer == "em" else get_optimizer(self.optimizer),
                 geometry=geometry, normalization=self.normalization,
                 phase_callback=getattr(callback, "on_phase", None),

@@ -188,7 +188,7 @@ def test_second_moments_only_in_the_axis_passes_while_splits_remain(n_features):
     for passes in by_temperature.values():
         flags = [p.moments for p, _ in passes]
         n = sum(f != "none" for f in flags)
-        if passes[0][1]["n_clusters"] >= 8:
+        if passes[0][1]["codevectors"] >= 8:
             # None, unless a merge or an emptied cluster leaves fewer than K: then the
             # splits that follow need fresh axes, measured after the EM passes.
             assert flags == ["none"] * (len(flags) - n) + [mode] * n
@@ -211,7 +211,7 @@ def test_small_float64_data_anneal_on_a_float32_copy_and_finish_on_the_data():
                                center_box=(-20, 20), random_state=5, return_centers=True)
     x = x + 1e5  # far from the origin: the copy is of the centered rows
     model = SoftKMeans(8).fit(x)
-    copy = [r for r in model.history_ if r["data"] == "sample"]
+    copy = [r for r in model.history_ if r["data"] == "copy"]
     assert copy and all(r["weight"] == len(x) for r in copy)
     assert all(r["temperature"] == 0 for r in model.history_ if r["data"] == "full")
     assert model.history_[-1]["data"] == "full"

@@ -108,7 +108,7 @@ def test_float32_and_float64_input_take_the_same_passes():
                       random_state=1)
     fits = [SoftKMeans(15, compute_labels=False).fit(x.astype(dtype))
             for dtype in (np.float64, np.float32)]
-    on_copy = [r["phase"] for r in fits[0].history_ if r["data"] == "sample"]
+    on_copy = [r["phase"] for r in fits[0].history_ if r["data"] == "copy"]
     assert on_copy == [r["phase"] for r in fits[1].history_]
     finish = [r for r in fits[0].history_ if r["data"] == "full"]
     assert all(r["temperature"] == 0 for r in finish)

@@ -22,7 +22,7 @@ from dask_softkmeans.cli.progress import FitProgress, format_record, notice_if_s
 from dask_softkmeans.engine import load_kernel
 
 LINE = re.compile(r"^pass \d+ +\w+ +T=\S+ +clusters=\d+ +F=\S+ +inertia=\S+ +[\d.]+ ms/pass")
-COMPACT = re.compile(r"^pass \d+: \w+ T=\S+ clusters=\d+ F=\S+ inertia=\S+ [\d.]+ ms/pass")
+COMPACT = re.compile(r"^pass \d+: \w+ T=\S+ clusters=\d+ F=\S+ inertia=\S+( \([^)]*\))? [\d.]+ ms/pass")
 
 
 @pytest.fixture(scope="module")

@@ -344,6 +344,8 @@ def _passes(model: SoftKMeans) -> str:
     if full == model.n_iter_:
         return f"{full} passes over the data, {where}"
     sample = model.n_iter_ - full
+    if any(r.get("data") == "copy" for r in model.history_):
+        return f"{sample} passes over a float32 copy of the data, {full} over the data, {where}"
     rows = next(int(r["weight"]) for r in model.history_ if r.get("data") == "sample")
     return f"{sample} passes over a {rows}-row sample, {full} over all the data, {where}"
 

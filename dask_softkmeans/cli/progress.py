@@ -41,7 +41,7 @@ from rich.text import Text
 
 def format_record(record: dict, index: int | None = None) -> str:
     """One pass as a plain, grep-friendly line."""
-    where = " on a sample" if record.get("data") == "sample" else ""
+    where = {"sample": " on a sample", "copy": " on a float32 copy"}.get(record.get("data"), "")
     number = f"pass {index:<5d} " if index is not None else ""
     return (
         f"{number}{record['phase']:6s} T={record['temperature']:<10.4g} "
@@ -63,7 +63,7 @@ def format_phase(row: dict) -> str:
 
 def compact_record(record: dict, index: int) -> str:
     """One pass without padding, to fit an 80-column terminal above the live display."""
-    where = " (sample)" if record.get("data") == "sample" else ""
+    where = {"sample": " (sample)", "copy": " (copy)"}.get(record.get("data"), "")
     return (
         f"pass {index}: {record['phase']} T={record['temperature']:.4g} "
         f"clusters={record['n_clusters']} F={record['free_energy']:.6g} "
@@ -190,7 +190,8 @@ class FitProgress:
             not self._phases and record["n_clusters"] != last["n_clusters"])
         if self.verbose or changed:
             self._emit(record)
-        where = "  (on a sample)" if record.get("data") == "sample" else ""
+        where = {"sample": "  (on a sample)", "copy": "  (on a float32 copy)"}.get(
+            record.get("data"), "")
         self._progress.status = (
             f"  T={record['temperature']:.4g}  F={record['free_energy']:.6g}  "
             f"inertia={record['inertia']:.6g}  {record['seconds'] * 1e3:.1f} ms/pass{where}")
