@@ -14,6 +14,9 @@ normalisations, which the compiled kernel does not implement.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import numpy as np
 
 from .._typing import Metric, MomentMode, Normalization
@@ -181,6 +184,58 @@ def _one_hot(labels: np.ndarray, n_clusters: int) -> np.ndarray:
     return p
 
 
+def hard_sub_blocks(
+    x: np.ndarray,
+    weights: np.ndarray | None,
+    centers: np.ndarray,
+    offset: np.ndarray,
+    rows: int,
+    acc: Any,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """The sub-blocks of ``rows`` rows of ``x``, and what every pass takes from them.
+
+    Rows with a NaN or an infinity are counted in ``acc.nonfinite`` and left
+    out; the weight, the hard counts and the inertia of the others are added to
+    ``acc`` (a :class:`.StatsLayout` view).  Distances are formed in the block's
+    precision from the products, as the compiled kernel forms them; each row's
+    nearest distance is recomputed exactly in float64 (the expanded product
+    cancels when clusters are far apart relative to their size) and the others
+    are taken relative to it.
+
+    Yields
+    ------
+    x64, w, labels, dmin, gap
+        The finite rows in float64 about ``offset`` ``(n, D)``, their weights
+        ``(n,)``, nearest centers ``(n,)`` and nearest squared distances
+        ``(n,)``, and every squared distance minus the nearest ``(K, n)``, >= 0.
+    """
+    work = working_dtype(x.dtype)
+    rel_centers = centers - offset
+    centers_work = rel_centers.astype(work)
+    center_norms = np.einsum("ij,ij->i", centers_work, centers_work)
+    for start in range(0, x.shape[0], rows):
+        xb = x[start : start + rows]
+        wb = None if weights is None else np.asarray(weights[start : start + rows], np.float64)
+        finite = np.isfinite(xb).all(axis=1)
+        if not finite.all():
+            acc.nonfinite[...] += np.count_nonzero(~finite)
+            xb = xb[finite]
+            wb = None if wb is None else wb[finite]
+        n = xb.shape[0]
+        if n == 0:
+            continue
+        w = np.ones(n) if wb is None else wb
+        x64 = xb.astype(np.float64) - offset
+        d = pairwise_distances(x64.astype(work, copy=False), centers_work, center_norms)
+        labels = d.argmin(axis=0)
+        diff = x64 - rel_centers[labels]
+        dmin = np.einsum("ij,ij->i", diff, diff)
+        acc.weight[...] += w.sum()
+        acc.hard_counts[...] += np.bincount(labels, weights=w, minlength=centers.shape[0])
+        acc.inertia[...] += w @ dmin
+        yield x64, w, labels, dmin, d.astype(np.float64) - d[labels, np.arange(n)][None, :]
+
+
 def reference_statistics(
     x: np.ndarray,
     centers: np.ndarray,
@@ -208,10 +263,7 @@ def reference_statistics(
     out = layout.empty()
     acc = layout.unpack(out)
     offset = np.zeros(n_features) if offset is None else np.asarray(offset, np.float64)
-    work = working_dtype(x.dtype)
     rel_centers = centers - offset
-    centers_work = rel_centers.astype(work)
-    center_norms = np.einsum("ij,ij->i", centers_work, centers_work)
     hard = temperature == 0 or not np.isfinite(1.0 / temperature)
     if moments == "power":
         if directions is None:
@@ -221,29 +273,8 @@ def reference_statistics(
     # The (rows, D*D) outer products of "full" moments count against the budget too.
     rows = sub_block_rows(n_clusters, n_features * n_features if moments == "full" else n_features)
 
-    for start in range(0, x.shape[0], rows):
-        xb = x[start : start + rows]
-        wb = None if weights is None else np.asarray(weights[start : start + rows], np.float64)
-        finite = np.isfinite(xb).all(axis=1)
-        if not finite.all():
-            acc.nonfinite[...] += np.count_nonzero(~finite)
-            xb = xb[finite]
-            wb = None if wb is None else wb[finite]
-        n = xb.shape[0]
-        if n == 0:
-            continue
-        w = np.ones(n) if wb is None else wb
-        x64 = xb.astype(np.float64) - offset
-        d = pairwise_distances(x64.astype(work, copy=False), centers_work, center_norms)
-        labels = d.argmin(axis=0)
-        # The nearest distance again, directly in float64: the expanded
-        # product above cancels when clusters are far apart relative to their size.
-        diff = x64 - rel_centers[labels]
-        dmin = np.einsum("ij,ij->i", diff, diff)
-        acc.weight[...] += w.sum()
-        acc.hard_counts[...] += np.bincount(labels, weights=w, minlength=n_clusters)
-        acc.inertia[...] += w @ dmin
-        gap = d.astype(np.float64) - d[labels, np.arange(n)][None, :]  # d - min_k d, >= 0
+    for x64, w, labels, dmin, gap in hard_sub_blocks(x, weights, centers, offset, rows, acc):
+        n = x64.shape[0]
 
         if hard:
             resp, omega = _one_hot(labels, n_clusters), np.zeros(n)

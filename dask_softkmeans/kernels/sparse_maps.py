@@ -20,12 +20,11 @@ search over ``s + 1`` sorted values per nonzero.
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse
 
 from .._typing import MomentMode, Normalization
-from .common import SPARSE_LOGIT_FLOOR, float_block, sub_block_rows, working_dtype
+from .common import SPARSE_LOGIT_FLOOR, float_block, sub_block_rows
 from .layout import StatsLayout
-from .reference import pairwise_distances
+from .reference import hard_sub_blocks
 
 
 def _thresholds(top: np.ndarray, normalization: Normalization) -> np.ndarray:
@@ -147,10 +146,7 @@ def sparse_statistics(
     out = layout.empty()
     acc = layout.unpack(out)
     offset = np.zeros(n_features) if offset is None else np.asarray(offset, np.float64)
-    work = working_dtype(x.dtype)
     rel_centers = centers - offset
-    centers_work = rel_centers.astype(work)
-    center_norms = np.einsum("ij,ij->i", centers_work, centers_work)
     priors = None if log_priors is None else np.asarray(log_priors, np.float64)
     if moments == "power":
         if directions is None:
@@ -158,28 +154,9 @@ def sparse_statistics(
         directions = np.asarray(directions, np.float64)
     rows_per_block = sub_block_rows(n_clusters, n_features)
 
-    for start in range(0, x.shape[0], rows_per_block):
-        xb = x[start : start + rows_per_block]
-        wb = None if weights is None else np.asarray(weights[start : start + rows_per_block],
-                                                     np.float64)
-        finite = np.isfinite(xb).all(axis=1)
-        if not finite.all():
-            acc.nonfinite[...] += np.count_nonzero(~finite)
-            xb = xb[finite]
-            wb = None if wb is None else wb[finite]
-        n = xb.shape[0]
-        if n == 0:
-            continue
-        w = np.ones(n) if wb is None else wb
-        x64 = xb.astype(np.float64) - offset
-        d = pairwise_distances(x64.astype(work, copy=False), centers_work, center_norms)
-        labels = d.argmin(axis=0)
-        diff = x64 - rel_centers[labels]
-        dmin = np.einsum("ij,ij->i", diff, diff)
-        acc.weight[...] += w.sum()
-        acc.hard_counts[...] += np.bincount(labels, weights=w, minlength=n_clusters)
-        acc.inertia[...] += w @ dmin
-        gap = d.astype(np.float64) - d[labels, np.arange(n)][None, :]
+    for x64, w, _, dmin, gap in hard_sub_blocks(
+            x, weights, centers, offset, rows_per_block, acc):
+        n = x64.shape[0]
         if compiled:
             from . import compiled as kernel  # numba compiles (or loads) on first use
 
@@ -215,6 +192,8 @@ def sparse_statistics(
         largest = np.zeros(n)
         np.maximum.at(largest, rows, values)
         acc.confidence[...] += w @ largest
+
+        import scipy.sparse  # only this twin of the compiled loop needs it
 
         by_cluster = scipy.sparse.csr_matrix((weighted, (clusters, rows)), shape=(n_clusters, n))
         acc.counts[...] += np.bincount(clusters, weights=weighted, minlength=n_clusters)
