@@ -13,6 +13,7 @@ import zarr
 from click.testing import CliRunner
 from distributed import Client, LocalCluster
 from sklearn.datasets import make_blobs
+from test_checkpoint import Interrupt, interrupt_after
 
 from dask_softkmeans import SoftKMeans
 from dask_softkmeans.annealing import CRITICAL_FACTOR, principal_axes
@@ -271,26 +272,11 @@ def test_model_file_keeps_the_map(blobs, tmp_path):
                                   model.predict_proba(blobs, temperature=2.0))
 
 
-class Interrupt(Exception):
-    """Raised from a progress callback: the fit stops as if killed."""
-
-
-def _stop_after(passes: int):
-    seen = []
-
-    def callback(record: dict) -> None:
-        seen.append(record)
-        if len(seen) == passes:
-            raise Interrupt
-
-    return callback
-
-
 def test_checkpoint_resumes_a_sparse_fit_and_refuses_another_map(blobs, tmp_path):
     reference = SoftKMeans(5, normalization="entmax15").fit(blobs)
     with pytest.raises(Interrupt):
         SoftKMeans(5, normalization="entmax15", checkpoint=tmp_path).fit(
-            blobs, callback=_stop_after(12))
+            blobs, callback=interrupt_after(12))
     with pytest.raises(CheckpointError, match=r"normalization: 'entmax15' in the checkpoint"):
         SoftKMeans(5, checkpoint=tmp_path).fit(blobs, resume=True)
     resumed = SoftKMeans(5, normalization="entmax15", checkpoint=tmp_path).fit(blobs, resume=True)
