@@ -310,7 +310,10 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         counted.
     history_ : list of dict
         One record per pass: phase, data, weight, temperature, free_energy,
-        inertia, entropy, distortion, shift, n_clusters, confidence, seconds.
+        inertia, entropy, distortion, shift, n_clusters (the phase diagram's
+        count while annealing), codevectors (the centers the pass used),
+        moments (whether it measured the principal axes), confidence, seconds,
+        and at T > 0 of a softmax fit log_prior_min (the smallest log prior).
         Phases: "anneal" (EM at T > 0), "lloyd" (T = 0), "fill" (topping up to
         K clusters) and "swap" (trial moves of a center at T = 0, kept only
         when they lower the inertia).  ``data`` is "sample" for passes over the

@@ -329,8 +329,8 @@ def test_auto_sample_grows_with_the_clusters():
     x = centers[rng.integers(0, 80, 40_000)] + rng.standard_normal((40_000, 3))
     model = SoftKMeans(80, compute_labels=False).fit(x)  # a sample of 16000 rows
     sampled = [r for r in model.history_ if r["data"] == "sample"]
-    assert {r["weight"] for r in sampled if r["n_clusters"] <= 50} == {10_000}
-    assert {r["weight"] for r in sampled if r["n_clusters"] > 50} == {16_000}
+    assert {r["weight"] for r in sampled if r["codevectors"] <= 50} == {10_000}
+    assert {r["weight"] for r in sampled if r["codevectors"] > 50} == {16_000}
     assert {r["weight"] for r in sampled if r["temperature"] == 0} == {16_000}
     # An integer sample_size is the sample of every pass at T > 0.
     fixed = SoftKMeans(4, sample_size=12_000, compute_labels=False).fit(x)
