@@ -695,7 +695,7 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
                 or not isinstance(data, np.ndarray) or data.dtype != np.float64
                 or data.nbytes > WORKING_COPY_MAX_BYTES):
             return None
-        x, w = runner.sample(runner.n_samples)
+        x, w = runner.all_rows()
         with np.errstate(over="ignore"):
             x = (x - summary.offset).astype(np.float32)
         if not np.isfinite(x).all():

@@ -377,6 +377,13 @@ class Runner:
         row = np.asarray(array_api.to_numpy(row), dtype=np.float64)
         return np.nan_to_num(row[0], nan=0.0, posinf=0.0, neginf=0.0)
 
+    def all_rows(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """Every row in order, in memory, with its weights: :meth:`sample` of all the
+        rows, without a copy or a shuffle for NumPy data."""
+        if self._local:
+            return self._x, None if self._w is None else np.asarray(self._w, np.float64)
+        return self.sample(self.n_samples)
+
     def sample(self, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
         """``size`` rows drawn uniformly without replacement, in memory, with their weights.
 
