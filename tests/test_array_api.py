@@ -3,8 +3,8 @@
 :mod:`dask_softkmeans.kernels.array_api` is one implementation for every array
 library; these tests hold it to the NumPy reference and the compiled kernel on
 NumPy, run it on ``array-api-strict`` (which refuses anything outside the
-standard, NumPy arrays included) and on JAX, whose ``grad`` must give the
-analytic gradient ``2 (N_k c_k - S_k)``.
+standard, NumPy arrays included) and on JAX and PyTorch, whose gradients must give
+the analytic gradient ``2 (N_k c_k - S_k)``.
 """
 
 from __future__ import annotations
@@ -343,6 +343,75 @@ def test_dask_array_of_jax_chunks_runs_the_array_api_kernel_per_block(
     np.testing.assert_allclose(
         fit.centers, fit_temperature(x, centers, 0.7, normalization="entmax15", max_iter=5).centers,
         atol=1e-9)
+
+
+# -- PyTorch: autograd through the same reference (where PyTorch is installed) --------------
+# PyTorch is not in the test extra (its Linux wheels bring the CUDA libraries, gigabytes):
+# these run where it is installed, as the CuPy tests run where a GPU is.
+
+@pytest.fixture
+def torch():
+    return pytest.importorskip("torch")
+
+
+@pytest.mark.parametrize("normalization", NORMALIZATIONS)
+def test_torch_gradient_in_the_centers_is_the_analytic_one(torch, problem, normalization):
+    x, centers, log_priors, weights = problem
+    stats = soft_statistics(x, centers, 0.7, log_priors=log_priors, sample_weight=weights,
+                            normalization=normalization)
+    c = torch.tensor(centers, requires_grad=True)
+    value = free_energy(torch.tensor(x), c, 0.7, normalization=normalization,
+                        log_priors=torch.tensor(log_priors), sample_weight=torch.tensor(weights))
+    assert isinstance(value, torch.Tensor) and value.ndim == 0
+    assert float(value.detach()) == pytest.approx(stats.free_energy, rel=1e-12)
+    value.backward()
+    np.testing.assert_allclose(c.grad.numpy(), stats.gradient,
+                               atol=1e-6 * np.abs(stats.gradient).max())
+
+
+@pytest.mark.parametrize("normalization", NORMALIZATIONS)
+def test_torch_gradients_in_the_data_and_log_temperature_match_finite_differences(
+        torch, problem, normalization):
+    x, centers, log_priors, _ = problem
+    x = x[:60]
+
+    def f(x_, log_t):
+        return free_energy(x_, torch.tensor(centers), torch.exp(log_t),
+                           normalization=normalization, log_priors=torch.tensor(log_priors))
+
+    xt = torch.tensor(x, requires_grad=True)
+    log_t = torch.tensor(np.log(0.7), requires_grad=True)
+    f(xt, log_t).backward()
+    h = 1e-6
+    with torch.no_grad():
+        fd_t = (f(torch.tensor(x), log_t + h) - f(torch.tensor(x), log_t - h)) / (2 * h)
+        assert float(log_t.grad) == pytest.approx(float(fd_t), rel=1e-5, abs=1e-6)
+        for i, j in [(0, 0), (17, 2), (45, 1)]:
+            e = np.zeros_like(x)
+            e[i, j] = h
+            fd = (f(torch.tensor(x + e), log_t) - f(torch.tensor(x - e), log_t)) / (2 * h)
+            assert float(xt.grad[i, j]) == pytest.approx(float(fd), rel=1e-5, abs=1e-6)
+
+
+def test_torch_statistics_are_torch_tensors(torch, problem):
+    x, centers, log_priors, weights = problem
+    got = soft_statistics(torch.tensor(x), torch.tensor(centers), 0.7, log_priors=log_priors,
+                          sample_weight=torch.tensor(weights), normalization="entmax15")
+    expected = soft_statistics(x, centers, 0.7, log_priors=log_priors, sample_weight=weights,
+                               normalization="entmax15")
+    for name, value in got._asdict().items():
+        assert isinstance(value, torch.Tensor) and value.dtype == torch.float64, name
+        np.testing.assert_allclose(value.numpy(), getattr(expected, name), rtol=1e-9,
+                                   atol=1e-9, err_msg=name)
+
+
+def test_torch_float32_block_sums_in_float64(torch, problem):
+    x, centers, log_priors, _ = problem
+    kwargs = dict(offset=x.mean(axis=0), log_priors=log_priors)
+    got = block_statistics(torch.tensor(x, dtype=torch.float32), centers, 0.4, **kwargs)
+    expected = reference_statistics(x.astype(np.float32), centers, 0.4, **kwargs)
+    assert isinstance(got, np.ndarray) and got.dtype == np.float64
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
 
 
 # -- CuPy: a Dask array of GPU chunks (needs a GPU) ----------------------------------------

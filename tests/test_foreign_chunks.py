@@ -190,6 +190,23 @@ def test_jax_chunks_fit_equals_the_numpy_fit():
     np.testing.assert_array_equal(labels, expected.labels_)
 
 
+def test_torch_chunks_fit_equals_the_numpy_fit(blobs4, host_copies):
+    """A Dask array of PyTorch CPU tensors (where PyTorch is installed; it is not in the test
+    extra): the fit of the NumPy chunks, and no block copied to NumPy wholesale."""
+    torch = pytest.importorskip("torch")
+    chunks = da.from_array(blobs4, chunks=(BLOCK, 3)).map_blocks(
+        torch.from_numpy, meta=torch.empty((0, 3), dtype=torch.float64))
+    model = SoftKMeans(4, random_state=0).fit(chunks)
+    expected = SoftKMeans(4, random_state=0).fit(da.from_array(blobs4, chunks=(BLOCK, 3)))
+    assert type(model.cluster_centers_) is np.ndarray
+    np.testing.assert_allclose(model.cluster_centers_, expected.cluster_centers_, rtol=1e-10, atol=1e-12)
+    assert model.n_iter_ == expected.n_iter_
+    np.testing.assert_array_equal(model.labels_.compute(), expected.labels_.compute())
+    assert max(int(np.prod(s)) for s in host_copies) < BLOCK * 3
+    proba = model.predict_proba(chunks).compute()
+    np.testing.assert_allclose(proba, expected.predict_proba(blobs4), atol=1e-12)
+
+
 # -- CuPy on a GPU: where both are present --------------------------------------------------
 
 @pytest.fixture
