@@ -330,7 +330,7 @@ class Annealer:
             normalization=self.normalization,
         ))
         means = self.geometry.targets(stats.counts, stats.sums, clusters.centers)
-        shift = float(np.max(np.sum((means - clusters.centers) ** 2, axis=1)))
+        shift = float(((means - clusters.centers) ** 2).sum(axis=1).max())
         record = {
             "phase": phase,
             "data": self._labels[self._source],

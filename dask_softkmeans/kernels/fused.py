@@ -58,16 +58,18 @@ def _packing(n_clusters: int, n_features: int, moments: MomentMode) -> tuple[
 
 
 _MOMENT_CODES: dict[str, int] = {}
+_COMPILED: list[Any] = []  # the compiled module, once imported
 
 
 def _compiled() -> Any:
     """The compiled kernel's module: numba compiles (or loads) it on first use, not on import."""
-    from . import compiled
+    if not _COMPILED:
+        from . import compiled
 
-    if not _MOMENT_CODES:
         _MOMENT_CODES.update(none=compiled.MOMENTS_NONE, full=compiled.MOMENTS_FULL,
                              power=compiled.MOMENTS_POWER)
-    return compiled
+        _COMPILED.append(compiled)
+    return _COMPILED[0]
 
 
 def fused_statistics(
@@ -103,7 +105,10 @@ def fused_statistics(
         with np.errstate(over="ignore"):
             kernel_offset = offset.astype(x.dtype).astype(np.float64)
     finite = np.isfinite(kernel_offset)
-    if not finite.all():
+    # Only a float32 block, or an offset that was not finite, has a kernel offset apart
+    # from the caller's (float64 rounding of a float64 offset is exact).
+    moved = x.dtype != np.float64 or not finite.all()
+    if moved:
         kernel_offset[~finite] = 0.0  # beyond float32: no centering helps there
     rel_centers = np.ascontiguousarray(centers - kernel_offset)
     centers_work = rel_centers.astype(x.dtype)
@@ -136,9 +141,8 @@ def fused_statistics(
         counts, sums, hard_counts, removal_costs, moment_sums, scalars,
         np.empty(0, np.int32) if labels is None else labels))
     out[scalar_index] = scalars
-    shift = kernel_offset - offset
-    if shift.any():  # float32 blocks: the offset was rounded
-        sums += counts[:, None] * shift
+    if moved:
+        sums += counts[:, None] * (kernel_offset - offset)
     return out
 
 
