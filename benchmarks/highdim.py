@@ -157,8 +157,9 @@ def anatomy(name: str, root: Path, repeat: int) -> None:
         x = np.ascontiguousarray(data, dtype=dtype)
         model = SoftKMeans(k).fit(x)
         phases = [sum(h["phase"] == p for h in model.history_) for p in ("anneal", "lloyd", "swap")]
-        # Passes over an in-memory sample, or over the float32 copy of small float64 data.
-        on_sample = sum(h["data"] == "sample" for h in model.history_)
+        # Passes over an in-memory sample, or over the float32 copy of small float64 data
+        # (recorded as data="copy").
+        on_sample = sum(h["data"] != "full" for h in model.history_)
         fits, kernels, blocks = [], [], []
         kernel, block = _Timed(compiled, "soft_block"), _Timed(runner, "pass_statistics")
         try:
