@@ -4,6 +4,9 @@ Run from the repository root::
 
     python benchmarks/highdim.py                 # every case
     python benchmarks/highdim.py --cases digits a3 --repeat 9
+    python benchmarks/highdim.py --cases digits --anatomy --repeat 9   # where a fit's time goes
+    python benchmarks/highdim.py --cases digits --fit-cpu --repeat 7   # our fit's CPU time alone
+    python benchmarks/highdim.py --cases digits --fit-cpu --against ../other-checkout
 
 Each case is a data set (standardised to zero mean and unit variance per
 feature, as such data are clustered in practice; the SIPU set ``a3`` as it is),
@@ -157,8 +160,9 @@ def anatomy(name: str, root: Path, repeat: int) -> None:
         x = np.ascontiguousarray(data, dtype=dtype)
         model = SoftKMeans(k).fit(x)
         phases = [sum(h["phase"] == p for h in model.history_) for p in ("anneal", "lloyd", "swap")]
-        # Passes over an in-memory sample, or over the float32 copy of small float64 data.
-        on_sample = sum(h["data"] == "sample" for h in model.history_)
+        # Passes over an in-memory sample, or over the float32 copy of small float64 data
+        # (recorded as data="copy").
+        on_sample = sum(h["data"] != "full" for h in model.history_)
         fits, kernels, blocks = [], [], []
         kernel, block = _Timed(compiled, "soft_block"), _Timed(runner, "pass_statistics")
         try:
@@ -200,6 +204,48 @@ def anatomy(name: str, root: Path, repeat: int) -> None:
     print()
 
 
+def fit_cpu(name: str, root: Path, repeat: int) -> None:
+    """CPU milliseconds of one default fit per input dtype, smallest and median of ``repeat``
+    (the dtypes in turns): run it in alternate processes on two checkouts of the package
+    (``PYTHONPATH``) to compare them under the same load."""
+    loader, k, dtypes = CASES[name]
+    data = loader(root)
+    xs = [np.ascontiguousarray(data, dtype=dtype) for dtype in dtypes]
+    for x in xs:
+        SoftKMeans(k).fit(x)  # the kernel loaded
+    seconds: list[list[float]] = [[] for _ in xs]
+    for _ in range(repeat):
+        for i, x in enumerate(xs):
+            start = time.process_time()
+            SoftKMeans(k).fit(x)
+            seconds[i].append(time.process_time() - start)
+    print(f"{name} CPU ms per fit (smallest / median of {repeat}): " + ", ".join(
+        f"{x.dtype.name} {1e3 * min(s):.1f} / {1e3 * float(np.median(s)):.1f}"
+        for x, s in zip(xs, seconds, strict=True)), flush=True)
+
+
+def fit_cpu_against(names: list[str], root: Path, repeat: int, rounds: int,
+                    other: Path) -> None:
+    """:func:`fit_cpu` in alternate processes, this checkout's package and the one under
+    ``other`` (a checkout's root, put first on ``PYTHONPATH``), ``rounds`` times each."""
+    import os
+    import subprocess
+    import sys
+
+    here = Path(__file__).resolve()
+    mine = str(here.parents[1])
+    for round_ in range(rounds):
+        for label, path in (("other", str(other.resolve())), ("this", mine)):
+            env = {**os.environ, "PYTHONPATH": path}
+            out = subprocess.run(
+                [sys.executable, str(here), "--fit-cpu", "--results-dir", "none", "--repeat",
+                 str(repeat), "--data", str(root), "--cases", *names],
+                env=env, check=True, capture_output=True, text=True).stdout
+            for line in out.splitlines():
+                if "CPU ms" in line:
+                    print(f"round {round_ + 1}, {label} ({path}): {line}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
@@ -210,12 +256,24 @@ def main() -> None:
     parser.add_argument("--anatomy", action="store_true",
                         help="instead of the comparison: where the CPU time of our fit goes "
                              "(kernel, the Python around it, the driver), per dtype")
+    parser.add_argument("--fit-cpu", action="store_true",
+                        help="instead of the comparison: CPU ms of our default fit alone, "
+                             "per dtype (smallest and median)")
+    parser.add_argument("--against", type=Path, default=None,
+                        help="with --fit-cpu: another checkout's root; both packages' fits "
+                             "run in alternate processes, --rounds times")
+    parser.add_argument("--rounds", type=int, default=5)
     add_results_option(parser)
     args = parser.parse_args()
     with recorded("highdim", args.results_dir):
         if args.anatomy:
             for name in args.cases:
                 anatomy(name, args.data, args.repeat)
+        elif args.fit_cpu and args.against is not None:
+            fit_cpu_against(args.cases, args.data, args.repeat, args.rounds, args.against)
+        elif args.fit_cpu:
+            for name in args.cases:
+                fit_cpu(name, args.data, args.repeat)
         else:
             _run(args)
 

@@ -314,6 +314,8 @@ class Annealer:
         self._merges: list[tuple[int, int]] = []
         self._distinct_since: dict[int, int] = {0: 0}  # id -> record where it became distinct
         self._alive_ids: set[int] = {0}
+        # (statistics, centers, targets) of the last pass: see _targets.
+        self._last_targets: tuple[BlockStats, np.ndarray, np.ndarray] | None = None
 
     # -- one pass, recorded ---------------------------------------------------
     def _pass(self, clusters: _Clusters, temperature: float, phase: str,
@@ -330,7 +332,8 @@ class Annealer:
             normalization=self.normalization,
         ))
         means = self.geometry.targets(stats.counts, stats.sums, clusters.centers)
-        shift = float(np.max(np.sum((means - clusters.centers) ** 2, axis=1)))
+        self._last_targets = (stats, clusters.centers, means)
+        shift = float(((means - clusters.centers) ** 2).sum(axis=1).max())
         record = {
             "phase": phase,
             "data": self._labels[self._source],
@@ -357,6 +360,15 @@ class Annealer:
             self.callback(record)
         return stats
 
+    def _targets(self, stats: BlockStats, centers: np.ndarray) -> np.ndarray:
+        """The M-step targets of a pass's statistics at the centers it was given: those
+        :meth:`_pass` computed for its shift when they are of the last pass (the same
+        arrays), else computed again (on small data a pass's NumPy calls count)."""
+        last = self._last_targets
+        if last is not None and last[0] is stats and last[1] is centers:
+            return last[2]
+        return self.geometry.targets(stats.counts, stats.sums, centers)
+
     def _update(self, clusters: _Clusters, stats: BlockStats, axes: bool = True) -> _Clusters:
         """EM step at ``T > 0``; clusters without mass are dropped.
 
@@ -374,7 +386,8 @@ class Annealer:
         alive = stats.counts > 1e-12 * weight
         new = clusters.take(alive)
         counts = stats.counts[alive]
-        means = self.geometry.targets(counts, stats.sums[alive], new.centers)
+        means = (self._targets(stats, clusters.centers) if counts.size == alive.size
+                 else self.geometry.targets(counts, stats.sums[alive], new.centers))
         if self.optimizer is None:
             new.centers = self.geometry.project(
                 new.centers + self.config.relax * (means - new.centers))
@@ -809,7 +822,7 @@ class Annealer:
         previous = np.inf  # the inertia of the last accepted pass
         for iteration in range(cfg.max_lloyd_iter):
             stats = self._pass(clusters, 0.0, phase)
-            means = self.geometry.targets(stats.counts, stats.sums, clusters.centers)
+            means = self._targets(stats, clusters.centers)
             if last is not None and stats.inertia > last[0]:
                 if iteration == cfg.max_lloyd_iter - 1:
                     break

@@ -186,3 +186,15 @@ def test_nearest_labels_are_the_nearest_centers(dtype, n_features, k):
     assert labels.dtype == np.int32 and labels.shape == (len(x),)
     np.testing.assert_array_equal(labels[clear], d.argmin(1)[clear])
     assert _kernels.nearest_labels(x[:0], c).shape == (0,)
+
+
+@pytest.mark.parametrize("moments", ["none", "power", "full"])
+def test_layout_parts_are_where_unpack_finds_them(moments):
+    layout = StatsLayout(3, 2, moments)
+    vector = np.arange(layout.size, dtype=np.float64)
+    views = layout.unpack(vector)
+    for name in views._fields:
+        part = getattr(views, name)
+        np.testing.assert_array_equal(vector[layout.part(name)], part.reshape(-1))
+        assert np.shares_memory(part, vector) or part.size == 0  # views, not copies
+    assert layout.part(views._fields[-1]).stop == layout.size

@@ -9,6 +9,9 @@ does in NumPy.
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import numpy as np
 
 from .._typing import MomentMode
@@ -36,6 +39,39 @@ def chunk_rows(n_clusters: int, n_features: int, moments: MomentMode = "none") -
     return max(1, min(CACHE_ELEMENTS // width, MAX_CHUNK_ROWS, cap))
 
 
+#: The fields of :class:`.BlockStats` that the kernel's ``Outputs.scalars`` hold, in order.
+_SCALARS = ("weight", "free_energy", "entropy", "distortion", "inertia", "confidence", "nonfinite")
+
+
+@functools.lru_cache(maxsize=64)
+def _packing(n_clusters: int, n_features: int, moments: MomentMode) -> tuple[
+        int, tuple[slice, ...], np.ndarray, int]:
+    """What every call with these shapes shares (a pass calls with the same ones each time):
+    the packed vector's length; where counts, sums, hard counts, removal costs and moments
+    lie in it; where the kernel's scalars go; the kernel's chunk of rows."""
+    layout = StatsLayout(n_clusters, n_features, moments)
+    parts = tuple(layout.part(name)
+                  for name in ("counts", "sums", "hard_counts", "removal", "moments"))
+    scalars = np.array([layout.part(name).start for name in _SCALARS])
+    scalars.flags.writeable = False
+    return layout.size, parts, scalars, chunk_rows(n_clusters, n_features, moments)
+
+
+_MOMENT_CODES: dict[str, int] = {}
+_COMPILED: list[Any] = []  # the compiled module, once imported
+
+
+def _compiled() -> Any:
+    """The compiled kernel's module: numba compiles (or loads) it on first use, not on import."""
+    if not _COMPILED:
+        from . import compiled
+
+        _MOMENT_CODES.update(none=compiled.MOMENTS_NONE, full=compiled.MOMENTS_FULL,
+                             power=compiled.MOMENTS_POWER)
+        _COMPILED.append(compiled)
+    return _COMPILED[0]
+
+
 def fused_statistics(
     x: np.ndarray,
     centers: np.ndarray,
@@ -51,19 +87,29 @@ def fused_statistics(
 ) -> np.ndarray:
     """:func:`block_statistics` with softmax responsibilities, by the compiled kernel;
     at ``temperature == 0`` each row's nearest center into ``labels`` (int32) if given."""
-    from . import compiled  # numba compiles (or loads) on first use, not on import
-
+    compiled = _compiled()
     n_clusters, n_features = centers.shape
-    layout = StatsLayout(n_clusters, n_features, moments)
-    out = layout.empty()
-    acc = layout.unpack(out)
+    # A soft pass of a small block costs little more than this function's own Python:
+    # what depends only on the shapes is looked up, and the kernel adds into views.
+    size, parts, scalar_index, chunk = _packing(n_clusters, n_features, moments)
+    out = np.zeros(size)
+    counts, sums, hard_counts, removal_costs, moment_sums = (out[part] for part in parts)
+    sums = sums.reshape(n_clusters, n_features)
     x = np.ascontiguousarray(x)
     offset = np.zeros(n_features) if offset is None else np.asarray(offset, np.float64)
     # The kernel forms x - offset in the block's precision: it takes the offset rounded to
     # it, and its sums are moved back to the caller's offset below, in float64.
-    with np.errstate(over="ignore"):
-        kernel_offset = offset.astype(x.dtype).astype(np.float64)
-    kernel_offset[~np.isfinite(kernel_offset)] = 0.0  # beyond float32: no centering helps there
+    if x.dtype == np.float64:
+        kernel_offset = offset.copy()
+    else:
+        with np.errstate(over="ignore"):
+            kernel_offset = offset.astype(x.dtype).astype(np.float64)
+    finite = np.isfinite(kernel_offset)
+    # Only a float32 block, or an offset that was not finite, has a kernel offset apart
+    # from the caller's (float64 rounding of a float64 offset is exact).
+    moved = x.dtype != np.float64 or not finite.all()
+    if moved:
+        kernel_offset[~finite] = 0.0  # beyond float32: no centering helps there
     rel_centers = np.ascontiguousarray(centers - kernel_offset)
     centers_work = rel_centers.astype(x.dtype)
     if moments == "power":
@@ -84,23 +130,19 @@ def fused_statistics(
     settings = compiled.Settings(
         temperature=float(temperature),
         floor=float(LOGIT_FLOOR),
-        moments={"none": compiled.MOMENTS_NONE, "full": compiled.MOMENTS_FULL,
-                 "power": compiled.MOMENTS_POWER}[moments],
+        moments=_MOMENT_CODES[moments],
         removal=bool(removal),
-        chunk=int(chunk_rows(n_clusters, n_features, moments)),
+        chunk=chunk,
     )
     scalars = np.zeros(len(compiled.TOTALS))
     # No weights: an empty array, read as 1 per row (not n ones to allocate and read).
     w = np.empty(0) if weights is None else np.ascontiguousarray(weights, np.float64)
     compiled.soft_block(x, w, kernel_centers, settings, compiled.Outputs(
-        acc.counts, acc.sums, acc.hard_counts, acc.removal, acc.moments.reshape(-1), scalars,
+        counts, sums, hard_counts, removal_costs, moment_sums, scalars,
         np.empty(0, np.int32) if labels is None else labels))
-    for name, value in zip(
-        ("weight", "free_energy", "entropy", "distortion", "inertia", "confidence", "nonfinite"),
-        scalars, strict=True,
-    ):
-        getattr(acc, name)[...] = value
-    acc.sums[...] += acc.counts[:, None] * (kernel_offset - offset)
+    out[scalar_index] = scalars
+    if moved:
+        sums += counts[:, None] * (kernel_offset - offset)
     return out
 
 

@@ -21,12 +21,13 @@ from .._typing import MomentMode
 
 
 @functools.lru_cache(maxsize=256)
-def _slices(shapes: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, int, tuple[int, ...]], ...]:
-    """``(start, stop, shape)`` of each part; cached, as every pass unpacks more than once."""
+def _slices(layout: PackedLayout) -> tuple[tuple[slice, tuple[int, ...] | None], ...]:
+    """``(slice, shape)`` of each part, shape None where the slice has it already (1-D);
+    cached per layout, as every pass unpacks more than once."""
     slices, start = [], 0
-    for shape in shapes:
+    for shape in layout.shapes():
         stop = start + math.prod(shape)
-        slices.append((start, stop, shape))
+        slices.append((slice(start, stop), None if len(shape) == 1 else shape))
         start = stop
     return tuple(slices)
 
@@ -43,7 +44,7 @@ class PackedLayout:
     @property
     def size(self) -> int:
         """Length of the packed vector."""
-        return _slices(self.shapes())[-1][1]
+        return _slices(self)[-1][0].stop
 
     def empty(self) -> np.ndarray:
         """A zero vector to accumulate into."""
@@ -51,8 +52,12 @@ class PackedLayout:
 
     def unpack(self, vector: np.ndarray) -> Any:
         """Named views (not copies) into ``vector``."""
-        return self.views(*(vector[start:stop].reshape(shape)
-                            for start, stop, shape in _slices(self.shapes())))
+        return self.views(*[vector[part] if shape is None else vector[part].reshape(shape)
+                            for part, shape in _slices(self)])
+
+    def part(self, name: str) -> slice:
+        """Where the part ``name`` (a field of :attr:`views`) lies in the packed vector."""
+        return _slices(self)[self.views._fields.index(name)][0]
 
 
 class BlockStats(NamedTuple):
