@@ -7,11 +7,14 @@ Run from the repository root::
 
 Float32 rows of unit-spread blobs (``soft_pass.py``'s data; T = 1), their distances
 computed once in NumPy and cut into chunks of 128 rows as the kernel holds them
-(K, rows).  Cumulative ns per row, minimum over the repeats, taken in turns: copying the
-distances in, then :func:`_soft._exp_sweep`, :func:`_soft._row_totals`,
-:func:`_soft._drop_floor` (with the bit marks), and the soft sums either as the
-second product (BLAS, one thread, then added to the float64 sums) or as the scatter
-of the marked terms (:func:`_soft._scatter_sums`).  No result file: a diagnostic.
+(K, rows).  Cumulative ns per row, minimum over the repeats, taken in turns.  The
+dense route: copying the distances in, then :func:`_soft._exp_sweep` (``exp`` of all
+K logits), :func:`_soft._row_totals`, :func:`_soft._drop_floor`, and the soft sums as
+the second product (BLAS, one thread, then added to the float64 sums).  The sparse
+route, which the kernel takes where at most one logit in eight is above the cut:
+copying in and :func:`_soft._mark_above` (one compare per logit, the bit marks), then
+:func:`_soft._sparse_rows` (``exp`` of the marked logits, the row totals, the
+scatter).  No result file: a diagnostic.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ ROWS = 128
 
 
 @nb.njit(fastmath=FASTMATH)
-def _steps(dist, amax, xs, stage, scatter):  # pragma: no cover - compiled
+def _steps(dist, amax, xs, stage):  # pragma: no cover - compiled
     chunks, k, m = dist.shape
     dim = xs.shape[2]
     g = np.empty((k, m), np.float32)
@@ -44,15 +47,19 @@ def _steps(dist, amax, xs, stage, scatter):  # pragma: no cover - compiled
     for t in range(chunks):
         g[:] = dist[t]
         am = amax[t]
+        if stage >= 5:  # the sparse route: the compare and marks, then (6) the marked rows
+            _soft._mark_above(g, am, log_priors, 1.0, np.log(_soft._NEGLIGIBLE_32), marks, su)
+            if stage >= 6:
+                _soft._sparse_rows(g, xs[t], marks, (am, -am, -am, w), log_priors, 1.0, 1.0,
+                                   counts, sums, totals)
+            continue
         if stage >= 1:
             _soft._exp_sweep(g, am, z, su, sd, log_priors, 1.0, 1.0, -60.0)
         if stage >= 2:
             _soft._row_totals(m, am, -am, -am, w, z, su, sd, 1.0, totals)
         if stage >= 3:
-            _soft._drop_floor(g, z, _soft._NEGLIGIBLE_32, counts, marks)
-        if stage >= 4 and scatter:
-            _soft._scatter_sums(g, xs[t], marks, sums)
-        elif stage >= 4:
+            _soft._drop_floor(g, z, _soft._NEGLIGIBLE_32, counts)
+        if stage >= 4:
             product_into(g, xs[t], s_work)
             for c in range(k):
                 for j in range(dim):
@@ -69,9 +76,9 @@ def main() -> None:
     args = parser.parse_args()
     print(f"command: python benchmarks/soft_steps.py --clusters {' '.join(map(str, args.clusters))} "
           f"--features {args.features}; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    print("\n| K | nonzero per row | copy | + exp sweep | + row totals | + drop floor, marks | "
-          "+ second product | + scatter (instead) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| K | nonzero per row | copy | + exp sweep | + row totals | + drop floor | "
+          "+ second product | sparse: copy, compare, marks | + marked rows |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for k in args.clusters:
         rng = np.random.default_rng(k)
         d = args.features
@@ -84,14 +91,14 @@ def main() -> None:
         chunked = np.ascontiguousarray(dist.astype(np.float32).reshape(-1, ROWS, k).transpose(0, 2, 1))
         amax = np.ascontiguousarray(-dist.astype(np.float32).min(1).astype(np.float64).reshape(-1, ROWS))
         xs = np.ascontiguousarray(x.astype(np.float32).reshape(-1, ROWS, d))
-        runs = [(s, False) for s in range(5)] + [(4, True)]
-        for s, sc in runs:
-            _steps(chunked, amax, xs, s, sc)
+        runs = list(range(7))
+        for s in runs:
+            _steps(chunked, amax, xs, s)
         times: list[list[float]] = [[] for _ in runs]
         for _ in range(args.repeats):
-            for r, (s, sc) in enumerate(runs):
+            for r, s in enumerate(runs):
                 start = time.perf_counter()
-                _steps(chunked, amax, xs, s, sc)
+                _steps(chunked, amax, xs, s)
                 times[r].append(time.perf_counter() - start)
         cells = " | ".join(f"{min(t) * 1e9 / n:.1f}" for t in times)
         print(f"| {k} | {nonzero:.1f} | {cells} |", flush=True)
