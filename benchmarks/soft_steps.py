@@ -1,4 +1,4 @@
-"""Where the soft path's time goes: the kernel's own steps over 128-row chunks, one thread.
+"""Where the soft path's time goes: the kernel's own steps over chunks of rows, one thread.
 
 Run from the repository root::
 
@@ -6,13 +6,14 @@ Run from the repository root::
     python benchmarks/soft_steps.py --clusters 32 --features 64
 
 Float32 rows of unit-spread blobs (``soft_pass.py``'s data; T = 1), their distances
-computed once in NumPy and cut into chunks of 128 rows as the kernel holds them
-(K, rows).  Cumulative ns per row, minimum over the repeats, taken in turns.  The
-dense route: copying the distances in, then :func:`_soft._exp_sweep` (``exp`` of all
-K logits), :func:`_soft._row_totals`, :func:`_soft._drop_floor`, and the soft sums as
-the second product (BLAS, one thread, then added to the float64 sums).  The sparse
-route, which the kernel takes where at most one logit in eight is above the cut:
-copying in and :func:`_soft._mark_above` (one compare per logit, the bit marks), then
+computed once in NumPy and cut into chunks as the kernel holds them (K, rows): 128
+rows (``--chunk-rows``), the kernel's chunk for float32 rows of up to 64 features.
+Cumulative ns per row, minimum over the repeats, taken in turns.  The dense route:
+copying the distances in, then :func:`_soft._exp_sweep` (``exp`` of all K logits),
+:func:`_soft._row_totals`, :func:`_soft._drop_floor`, and the soft sums as the second
+product (BLAS, one thread, then added to the float64 sums).  The sparse route, which
+the kernel takes where at most one logit in eight is above the cut: copying in and
+:func:`_soft._mark_above` (one compare per logit, the bit marks), then
 :func:`_soft._sparse_rows` (``exp`` of the marked logits, the row totals, the
 scatter).  No result file: a diagnostic.
 """
@@ -30,8 +31,6 @@ import numpy as np
 
 from dask_softkmeans.kernels.compiled import _soft
 from dask_softkmeans.kernels.compiled._math import FASTMATH, product_into
-
-ROWS = 128
 
 
 @nb.njit(fastmath=FASTMATH)
@@ -71,26 +70,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clusters", type=int, nargs="+", default=[32, 128])
     parser.add_argument("--features", type=int, default=32)
-    parser.add_argument("--chunks", type=int, default=400)
+    parser.add_argument("--chunks", type=int, default=100)
+    parser.add_argument("--chunk-rows", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args()
+    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
     print(f"command: python benchmarks/soft_steps.py --clusters {' '.join(map(str, args.clusters))} "
-          f"--features {args.features}; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    print("\n| K | nonzero per row | copy | + exp sweep | + row totals | + drop floor | "
+          f"--features {args.features} --chunk-rows {args.chunk_rows}; load average {load}")
+    print("\n| K | rows per chunk | nonzero per row | copy | + exp sweep | + row totals | + drop floor | "
           "+ second product | sparse: copy, compare, marks | + marked rows |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for k in args.clusters:
         rng = np.random.default_rng(k)
         d = args.features
         c = rng.normal(size=(k, d))
-        n = ROWS * args.chunks
+        rows = args.chunk_rows
+        n = rows * args.chunks
         x = c[rng.integers(k, size=n)] + rng.standard_normal((n, d))
         dist = ((x[:, None, :] - c[None]) ** 2).sum(-1)
         u = -(dist - dist.min(1, keepdims=True))
         nonzero = float((np.exp(np.maximum(u, -60.0)) > _soft._NEGLIGIBLE_32).sum(1).mean())
-        chunked = np.ascontiguousarray(dist.astype(np.float32).reshape(-1, ROWS, k).transpose(0, 2, 1))
-        amax = np.ascontiguousarray(-dist.astype(np.float32).min(1).astype(np.float64).reshape(-1, ROWS))
-        xs = np.ascontiguousarray(x.astype(np.float32).reshape(-1, ROWS, d))
+        chunked = np.ascontiguousarray(dist.astype(np.float32).reshape(-1, rows, k).transpose(0, 2, 1))
+        amax = np.ascontiguousarray(-dist.astype(np.float32).min(1).astype(np.float64).reshape(-1, rows))
+        xs = np.ascontiguousarray(x.astype(np.float32).reshape(-1, rows, d))
         runs = list(range(7))
         for s in runs:
             _steps(chunked, amax, xs, s)
@@ -101,7 +103,7 @@ def main() -> None:
                 _steps(chunked, amax, xs, s)
                 times[r].append(time.perf_counter() - start)
         cells = " | ".join(f"{min(t) * 1e9 / n:.1f}" for t in times)
-        print(f"| {k} | {nonzero:.1f} | {cells} |", flush=True)
+        print(f"| {k} | {rows} | {nonzero:.1f} | {cells} |", flush=True)
 
 
 if __name__ == "__main__":

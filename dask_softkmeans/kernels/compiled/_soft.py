@@ -104,9 +104,9 @@ def _sparse_rows(g, xw, marks, point, log_priors, temperature, inv_t, counts, su
     ``z`` and of ``sum exp(u) u`` and ``sum exp(u) d``.  With ``z >= 1`` (the row's
     largest logit is 0) that moves each row's ``1 / z``, and so every statistic, by less
     than ``K e_cut`` relative (``K 2**-40`` in float32 blocks, ``K 2e-26`` in float64),
-    and the entropy and distortion terms by ``e_cut`` times the cut's logit and distance
-    each: far below the rounding of the blocks' distances.  ``g`` is left as scratch
-    (the marked terms' ``exp``), not as responsibilities.
+    and each row's ``sum exp(u) u`` and ``sum exp(u) d`` by at most ``K e_cut`` times the
+    largest ``|u|`` and ``d`` left out: far below the rounding of the blocks' distances.
+    ``g`` is left as scratch (the marked terms' ``exp``), not as responsibilities.
     """
     amax, best, exact, wc = point
     k, ms = g.shape
@@ -136,9 +136,10 @@ def _sparse_rows(g, xw, marks, point, log_priors, temperature, inv_t, counts, su
                 sd += e * d
                 g[c, i] = e
         wi = wc[i]
-        q = wi / z
+        rz = 1.0 / z  # one division a row, not two
+        q = wi * rz
         log_z = log_positive(z)
-        h_sum += wi * (log_z - su / z)
+        h_sum += wi * (log_z - su * rz)
         f_sum += wi * (exact[i] - (am + best[i]) - temperature * log_z)
         d_sum += sd * q
         conf_sum += q
