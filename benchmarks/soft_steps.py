@@ -89,7 +89,7 @@ def _kernel_steps(x, weights, centers, settings, out, stage):  # pragma: no cove
     product, 1 the nearest centers, 2 the exact nearest distances and the one-hot test,
     3 the compare and marks of the sparse route (the chunks after a gap sweep, one in
     nine, whose distances come in the soft path, take all of it here), 4 the whole soft
-    path.  Returns the chunks that were soft as a whole."""
+    path.  Returns the chunks that were soft as a whole, and all chunks."""
     n, dim = x.shape
     k = centers.work.shape[0]
     plan = make_plan(n, dim, centers.work.itemsize == 4, settings, centers.log_priors)
@@ -98,9 +98,11 @@ def _kernel_steps(x, weights, centers, settings, out, stage):  # pragma: no cove
     log_priors, all_rows, abs_centers = centers.log_priors, work.all_rows, work.abs_centers
     untested = 0
     soft = 0
+    chunks = 0
     log_cut = np.log(max(plan.e_cut, _soft._NEGLIGIBLE_32))
     for start in range(0, n, plan.chunk):
         m = min(plan.chunk, n - start)
+        chunks += 1
         sweep = SWEEP_GAP if plan.sweep == SWEEP_EQUAL and untested == 0 else plan.sweep
         lean = sweep == SWEEP_LLOYD or sweep == SWEEP_GAP
         totals[BAD_ROWS] += prepare_chunk(x, weights, start, m, work, not lean, rows.norms,
@@ -124,7 +126,7 @@ def _kernel_steps(x, weights, centers, settings, out, stage):  # pragma: no cove
         elif stage >= 3:
             _soft.soft_chunk(g, m, work.xw, sweep == SWEEP_GAP, centers, plan, work, rows, wrows,
                              out, totals)
-    return soft
+    return soft, chunks
 
 
 def kernel_steps(x: np.ndarray, centers: np.ndarray, temperature: float, repeats: int) -> None:
@@ -153,7 +155,7 @@ def kernel_steps(x: np.ndarray, centers: np.ndarray, temperature: float, repeats
     runs["kernel"] = lambda: block_statistics(x, centers, temperature, offset=offset)
     runs["kernel, T = 0"] = lambda: block_statistics(x, centers, 0.0, offset=offset)
     with threadpool_limits(1):
-        soft = _kernel_steps(x, np.empty(0), kernel_centers, settings, outputs(), 4)
+        soft, chunks = _kernel_steps(x, np.empty(0), kernel_centers, settings, outputs(), 4)
         times: dict[str, list[float]] = {name: [] for name in runs}
         for func in runs.values():
             func()
@@ -164,8 +166,7 @@ def kernel_steps(x: np.ndarray, centers: np.ndarray, temperature: float, repeats
                 times[name].append(time.perf_counter() - start)
     n = len(x)
     print(f"\nThe whole kernel, {n} x {d} float32, K = {k}, T = {temperature:g}, one thread "
-          f"({soft} of {-(-n // chunk_rows(k, d))} chunks of up to {chunk_rows(k, d)} rows soft "
-          "as a whole; cumulative ns per row):\n")
+          f"({soft} of {chunks} chunks soft as a whole; cumulative ns per row):\n")
     print("| rows, first product | + nearest | + exact nearest, one-hot test | "
           "+ compare, marks | + soft path (whole kernel's loop) | kernel | kernel at T = 0 |")
     print("|---|---|---|---|---|---|---|")
