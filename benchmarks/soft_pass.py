@@ -18,10 +18,13 @@ fill a box of side ``2 K^(1/D) 6``, which at T = 1 are one-hot (the hard path,
 Timed in turns (``throughput.interleaved_medians``): ours,
 ``soft_statistics(X, C, 1.0)`` on the persisted array, and scikit-learn's Lloyd
 iteration (``lloyd_iter_chunked_dense`` on both cores, as ``throughput.py``
-times it), from the true centers.  The ratio of the medians is the target; the
-machine is shared, so the load average before and after each shape is printed.
+times it), from the true centers, and ours at T = 0 (the one-hot pass) on the same
+array.  The ratio of the medians is the target; the machine is shared, so the load
+average before and after each shape is printed, and the soft pass over our own T = 0
+pass, a ratio of two runs of one kernel on the same workers, is printed beside.
 With ``--kernel`` the block kernel alone is timed too, on the in-memory rows, one
-thread, BLAS on one thread, against scikit-learn's iteration on one thread.
+thread, BLAS on one thread, against scikit-learn's iteration on one thread and
+against itself at T = 0.
 """
 
 from __future__ import annotations
@@ -111,7 +114,8 @@ def kernel_alone(x: np.ndarray, centers: np.ndarray, repeats: int) -> dict[str, 
     with threadpool_limits(1):
         return interleaved_medians(
             {"kernel": partial(block_statistics, x, centers, TEMPERATURE, offset=offset),
-             "sklearn_1": sklearn_iteration(x, centers, 1)}, repeats)
+             "sklearn_1": sklearn_iteration(x, centers, 1),
+             "kernel_hard": partial(block_statistics, x, centers, 0.0, offset=offset)}, repeats)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -148,7 +152,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> None:
             before = load()
             x, X = build(n, centers, client, 2)
             turns = {"ours": partial(soft_statistics, X, centers, TEMPERATURE),
-                     "sklearn": sklearn_iteration(x, centers, None)}
+                     "sklearn": sklearn_iteration(x, centers, None),
+                     "ours_hard": partial(soft_statistics, X, centers, 0.0)}
             start = time.perf_counter()
             row = interleaved_medians(turns, args.repeats)
             row.update(shape=f"{n / 1e6:g}M x {d}, K={k}", seconds=time.perf_counter() - start,
@@ -157,21 +162,26 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> None:
                 row.update(kernel_alone(x, centers, max(args.repeats // 2, 3)))
             rows.append(row)
             print(f"{row['shape']}: ours {row['ours']:.3f} s, sklearn {row['sklearn']:.3f} s, "
-                  f"ratio {row['ours'] / row['sklearn']:.2f} (load {row['load']})", flush=True)
+                  f"ratio {row['ours'] / row['sklearn']:.2f}, ours at T = 0 {row['ours_hard']:.3f} s "
+                  f"(load {row['load']})", flush=True)
             client.cancel(X)
             del x, X
     finally:
         client.close()
         lc.close()
     print("\n| shape | ours, soft pass (T = 1), s | sklearn Lloyd iteration, s | ours / sklearn"
-          + (" | kernel alone, s | sklearn 1 thread, s | kernel / sklearn 1 thread" if args.kernel
-             else "") + " | load average before / after |")
-    print("|---|---|---|---" + ("|---|---|---" if args.kernel else "") + "|---|")
+          " | ours at T = 0, s | soft / T = 0"
+          + (" | kernel alone, s | sklearn 1 thread, s | kernel / sklearn 1 thread"
+             " | kernel at T = 0, s | kernel soft / T = 0" if args.kernel else "")
+          + " | load average before / after |")
+    print("|---|---|---|---|---|---" + ("|---|---|---|---|---" if args.kernel else "") + "|---|")
     for r in rows:
         extra = (f" | {r['kernel']:.3f} | {r['sklearn_1']:.3f} | {r['kernel'] / r['sklearn_1']:.2f}"
+                 f" | {r['kernel_hard']:.3f} | {r['kernel'] / r['kernel_hard']:.2f}"
                  if args.kernel else "")
         print(f"| {r['shape']} | {r['ours']:.3f} | {r['sklearn']:.3f} | "
-              f"**{r['ours'] / r['sklearn']:.2f}**{extra} | {r['load']} |")
+              f"**{r['ours'] / r['sklearn']:.2f}** | {r['ours_hard']:.3f} | "
+              f"{r['ours'] / r['ours_hard']:.2f}{extra} | {r['load']} |")
 
 
 if __name__ == "__main__":

@@ -496,39 +496,55 @@ def test_soft_sums_at_32_features_match_the_reference(monkeypatch, k, temperatur
 
 @pytest.mark.parametrize("k", [32, 70])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_the_scatter_and_the_second_product_give_the_same_sums(k, dtype):
-    """The same responsibilities (most of them zero, some rows weighted 0) through the
-    marks and the scatter, and through the second product: the same counts and sums; the
-    marks hold exactly the nonzero terms, and the float32 cut drops only terms below
-    2**-40 of their row's largest."""
-    from dask_softkmeans.kernels.compiled import _soft
+def test_the_sparse_route_gives_the_dense_routes_statistics(k, dtype):
+    """The same soft rows (weights, some 0; unequal priors; T = 1 in float32, 0.8 in
+    float64, whose cut is the logit floor) through the dense
+    route (``exp`` of every logit, the totals, the floor, the second product) and the
+    sparse one (one compare per logit, then ``exp`` and the scatter of the marked logits
+    alone): the marks hold exactly the logits above the cut (with 70 clusters, two words
+    a row), few enough that the kernel takes the sparse route, and the counts, sums,
+    entropy, free energy, distortion and confidence agree to float tolerance, though the
+    sparse route leaves the terms below the cut out of each row's normaliser."""
+    from dask_softkmeans.kernels.compiled import _plan, _soft
 
     x, c, rng = _soft_blobs(k, 32, 300, dtype, 2 * k)
-    d = ((x.astype(np.float64)[:, None, :] - c[None]) ** 2).sum(-1)
-    u = np.maximum(-(d - d.min(1, keepdims=True)), -60.0)
-    e = np.ascontiguousarray(np.exp(u).T.astype(dtype))  # (K, rows) as the kernel holds them
-    q = 1.0 / np.exp(u).sum(1) * rng.choice([0.0, 1.0, 2.5], size=len(x))
+    t = 1.0 if dtype == np.float32 else 0.8
+    lp = np.log(rng.dirichlet(np.full(k, 3.0)))
+    d = ((x.astype(np.float64)[:, None, :] - c[None]) ** 2).sum(-1).astype(dtype)
+    d64 = d.astype(np.float64)
+    a = t * lp - d64
+    amax = a.max(1)
+    best = d64[np.arange(len(x)), a.argmax(1)]
+    w = rng.choice([0.0, 1.0, 2.5], size=len(x))
     e_cut = 2.0 * np.exp(-60.0) if dtype == np.float64 else 2.0 ** -40
+    log_cut = float(np.log(e_cut))
     words = (k + 63) // 64
-    g_scatter, g_dense = e.copy(), e.copy()
-    counts_scatter, counts_dense = np.zeros(k), np.zeros(k)
+    point = (amax, best, best.copy(), w)
+
+    g_dense = np.ascontiguousarray(d.T)  # (K, rows) as the kernel holds them
+    z, su, sd = np.zeros(len(x)), np.zeros(len(x)), np.zeros(len(x))
+    dense_counts, dense_sums, dense_totals = np.zeros(k), np.zeros((k, 32)), np.zeros(7)
+    _soft._exp_sweep(g_dense, amax, z, su, sd, lp, t, 1.0 / t, -60.0)
+    _soft._row_totals(len(x), *point, z, su, sd, t, dense_totals)
+    _soft._drop_floor(g_dense, z, e_cut, dense_counts)
+    _soft._soft_sums(g_dense, x, False, np.zeros(0), np.empty((k, 32), dtype), dense_sums)
+
+    g_sparse = np.ascontiguousarray(d.T)
     marks = np.zeros(words * len(x), np.int64)
-    nonzero = _soft._drop_floor(g_scatter, q, e_cut, counts_scatter, marks)
-    _soft._drop_floor(g_dense, q, e_cut, counts_dense, np.zeros(0, np.int64))
-    assert nonzero == (e > e_cut).sum() and nonzero * 4 < e.size
-    np.testing.assert_array_equal(g_scatter, g_dense)
-    np.testing.assert_array_equal(counts_scatter, counts_dense)
+    sparse_counts, sparse_sums, sparse_totals = np.zeros(k), np.zeros((k, 32)), np.zeros(7)
+    above = _soft._mark_above(g_sparse, amax, lp, t, log_cut, marks, np.empty(len(x)))
     bits = [(marks[(cl // 64) * len(x) + i] >> (cl % 64)) & 1 for cl in range(k) for i in range(len(x))]
-    np.testing.assert_array_equal(np.reshape(bits, (k, len(x))), e > e_cut)
-    scattered, product = np.zeros((k, 32)), np.zeros((k, 32))
-    _soft._scatter_sums(g_scatter, x, marks, scattered)
-    _soft._soft_sums(g_dense, x, float(e.size), np.zeros(0, np.int64), False, np.zeros(0),
-                     np.empty((k, 32), dtype), product)
-    want = g_dense.astype(np.float64) @ x.astype(np.float64)
+    want_marks = d64.T < (t * lp)[:, None] + (-amax - t * log_cut)[None, :]
+    np.testing.assert_array_equal(np.reshape(bits, (k, len(x))), want_marks)
+    assert above == want_marks.sum() and above * _soft._SPARSE_FACTOR <= k * len(x)
+    _soft._sparse_rows(g_sparse, x, marks, point, lp, t, 1.0 / t, sparse_counts, sparse_sums,
+                       sparse_totals)
+
     rtol = 1e-12 if dtype == np.float64 else 1e-6
-    np.testing.assert_allclose(scattered, want, rtol=rtol, atol=rtol * np.abs(want).max())
-    np.testing.assert_allclose(product, scattered, rtol=rtol * 10, atol=rtol * np.abs(want).max())
-    kept = np.where(e > e_cut, e, 0.0).astype(np.float64) * q
-    dropped = np.where(e > e_cut, 0.0, e.astype(np.float64)).max(initial=0.0)
-    np.testing.assert_allclose(counts_scatter, kept.sum(1), rtol=1e-12)
-    assert dropped <= e_cut
+    np.testing.assert_allclose(sparse_counts, dense_counts, rtol=rtol, atol=rtol * w.sum())
+    np.testing.assert_allclose(sparse_sums, dense_sums, rtol=rtol,
+                               atol=rtol * np.abs(dense_sums).max())
+    for slot in (_plan.H_SUM, _plan.F_SUM, _plan.D_SUM, _plan.CONF_SUM):
+        np.testing.assert_allclose(sparse_totals[slot], dense_totals[slot], rtol=rtol,
+                                   atol=rtol * w.sum(), err_msg=slot)
+    assert above > 1.5 * len(x) and dense_totals[_plan.H_SUM] > 0.0  # soft rows

@@ -1,8 +1,8 @@
 """The kernel's driver: one call adds the statistics of a block, a chunk of rows at a time.
 
 numba keys the driver's disk cache on this file alone, yet the cached machine code holds
-every phase it calls (soft chunks now scatter their sums from per-row marks of the nonzero
-responsibilities, :mod:`._soft`): a change to a phase in another module must change this
+every phase it calls (soft chunks whose logits are mostly negligible now evaluate only the
+marked ones, row by row, :mod:`._soft`): a change to a phase in another module must change this
 file too, or a warm cache keeps running the old phases.
 """
 

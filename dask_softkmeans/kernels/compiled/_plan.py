@@ -126,7 +126,7 @@ class Work(NamedTuple):
     center_proj: np.ndarray  #: (K,) the centers' projections on their directions
     proj_sums: np.ndarray  #: (K,) summed weighted projections
     all_rows: np.ndarray  #: (chunk,) int64 ``arange``: every row of a chunk
-    marks: np.ndarray  #: flat (ceil(K / 64) * chunk) int64: each soft row's nonzero clusters
+    marks: np.ndarray  #: flat (ceil(K / 64) * chunk) int64: each soft row's logits above the cut
 
 
 class Rows(NamedTuple):

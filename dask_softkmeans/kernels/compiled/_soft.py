@@ -1,9 +1,11 @@
 """The soft path: ``exp`` of the shifted logits, per-point totals, the soft sums.
 
 Responsibilities within ln 2 of the logit floor are stored as exact zeros (in
-float32 blocks, also those below ``2**-40`` of their row's largest).  Where most
-of a chunk's responsibilities are zero, the soft sums are a float64 scatter of
-the nonzero terms, found from a bit mask per row, instead of the second product.
+float32 blocks, also those below ``2**-40`` of their row's largest).  With 32
+features or more, one compare per logit first marks, in a bit mask per row, the
+logits above that cut; where at most one in :data:`_SPARSE_FACTOR` is, only those
+are evaluated, row by row (``exp``, the row's totals, and a float64 scatter of the
+soft sums), instead of the ``exp`` sweep over all K logits and the second product.
 Soft rows of mixed chunks (:mod:`._hard`) wait in the soft-row buffer
 (:class:`._plan.Pending`) until a chunk's worth takes the soft path: a loop
 over a dozen rows runs far slower per row than one over hundreds.
@@ -39,10 +41,9 @@ def soft_rows(g, xw, point, scratch, log_priors, plan, work, out, totals):  # pr
     """The soft path over ``ms`` rows whose distances are ``g`` (K, ms).
 
     ``point`` holds the rows' ``(amax, best, exact, weight)``, ``scratch`` three
-    per-point buffers.  ``g`` gets their weighted responsibilities; their soft sums
-    go to ``out.counts`` and ``out.sums`` (or, with the moments, the
-    responsibilities to ``work.r``), their entropy, free energy, distortion and
-    confidence to ``totals``.
+    per-point buffers.  Their soft sums go to ``out.counts`` and ``out.sums`` (or,
+    with the moments, the responsibilities to ``work.r``), their entropy, free
+    energy, distortion and confidence to ``totals``; ``g`` is scratch.
 
     Not inlined: three call sites, and inlined copies would triple the
     compilation time.  The sizes come from the arrays, not from integer
@@ -50,14 +51,113 @@ def soft_rows(g, xw, point, scratch, log_priors, plan, work, out, totals):  # pr
     """
     amax, best, exact, wc = point
     z, su, sd = scratch
-    _exp_sweep(g, amax, z, su, sd, log_priors, plan.temperature, plan.inv_t, plan.floor)
-    _row_totals(g.shape[1], amax, best, exact, wc, z, su, sd, plan.temperature, totals)
+    k, ms = g.shape
     e_cut = max(plan.e_cut, _NEGLIGIBLE_32) if g.itemsize == 4 else plan.e_cut
-    # The bit marks only where the scatter may run; they cost a little in every chunk.
-    marks = work.marks[: ((g.shape[0] + 63) >> 6) * g.shape[1]] if xw.shape[1] >= _SPARSE_MIN_DIM \
-        else work.marks[:0]
-    nonzero = _drop_floor(g, z, e_cut, out.counts, marks)
-    _soft_sums(g, xw, nonzero, marks, plan.r64, work.r, work.s_work, out.sums)
+    if xw.shape[1] >= _SPARSE_MIN_DIM and not plan.r64:
+        # One compare per logit first: where few are above the cut, only those are
+        # evaluated, row by row, and scattered (the marks are empty with the moments).
+        marks = work.marks[: ((k + 63) >> 6) * ms]
+        above = _mark_above(g, amax, log_priors, plan.temperature, log_positive(e_cut), marks, su)
+        if above * _SPARSE_FACTOR <= k * ms:
+            _sparse_rows(g, xw, marks, (amax, best, exact, wc), log_priors, plan.temperature,
+                         plan.inv_t, out.counts, out.sums, totals)
+            return
+    _exp_sweep(g, amax, z, su, sd, log_priors, plan.temperature, plan.inv_t, plan.floor)
+    _row_totals(ms, amax, best, exact, wc, z, su, sd, plan.temperature, totals)
+    _drop_floor(g, z, e_cut, out.counts)
+    _soft_sums(g, xw, plan.r64, work.r, work.s_work, out.sums)
+
+
+@nb.njit(**STEP)
+def _mark_above(g, amax, log_priors, temperature, log_cut, marks, bound):  # pragma: no cover
+    """Bit ``c % 64`` of ``marks[(c // 64) ms + i]`` set where row ``i``'s shifted logit
+    for cluster ``c`` is above ``log_cut`` (``u > log_cut``, i.e. ``d < T log pi_c -
+    amax - T log_cut``); returns how many are.  ``bound`` gets each row's
+    ``-amax - T log_cut``."""
+    k, ms = g.shape
+    for t in range(marks.size):
+        marks[t] = 0
+    for i in range(ms):
+        bound[i] = -amax[i] - temperature * log_cut
+    above = 0.0  # a float count keeps the loop vectorised
+    for c in range(k):
+        gr = g[c]
+        tlp = temperature * log_priors[c]
+        word = marks[(c >> 6) * ms : (c >> 6) * ms + ms]
+        bit = np.int64(c & 63)
+        for i in range(ms):
+            keep = np.float64(gr[i]) < tlp + bound[i]
+            above += 1.0 if keep else 0.0
+            word[i] |= np.int64(keep) << bit
+    return above
+
+
+@nb.njit(**STEP)
+def _sparse_rows(g, xw, marks, point, log_priors, temperature, inv_t, counts, sums,
+                 totals):  # pragma: no cover - compiled
+    """The soft path row by row over the marked logits only: their ``exp`` into the
+    row's normaliser and totals, then their weighted responsibilities into
+    ``counts`` and scattered into ``sums``.
+
+    The logits left out are those at or below the cut of :func:`_drop_floor`, whose
+    responsibilities the dense path drops too; they are also left out of the normaliser
+    ``z`` and of ``sum exp(u) u`` and ``sum exp(u) d``.  With ``z >= 1`` (the row's
+    largest logit is 0) that moves each row's ``1 / z``, and so every statistic, by less
+    than ``K e_cut`` relative (``K 2**-40`` in float32 blocks, ``K 2e-26`` in float64),
+    and each row's ``sum exp(u) u`` and ``sum exp(u) d`` by at most ``K e_cut`` times the
+    largest ``|u|`` and ``d`` left out: far below the rounding of the blocks' distances.
+    ``g`` is left as scratch (the marked terms' ``exp``), not as responsibilities.
+    """
+    amax, best, exact, wc = point
+    k, ms = g.shape
+    dim = xw.shape[1]
+    words = (k + 63) >> 6
+    single = g.itemsize == 4
+    h_sum = 0.0
+    f_sum = 0.0
+    d_sum = 0.0
+    conf_sum = 0.0
+    for i in range(ms):
+        am = amax[i]
+        z = 0.0
+        su = 0.0
+        sd = 0.0
+        for w in range(words):
+            bits = marks[w * ms + i]
+            while bits != 0:
+                c = (w << 6) + trailing_zeros(bits)
+                bits &= bits - 1
+                d = np.float64(g[c, i])
+                v = (temperature * log_priors[c] - d - am) * inv_t
+                # As in the sweep: float32 blocks take exp in float32.
+                e = np.float64(exp_nonpositive32(np.float32(v))) if single else exp_nonpositive(v)
+                z += e
+                su += e * v
+                sd += e * d
+                g[c, i] = e
+        wi = wc[i]
+        rz = 1.0 / z  # one division a row, not two
+        q = wi * rz
+        log_z = log_positive(z)
+        h_sum += wi * (log_z - su * rz)
+        f_sum += wi * (exact[i] - (am + best[i]) - temperature * log_z)
+        d_sum += sd * q
+        conf_sum += q
+        xi = xw[i]
+        for w in range(words):
+            bits = marks[w * ms + i]
+            while bits != 0:
+                c = (w << 6) + trailing_zeros(bits)
+                bits &= bits - 1
+                pw = np.float64(g[c, i]) * q
+                counts[c] += pw
+                sc = sums[c]
+                for j in range(dim):
+                    sc[j] += pw * np.float64(xi[j])
+    totals[H_SUM] += h_sum
+    totals[F_SUM] += f_sum
+    totals[D_SUM] += d_sum
+    totals[CONF_SUM] += conf_sum
 
 
 @nb.njit(**STEP)
@@ -126,48 +226,32 @@ def _row_totals(ms, amax, best, exact, wc, z, su, sd, temperature, totals):  # p
 
 
 @nb.njit(**STEP)
-def _drop_floor(g, q, e_cut, counts, marks):  # pragma: no cover - compiled
+def _drop_floor(g, q, e_cut, counts):  # pragma: no cover - compiled
     """``g`` becomes the weighted responsibilities ``exp(u) q``, exact zeros up to
     ``e_cut`` (at or within ln 2 of the logit floor, where they weigh < 2e-26 of the
     row's largest, or the float32 cut); adds them to ``counts`` and returns how many are
-    nonzero.  Unless ``marks`` is empty, bit ``c % 64`` of ``marks[(c // 64) ms + i]``
-    is set where row ``i``'s responsibility for cluster ``c`` is nonzero."""
+    nonzero."""
     k, ms = g.shape
     nonzero = 0.0
-    for t in range(marks.size):
-        marks[t] = 0
     for c in range(k):
         gr = g[c]
         acc = 0.0
         count = 0.0  # a float count keeps the loop vectorised
-        if marks.size:  # a loop of its own: the bits in the other would cost every pass
-            word = marks[(c >> 6) * ms : (c >> 6) * ms + ms]
-            bit = np.int64(c & 63)
-            for i in range(ms):
-                e = np.float64(gr[i])
-                keep = e > e_cut
-                pw = e * q[i] if keep else 0.0
-                gr[i] = pw
-                acc += pw
-                count += 1.0 if keep else 0.0
-                word[i] |= np.int64(keep) << bit
-        else:
-            for i in range(ms):
-                e = np.float64(gr[i])
-                keep = e > e_cut
-                pw = e * q[i] if keep else 0.0
-                gr[i] = pw
-                acc += pw
-                count += 1.0 if keep else 0.0
+        for i in range(ms):
+            e = np.float64(gr[i])
+            keep = e > e_cut
+            pw = e * q[i] if keep else 0.0
+            gr[i] = pw
+            acc += pw
+            count += 1.0 if keep else 0.0
         counts[c] += acc
         nonzero += count
     return nonzero
 
 
 @nb.njit(**STEP)
-def _soft_sums(g, xw, nonzero, marks, r64, r, s_work, sums):  # pragma: no cover - compiled
-    """The soft sums ``g xw`` into ``sums``: a scatter of the nonzero terms when most
-    are zero (and ``marks`` holds them), else the second product (through ``s_work``);
+def _soft_sums(g, xw, r64, r, s_work, sums):  # pragma: no cover - compiled
+    """The soft sums ``g xw`` into ``sums`` by the second product (through ``s_work``);
     with the moments, ``g`` into ``r`` instead (:func:`._moments.moment_products` takes
     them in float64)."""
     k, ms = g.shape
@@ -176,33 +260,11 @@ def _soft_sums(g, xw, nonzero, marks, r64, r, s_work, sums):  # pragma: no cover
         for c in range(k):
             for i in range(ms):
                 r[c * ms + i] = np.float64(g[c, i])
-    elif marks.size and nonzero * _SPARSE_FACTOR <= k * ms:
-        _scatter_sums(g, xw, marks, sums)
     else:
         product_into(g, xw[:ms], s_work)
         for c in range(k):
             for j in range(dim):
                 sums[c, j] += np.float64(s_work[c, j])
-
-
-@nb.njit(**STEP)
-def _scatter_sums(g, xw, marks, sums):  # pragma: no cover - compiled
-    """``sums[c] += g[c, i] xw[i]`` in float64 for the nonzero terms, row by row: each
-    row's marked clusters, lowest bit first (the work follows the nonzero terms, and
-    the row's values are read once)."""
-    k, ms = g.shape
-    dim = xw.shape[1]
-    for i in range(ms):
-        xi = xw[i]
-        for w in range((k + 63) >> 6):
-            bits = marks[w * ms + i]
-            while bits != 0:
-                c = (w << 6) + trailing_zeros(bits)
-                bits &= bits - 1
-                pw = np.float64(g[c, i])
-                sc = sums[c]
-                for j in range(dim):
-                    sc[j] += pw * np.float64(xi[j])
 
 
 @nb.njit(**PHASE)
