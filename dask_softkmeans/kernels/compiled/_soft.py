@@ -229,24 +229,17 @@ def _row_totals(ms, amax, best, exact, wc, z, su, sd, temperature, totals):  # p
 def _drop_floor(g, q, e_cut, counts):  # pragma: no cover - compiled
     """``g`` becomes the weighted responsibilities ``exp(u) q``, exact zeros up to
     ``e_cut`` (at or within ln 2 of the logit floor, where they weigh < 2e-26 of the
-    row's largest, or the float32 cut); adds them to ``counts`` and returns how many are
-    nonzero."""
+    row's largest, or the float32 cut); adds them to ``counts``."""
     k, ms = g.shape
-    nonzero = 0.0
     for c in range(k):
         gr = g[c]
         acc = 0.0
-        count = 0.0  # a float count keeps the loop vectorised
         for i in range(ms):
             e = np.float64(gr[i])
-            keep = e > e_cut
-            pw = e * q[i] if keep else 0.0
+            pw = e * q[i] if e > e_cut else 0.0
             gr[i] = pw
             acc += pw
-            count += 1.0 if keep else 0.0
         counts[c] += acc
-        nonzero += count
-    return nonzero
 
 
 @nb.njit(**STEP)
