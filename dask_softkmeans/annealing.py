@@ -69,10 +69,6 @@ StatisticsFn = Callable[[PassParams], BlockStats]
 #: one power-iteration product per cluster replaces them.
 FULL_MOMENTS_MAX_FEATURES = 8
 
-#: Annealing passes of at most this many row x cluster x feature products carry the
-#: power-iteration moments on every EM pass (see :func:`moments_on_every_pass`).
-SMALL_PASS_WORK = 1 << 21
-
 #: A swap trial's Lloyd passes give up when a pass lowers the inertia by less than this
 #: share of what it still lacks to beat the probe's: the move would not pay, or only after
 #: passes at that pace that cost more than it could gain (``benchmarks/README.md``).
@@ -114,10 +110,6 @@ class AnnealConfig:
     #: Anneal up to ``n_clusters`` codevectors, then keep the count of clusters
     #: read from the phase diagram (:func:`.phases.choose_n_clusters`).
     choose: bool = False
-    #: Power-iteration moments ride on every EM pass while splits remain, as full
-    #: moments do, instead of the axis passes after the EM (for small passes, see
-    #: :func:`moments_on_every_pass`).
-    moments_every_pass: bool = False
 
 
 @dataclass
@@ -207,20 +199,6 @@ class AnnealState:
 def moment_mode(n_features: int) -> MomentMode:
     """Which second-moment statistic a pass computes for ``n_features``."""
     return "full" if n_features <= FULL_MOMENTS_MAX_FEATURES else "power"
-
-
-def moments_on_every_pass(rows: int, n_clusters: int, n_features: int) -> bool:
-    """Whether power-iteration moments should ride on every EM pass of an annealing
-    whose passes read ``rows`` rows (:attr:`AnnealConfig.moments_every_pass`).
-
-    A moment pass costs about twice a plain pass's arithmetic.  Where a pass's
-    arithmetic (``rows * n_clusters * n_features``) is at most
-    ``SMALL_PASS_WORK``, the pass's fixed cost (the driver's bookkeeping, the
-    kernel's call) is a large share of it, and the axis passes that each
-    temperature's EM then needs no more cost more than the moments on every
-    pass; above, the moments stay in the axis passes.
-    """
-    return rows * n_clusters * n_features <= SMALL_PASS_WORK
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -682,9 +660,7 @@ class Annealer:
         (few features: cheap) ride on every pass; power-iteration products
         cost more than the rest of a soft pass, so the EM passes go without
         them and, once the centers have settled, :meth:`_axes` runs the passes
-        that measure each cluster's principal axis, unless the passes are small
-        (``moments_every_pass``): then they ride on every pass too, each EM
-        pass also a power-iteration step.
+        that measure each cluster's principal axis.
         """
         cfg = self.config
         # A gradient optimiser starts afresh at each temperature (a new problem),
@@ -692,17 +668,11 @@ class Annealer:
         self._opt_centers = None
         splits = clusters.size < cfg.n_clusters
         # Full moments (few features) cost little and give the axes in one pass: every
-        # pass carries them while splits remain.  Power-iteration products only on
-        # small passes.
-        every = self.mode == "full" or cfg.moments_every_pass
-        moments: MomentMode = self.mode if splits and every else "none"
-        settled = self.mode == "full"
-        for step in range(cfg.max_em_iter):
-            before = clusters.variances
+        # pass carries them while splits remain.  Power-iteration products do not.
+        moments: MomentMode = self.mode if splits and self.mode == "full" else "none"
+        for _ in range(cfg.max_em_iter):
             stats = self._pass(clusters, temperature, "anneal", moments)
             clusters = self._update(clusters, stats, axes=moments != "none")
-            if moments == "power":
-                settled = step > 0 and self._axes_settled(before, clusters, stats, temperature)
             if (clusters.size >= cfg.n_clusters
                     and float(stats.confidence / stats.weight) > cfg.stop_confidence):
                 # The assignments are hard already: the annealing ends here, and
@@ -710,30 +680,12 @@ class Annealer:
                 return clusters, stats
             if self.history[-1]["shift"] < cfg.tol * temperature:
                 break
-        if clusters.size < cfg.n_clusters and not (self.history[-1]["moments"] and settled):
-            # Splits follow (a cluster may also have emptied at K): measure the axes
-            # (power-iteration steps of the EM passes count).
-            clusters, stats = self._axes(clusters, temperature,
-                                         stepped=bool(self.history[-1]["moments"]))
+        if clusters.size < cfg.n_clusters and not self.history[-1]["moments"]:
+            # Splits follow (a cluster may also have emptied at K): measure the axes.
+            clusters, stats = self._axes(clusters, temperature)
         return clusters, stats
 
-    def _axes_settled(self, before: np.ndarray, clusters: _Clusters, stats: BlockStats,
-                      temperature: float) -> bool:
-        """Whether a power-iteration step from axes of variances ``before`` to
-        ``clusters``' left every split decision settled (see :meth:`_axes`)."""
-        cfg = self.config
-        alive = stats.counts > 1e-12 * float(stats.weight)
-        change = np.abs(clusters.variances - before[alive])
-        # The split decisions compare T_c = 2 lambda with T.  A Rayleigh
-        # quotient only grows with the steps, so a cluster unstable at the
-        # next temperature whatever it is (at most cooling * T) stays so.
-        critical = 2.0 * clusters.variances
-        settled = ((cfg.split_margin * critical >= cfg.cooling * temperature)
-                   | (2.0 * change <= cfg.axis_tol * temperature))
-        return bool(np.all(settled))
-
-    def _axes(self, clusters: _Clusters, temperature: float,
-              stepped: bool = False) -> tuple[_Clusters, BlockStats]:
+    def _axes(self, clusters: _Clusters, temperature: float) -> tuple[_Clusters, BlockStats]:
         """Passes with second moments at the settled centers: each cluster's principal axis.
 
         Full moments give it in one pass.  With power-iteration products, each
@@ -743,17 +695,23 @@ class Annealer:
         critical-temperature estimate (twice a Rayleigh quotient, which
         converges twice as fast as its vector, and only upwards) is either past
         the next temperature already or moves by less than ``axis_tol * T``;
-        at most ``max_axis_passes`` (``stepped``: the EM passes before made
-        steps already, so the first pass here may settle them).
+        at most ``max_axis_passes``.
         Each pass is also an EM step at ``T``.
         """
         cfg = self.config
         for step in range(1 if self.mode == "full" else cfg.max_axis_passes):
             before = clusters.variances
             stats = self._pass(clusters, temperature, "anneal", self.mode)
+            alive = stats.counts > 1e-12 * float(stats.weight)
             clusters = self._update(clusters, stats)
-            if ((step > 0 or stepped)
-                    and self._axes_settled(before, clusters, stats, temperature)):
+            change = np.abs(clusters.variances - before[alive])
+            # The split decisions compare T_c = 2 lambda with T.  A Rayleigh
+            # quotient only grows with the steps, so a cluster unstable at the
+            # next temperature whatever it is (at most cooling * T) stays so.
+            critical = 2.0 * clusters.variances
+            settled = ((cfg.split_margin * critical >= cfg.cooling * temperature)
+                       | (2.0 * change <= cfg.axis_tol * temperature))
+            if step > 0 and bool(np.all(settled)):
                 break
         return clusters, stats
 

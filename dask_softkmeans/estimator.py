@@ -28,7 +28,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import io, phases
 from ._typing import ArrayLike
-from .annealing import AnnealConfig, Annealer, AnnealResult, AnnealState, moments_on_every_pass
+from .annealing import AnnealConfig, Annealer, AnnealResult, AnnealState
 from .engine import Runner, active_client, load_kernel, map_rows, single_threaded_blas
 from .errors import InputError, ModelFileError
 from .geometry import FLAT, Sphere, unit
@@ -612,13 +612,9 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
             sample_label = "copy"
         geometry = Sphere(summary.offset) if self.metric == "cosine" else FLAT
         choose = self.n_clusters == "auto"
-        # The rows an annealing pass reads at most: the sample's, else all.
-        rows = self._sample_rows(runner.n_samples) or runner.n_samples
-        config = AnnealConfig(
-            n_clusters=self._most_clusters, cooling=self.cooling,
-            tol=min(self.tol, CHOOSE_K_TOL) if choose else self.tol,
-            max_lloyd_iter=self.max_iter, choose=choose,
-            moments_every_pass=moments_on_every_pass(rows, self._most_clusters, runner.n_features))
+        config = AnnealConfig(n_clusters=self._most_clusters, cooling=self.cooling,
+                              tol=min(self.tol, CHOOSE_K_TOL) if choose else self.tol,
+                              max_lloyd_iter=self.max_iter, choose=choose)
         store = saved = None
         if self.checkpoint is not None:
             store = Checkpoint(
@@ -664,10 +660,17 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         self, runner: Runner, offset: np.ndarray
     ) -> tuple[Callable[..., Any], float] | None:
         """Statistics over an in-memory sample for the passes at T > 0 (None: no sampling)."""
-        size = self._sample_rows(runner.n_samples)
-        if size is None:
+        n_samples = runner.n_samples
+        if self.sample_size is None:
             return None
-        x, w = runner.sample(size)
+        size = self.sample_size
+        if size == "auto":
+            size = auto_sample_size(self._most_clusters, n_samples)
+            if size is None:
+                return None
+        if size >= n_samples:
+            return None
+        x, w = runner.sample(max(int(size), self._most_clusters))
         x = check_finite(x)
         weight = float(x.shape[0] if w is None else w.sum())
         if weight <= 0:
@@ -675,15 +678,6 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         if self.sample_size != "auto":
             return centered_statistics(Runner(x, w), offset, self.metric), weight
         return _growing_sample(x, w, offset, self.metric), weight
-
-    def _sample_rows(self, n_samples: int) -> int | None:
-        """Rows of the annealing sample of ``n_samples`` rows (None: no sample)."""
-        size = self.sample_size
-        if size == "auto":
-            size = auto_sample_size(self._most_clusters, n_samples)
-        if size is None or size >= n_samples:
-            return None
-        return max(int(size), self._most_clusters)
 
     def _working_copy(
         self, runner: Runner, data: Any, summary: DataSummary

@@ -203,54 +203,6 @@ def test_second_moments_only_in_the_axis_passes_while_splits_remain(n_features):
     assert measured >= 2
 
 
-def test_small_passes_carry_the_power_moments_on_every_em_pass():
-    """With ``moments_every_pass`` every EM pass while splits remain is also a
-    power-iteration step; axis passes follow only where those steps left a split
-    decision unsettled, and the blobs are still all found."""
-    from dask_softkmeans.annealing import AnnealConfig, Annealer
-    from dask_softkmeans.engine import Runner
-    from dask_softkmeans.objective import run_pass
-
-    x, _, centers = make_blobs(3000, n_features=12, centers=8, cluster_std=1.0,
-                               center_box=(-20, 20), random_state=5, return_centers=True)
-    x = x - x.mean(0)
-    runner = Runner(x)
-    config = AnnealConfig(n_clusters=8, moments_every_pass=True)
-    annealer = Annealer(lambda params: run_pass(runner, params), config, n_features=12,
-                        total_weight=len(x))
-    values, vectors = np.linalg.eigh(np.cov(x.T))
-    result = annealer.run(np.zeros(12), float(values[-1]), vectors[:, -1])
-    assert centroid_index(result.centers, centers - centers.mean(0)) == 0
-    anneal = [r for r in annealer.history if r["phase"] == "anneal"]
-    before_k = [r for r in anneal if r["codevectors"] < 8]
-    assert len(before_k) >= 5 and all(r["moments"] for r in before_k)
-    # Temperatures are at least one EM pass and at most max_axis_passes axis passes.
-    per_t: dict[float, int] = {}
-    for r in before_k:
-        per_t[r["temperature"]] = per_t.get(r["temperature"], 0) + 1
-    assert len(per_t) >= 2
-
-
-def test_the_estimator_carries_moments_on_every_pass_only_for_small_passes():
-    from dask_softkmeans.annealing import SMALL_PASS_WORK, moments_on_every_pass
-
-    assert moments_on_every_pass(1797, 10, 64)  # digits
-    assert not moments_on_every_pass(51200, 256, 32)
-    assert moments_on_every_pass(SMALL_PASS_WORK, 1, 1)
-    assert not moments_on_every_pass(SMALL_PASS_WORK + 1, 1, 1)
-    x, _ = make_blobs(1500, n_features=12, centers=6, random_state=1)
-    small = SoftKMeans(6).fit(x)
-    assert all(r["moments"] for r in small.history_
-               if r["phase"] == "anneal" and r["codevectors"] < 6)
-    # Passes over the 10000-row sample x 20 clusters x 12 features: the EM passes go
-    # without the moments, and axis passes after them measure the axes.
-    x, _ = make_blobs(24000, n_features=12, centers=20, random_state=1)
-    large = SoftKMeans(20).fit(x.astype(np.float32))
-    anneal = [r for r in large.history_ if r["phase"] == "anneal" and r["codevectors"] < 20]
-    assert {r["data"] for r in anneal} == {"sample"}
-    assert any(not r["moments"] for r in anneal) and any(r["moments"] for r in anneal)
-
-
 def test_small_float64_data_anneal_on_a_float32_copy_and_finish_on_the_data():
     """Float64 data too small for a sample: the passes at T > 0 run on a float32 copy of
     all the rows (their weight is the data's), Lloyd and the swap check end on the data,
