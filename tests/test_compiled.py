@@ -546,5 +546,5 @@ def test_the_sparse_route_gives_the_dense_routes_statistics(k, dtype):
                                atol=rtol * np.abs(dense_sums).max())
     for slot in (_plan.H_SUM, _plan.F_SUM, _plan.D_SUM, _plan.CONF_SUM):
         np.testing.assert_allclose(sparse_totals[slot], dense_totals[slot], rtol=rtol,
-                                   atol=rtol * w.sum(), err_msg=slot)
+                                   atol=rtol * w.sum(), err_msg=str(slot))
     assert above > 1.5 * len(x) and dense_totals[_plan.H_SUM] > 0.0  # soft rows
