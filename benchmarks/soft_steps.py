@@ -65,8 +65,8 @@ def _steps(dist, amax, xs, stage):  # pragma: no cover - compiled
         if stage >= 5:  # the sparse route: the compare and marks, then (6) the marked rows
             _soft._mark_above(g, am, log_priors, 1.0, np.log(_soft._NEGLIGIBLE_32), marks, su)
             if stage >= 6:
-                _soft._sparse_rows(g, xs[t], marks, (am, -am, -am, w), log_priors, 1.0, 1.0,
-                                   counts, sums, totals)
+                _soft._sparse_rows(g, xs[t], marks, (am, -am, -am, w), (z, su, sd), log_priors,
+                                   1.0, 1.0, counts, sums, totals)
             continue
         if stage >= 1:
             _soft._exp_sweep(g, am, z, su, sd, log_priors, 1.0, 1.0, -60.0)

@@ -537,8 +537,9 @@ def test_the_sparse_route_gives_the_dense_routes_statistics(k, dtype):
     want_marks = d64.T < (t * lp)[:, None] + (-amax - t * log_cut)[None, :]
     np.testing.assert_array_equal(np.reshape(bits, (k, len(x))), want_marks)
     assert above == want_marks.sum() and above * _soft._SPARSE_FACTOR <= k * len(x)
-    _soft._sparse_rows(g_sparse, x, marks, point, lp, t, 1.0 / t, sparse_counts, sparse_sums,
-                       sparse_totals)
+    scratch = (np.zeros(len(x)), np.zeros(len(x)), np.zeros(len(x)))
+    _soft._sparse_rows(g_sparse, x, marks, point, scratch, lp, t, 1.0 / t, sparse_counts,
+                       sparse_sums, sparse_totals)
 
     rtol = 1e-12 if dtype == np.float64 else 1e-6
     np.testing.assert_allclose(sparse_counts, dense_counts, rtol=rtol, atol=rtol * w.sum())

@@ -59,7 +59,7 @@ def soft_rows(g, xw, point, scratch, log_priors, plan, work, out, totals):  # pr
         marks = work.marks[: ((k + 63) >> 6) * ms]
         above = _mark_above(g, amax, log_priors, plan.temperature, log_positive(e_cut), marks, su)
         if above * _SPARSE_FACTOR <= k * ms:
-            _sparse_rows(g, xw, marks, (amax, best, exact, wc), log_priors, plan.temperature,
+            _sparse_rows(g, xw, marks, point, scratch, log_priors, plan.temperature,
                          plan.inv_t, out.counts, out.sums, totals)
             return
     _exp_sweep(g, amax, z, su, sd, log_priors, plan.temperature, plan.inv_t, plan.floor)
@@ -93,11 +93,12 @@ def _mark_above(g, amax, log_priors, temperature, log_cut, marks, bound):  # pra
 
 
 @nb.njit(**STEP)
-def _sparse_rows(g, xw, marks, point, log_priors, temperature, inv_t, counts, sums,
+def _sparse_rows(g, xw, marks, point, scratch, log_priors, temperature, inv_t, counts, sums,
                  totals):  # pragma: no cover - compiled
     """The soft path row by row over the marked logits only: their ``exp`` into the
-    row's normaliser and totals, then their weighted responsibilities into
-    ``counts`` and scattered into ``sums``.
+    per-point ``scratch`` (normaliser, ``sum exp(u) u``, ``sum exp(u) d``), the rows'
+    totals as on the dense route (:func:`_row_totals`), then their weighted
+    responsibilities into ``counts`` and scattered into ``sums``.
 
     The logits left out are those at or below the cut of :func:`_drop_floor`, whose
     responsibilities the dense path drops too; they are also left out of the normaliser
@@ -109,19 +110,16 @@ def _sparse_rows(g, xw, marks, point, log_priors, temperature, inv_t, counts, su
     ``g`` is left as scratch (the marked terms' ``exp``), not as responsibilities.
     """
     amax, best, exact, wc = point
+    z, su, sd = scratch
     k, ms = g.shape
     dim = xw.shape[1]
     words = (k + 63) >> 6
     single = g.itemsize == 4
-    h_sum = 0.0
-    f_sum = 0.0
-    d_sum = 0.0
-    conf_sum = 0.0
     for i in range(ms):
         am = amax[i]
-        z = 0.0
-        su = 0.0
-        sd = 0.0
+        zi = 0.0
+        sui = 0.0
+        sdi = 0.0
         for w in range(words):
             bits = marks[w * ms + i]
             while bits != 0:
@@ -131,18 +129,16 @@ def _sparse_rows(g, xw, marks, point, log_priors, temperature, inv_t, counts, su
                 v = (temperature * log_priors[c] - d - am) * inv_t
                 # As in the sweep: float32 blocks take exp in float32.
                 e = np.float64(exp_nonpositive32(np.float32(v))) if single else exp_nonpositive(v)
-                z += e
-                su += e * v
-                sd += e * d
+                zi += e
+                sui += e * v
+                sdi += e * d
                 g[c, i] = e
-        wi = wc[i]
-        rz = 1.0 / z  # one division a row, not two
-        q = wi * rz
-        log_z = log_positive(z)
-        h_sum += wi * (log_z - su * rz)
-        f_sum += wi * (exact[i] - (am + best[i]) - temperature * log_z)
-        d_sum += sd * q
-        conf_sum += q
+        z[i] = zi
+        su[i] = sui
+        sd[i] = sdi
+    _row_totals(ms, amax, best, exact, wc, z, su, sd, temperature, totals)  # z becomes w / z
+    for i in range(ms):
+        q = z[i]
         xi = xw[i]
         for w in range(words):
             bits = marks[w * ms + i]
@@ -154,10 +150,6 @@ def _sparse_rows(g, xw, marks, point, log_priors, temperature, inv_t, counts, su
                 sc = sums[c]
                 for j in range(dim):
                     sc[j] += pw * np.float64(xi[j])
-    totals[H_SUM] += h_sum
-    totals[F_SUM] += f_sum
-    totals[D_SUM] += d_sum
-    totals[CONF_SUM] += conf_sum
 
 
 @nb.njit(**STEP)
