@@ -50,7 +50,9 @@ class Flat:
 
     def targets(self, counts: np.ndarray, sums: np.ndarray, centers: np.ndarray) -> np.ndarray:
         """Fixed points of the M-step, ``S_k / N_k``; a cluster without mass keeps its center."""
-        return np.where(counts[:, None] > 0, sums / np.maximum(counts, 1e-300)[:, None], centers)
+        means = sums / np.maximum(counts, 1e-300)[:, None]
+        filled = counts > 0
+        return means if filled.all() else np.where(filled[:, None], means, centers)
 
     def tangent(self, centers: np.ndarray, vectors: np.ndarray) -> np.ndarray:
         """Directions along which ``centers`` may move: every direction."""

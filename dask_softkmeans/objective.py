@@ -10,7 +10,6 @@ the passes the estimator builds on (:func:`summarize`, :func:`centered_statistic
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -22,7 +21,7 @@ from .engine import Runner
 from .errors import InputError
 from .geometry import sphere_half_critical, sphere_spread, unit
 from .inputs import as_data, as_weights
-from .kernels import BlockStats, PassParams, StatsLayout, working_dtype
+from .kernels import BlockStats, PassParams, stats_layout, working_dtype
 from .kernels.array_api import is_foreign_array
 from .optim import Optimizer, get_optimizer
 from .validation import (
@@ -46,7 +45,7 @@ GRAM_MAX_FEATURES = 1024
 def run_pass(runner: Runner, params: PassParams) -> BlockStats:
     """One soft pass of ``runner`` with ``params``, unpacked; refused if rows were not finite
     (or, under ``metric="cosine"``, all zero)."""
-    stats = StatsLayout(*params.shape, params.moments).unpack(runner.statistics(params))
+    stats = stats_layout(*params.shape, params.moments).unpack(runner.statistics(params))
     if stats.nonfinite > 0:
         raise nonfinite_error(stats.nonfinite)
     if stats.zero_rows > 0:
@@ -61,8 +60,8 @@ def centered_statistics(runner: Runner, offset: np.ndarray,
     ``metric="cosine"``, whose passes scale every row to unit length)."""
 
     def statistics(params: PassParams) -> BlockStats:
-        return run_pass(runner, dataclasses.replace(
-            params, centers=params.centers + offset, offset=offset, metric=metric))
+        return run_pass(runner, params.replace(
+            centers=params.centers + offset, offset=offset, metric=metric))
 
     return statistics
 

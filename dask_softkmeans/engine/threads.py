@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import Any
 
 #: In-memory passes cut the rows into blocks of this many rows (a fixed size,
@@ -44,8 +43,36 @@ def in_pool_thread() -> bool:
     return threading.current_thread().name.startswith(_POOL_PREFIX)
 
 
-@contextmanager
-def single_threaded_blas():
+class _SingleThreadedBlas:
+    """The context of :func:`single_threaded_blas` (a class: each pass opens one)."""
+
+    def __enter__(self) -> None:
+        global _blas, _blas_users, _blas_limit
+        with _lock:
+            if _blas is None:
+                # The compiled kernel's products run on SciPy's BLAS: load it before
+                # the controller lists the libraries it limits.
+                import scipy.linalg.cython_blas  # noqa: F401
+                from threadpoolctl import ThreadpoolController
+
+                _blas = ThreadpoolController()
+            if _blas_users == 0:
+                _blas_limit = _blas.limit(limits=1, user_api="blas")
+            _blas_users += 1
+
+    def __exit__(self, *exc: object) -> None:
+        global _blas_users, _blas_limit
+        with _lock:
+            _blas_users -= 1
+            if _blas_users == 0 and _blas_limit is not None:
+                _blas_limit.restore_original_limits()
+                _blas_limit = None
+
+
+_SINGLE_THREADED_BLAS = _SingleThreadedBlas()
+
+
+def single_threaded_blas() -> _SingleThreadedBlas:
     """BLAS on one thread while passes run: a pass parallelises over row blocks instead.
 
     The products of a pass are skinny (K or D small); multi-threaded BLAS on
@@ -56,23 +83,4 @@ def single_threaded_blas():
     the scopes are counted: the first to open sets it, the last to close
     restores it, whichever threads (concurrent fits) they run in.
     """
-    global _blas, _blas_users, _blas_limit
-    with _lock:
-        if _blas is None:
-            # The compiled kernel's products run on SciPy's BLAS: load it before
-            # the controller lists the libraries it limits.
-            import scipy.linalg.cython_blas  # noqa: F401
-            from threadpoolctl import ThreadpoolController
-
-            _blas = ThreadpoolController()
-        if _blas_users == 0:
-            _blas_limit = _blas.limit(limits=1, user_api="blas")
-        _blas_users += 1
-    try:
-        yield
-    finally:
-        with _lock:
-            _blas_users -= 1
-            if _blas_users == 0 and _blas_limit is not None:
-                _blas_limit.restore_original_limits()
-                _blas_limit = None
+    return _SINGLE_THREADED_BLAS

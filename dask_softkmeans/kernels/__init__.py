@@ -24,7 +24,7 @@ from ..validation import NORMALIZATIONS, foreign_metric_error
 from . import array_api
 from .common import PassParams, float_block, sub_block_rows, unit_rows, working_dtype
 from .fused import fused_statistics, nearest, nearest_labels
-from .layout import BlockStats, NormalLayout, RBFLayout, ScanLayout, StatsLayout
+from .layout import BlockStats, NormalLayout, RBFLayout, ScanLayout, StatsLayout, stats_layout
 from .reference import (
     normalize,
     normalize_vjp,
@@ -55,6 +55,7 @@ __all__ = [
     "scan_statistics",
     "sparse_statistics",
     "squared_distances",
+    "stats_layout",
     "sub_block_rows",
     "unit_rows",
     "working_dtype",

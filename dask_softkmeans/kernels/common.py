@@ -120,3 +120,15 @@ class PassParams:
         object.__setattr__(self, "shape", (int(centers.shape[0]), int(centers.shape[1])))
         if self.moments == "power" and self.directions is None:
             raise ValueError("moments='power' needs directions of shape (K, D).")
+
+    def replace(self, **changes: object) -> PassParams:
+        """These parameters with ``changes``: :func:`dataclasses.replace` without its
+        per-field introspection, which costs more than the rest of a small block's pass."""
+        unknown = changes.keys() - self.__dict__.keys()
+        if unknown:
+            raise TypeError(f"PassParams has no field {sorted(unknown)[0]!r}.")
+        params = object.__new__(PassParams)
+        params.__dict__.update(self.__dict__)
+        params.__dict__.update(changes)
+        params.__post_init__()
+        return params

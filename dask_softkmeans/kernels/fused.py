@@ -105,11 +105,14 @@ def fused_statistics(
         with np.errstate(over="ignore"):
             kernel_offset = offset.astype(x.dtype).astype(np.float64)
     finite = np.isfinite(kernel_offset)
-    # Only a float32 block, or an offset that was not finite, has a kernel offset apart
-    # from the caller's (float64 rounding of a float64 offset is exact).
-    moved = x.dtype != np.float64 or not finite.all()
-    if moved:
+    all_finite = bool(finite.all())
+    if not all_finite:
         kernel_offset[~finite] = 0.0  # beyond float32: no centering helps there
+    # The kernel's offset differs from the caller's only where the offset is not finite
+    # or not exact in the block's precision: never for a float64 block, nor for the zero
+    # offset of an already centered copy.
+    moved = not all_finite or (x.dtype != np.float64
+                               and not np.array_equal(kernel_offset, offset))
     rel_centers = np.ascontiguousarray(centers - kernel_offset)
     centers_work = rel_centers.astype(x.dtype)
     if moments == "power":

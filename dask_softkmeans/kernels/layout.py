@@ -101,6 +101,12 @@ class StatsLayout(PackedLayout):
         return ((), (k,), (k, d), (), (), (), (), (k,), (), (), (), (k,), moment_shape, (k,))
 
 
+@functools.lru_cache(maxsize=256)
+def stats_layout(n_clusters: int, n_features: int, moments: MomentMode = "none") -> StatsLayout:
+    """The :class:`StatsLayout` of these shapes, built once (every pass unpacks one)."""
+    return StatsLayout(n_clusters, n_features, moments)
+
+
 class ScanStats(NamedTuple):
     """Named views into the packed vector of the first pass (:func:`.scan_statistics`)."""
 
