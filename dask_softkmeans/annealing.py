@@ -799,7 +799,8 @@ class Annealer:
         )
 
     def _lloyd(
-        self, clusters: _Clusters, phase: str = "lloyd", target: float | None = None
+        self, clusters: _Clusters, phase: str = "lloyd", target: float | None = None,
+        accept: bool = False,
     ) -> tuple[_Clusters, bool, BlockStats]:
         """Hard passes until the centers no longer move (a Lloyd fixed point).
 
@@ -809,6 +810,9 @@ class Annealer:
         trial: the inertia it must beat), the passes stop early once the
         inertia is above it and stalls: a pass that lowered it by less than
         ``_STALL`` of the gap left, a pace at which the target is out of reach.
+        With ``accept`` too, they stop as soon as the inertia is below it (the
+        move pays), after one plain Lloyd step: the caller's later passes take
+        the centers the rest of the way.
         """
         # Over-relaxed Lloyd with a safeguard: the step to the new means is
         # stretched by omega while the inertia keeps falling; a step that
@@ -831,6 +835,11 @@ class Annealer:
             inertia = float(stats.inertia)
             if target is not None and inertia > target and previous - inertia < _STALL * (
                     inertia - target):
+                return clusters, False, stats
+            if accept and target is not None and inertia < target:
+                clusters.centers = self.geometry.project(means)
+                clusters.log_priors = np.log(
+                    np.maximum(stats.counts, 1e-300) / stats.counts.sum())
                 return clusters, False, stats
             previous = inertia
             if _same_centers(means, clusters.centers):
@@ -857,7 +866,10 @@ class Annealer:
         nearest distances) moves into the split of the cluster with the largest
         expected gain ``(2/pi) N_j lambda_j``; Lloyd passes follow and the move
         is kept only if the inertia drops.  Stops at the first move that does
-        not pay.
+        not pay.  A trial that pays stops at its first pass below the probe's
+        inertia, not at a fixed point: the next probe starts from there, and
+        Lloyd passes after the last move reach the fixed point (fewer passes
+        in all; the probes' estimates only choose the moves).
 
         The two estimates only choose the move; the Lloyd passes judge it.  The
         removal cost holds the other centers still, while Lloyd lets them take
@@ -887,11 +899,13 @@ class Annealer:
             trial.centers[[a, j]] = self.geometry.project(
                 clusters.centers[[j, j]] + np.array([-1.0, 1.0])[:, None] * step)
             trial, trial_converged, trial_stats = self._lloyd(
-                trial, "swap", target=float(probe.inertia))
+                trial, "swap", target=float(probe.inertia), accept=True)
             if (trial_stats.counts > 0).all() and trial_stats.inertia < probe.inertia:
                 clusters, converged, stats = trial, trial_converged, trial_stats
             else:
                 break
+        if not converged:
+            clusters, converged, stats = self._lloyd(clusters)
         return clusters, converged, stats
 
     def _fill(self, clusters: _Clusters, k: int) -> tuple[_Clusters, bool]:
