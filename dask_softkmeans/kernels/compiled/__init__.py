@@ -21,7 +21,8 @@ reduced sum accumulates in float64.
 5. :func:`._hard.one_hot_test`: which rows are soft (none, a few, or all);
 6. :func:`._hard.hard_sums`: the one-hot rows as hard assignments;
 7. :mod:`._soft`: the soft rows, at once or through the soft-row buffer;
-8. :func:`._moments.moment_products`: the second moments, if asked for.
+8. :func:`._moments.moment_products` (soft chunks) or :func:`._moments.hard_moments`
+   (hard ones): the second moments, if asked for.
 
 :func:`._sparse_maps.sparse_rows` is the row loop of the sparse maps' passes
 (entmax-1.5, sparsemax) after their distances, over each row's support only.

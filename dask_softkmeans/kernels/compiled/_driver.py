@@ -2,7 +2,8 @@
 
 numba keys the driver's disk cache on this file alone, yet the cached machine code holds
 every phase it calls (soft chunks whose logits are mostly negligible now evaluate only the
-marked ones, row by row, :mod:`._soft`): a change to a phase in another module must change this
+marked ones, row by row, :mod:`._soft`; hard chunks add their moments row by row,
+:mod:`._moments`): a change to a phase in another module must change this
 file too, or a warm cache keeps running the old phases.
 """
 
@@ -17,7 +18,7 @@ from numba.core import types
 from ._chunk import first_product, prepare_chunk
 from ._hard import exact_logits, exact_rows, fused_hard_sums, hard_sums, one_hot_test
 from ._math import DRIVER
-from ._moments import center_moments, moment_products
+from ._moments import center_moments, hard_moments, moment_products
 from ._nearest import nearest_centers
 from ._plan import (
     BAD_ROWS,
@@ -116,8 +117,10 @@ def soft_block(x, weights, centers, settings, out):  # pragma: no cover - compil
         elif n_soft:
             soft_chunk(g, m, work.xw, sweep == SWEEP_GAP, centers, plan, work, rows, wrows, out,
                        totals)
-        if plan.r64:
-            moment_products(m, n_soft > 0, centers, plan, work, out)
+        if plan.r64 and n_soft:
+            moment_products(m, centers, plan, work, out)
+        elif plan.r64:
+            hard_moments(m, label, weight, centers, plan, work, out)
 
     if n_buf:
         flush_pending(pending, n_buf, log_priors, plan, work, rows, out, totals)

@@ -152,8 +152,8 @@ def fused_hard_sums(x, start, m, xw, tlp, rows, abs_centers, out, totals):  # pr
 @nb.njit(**PHASE)
 def hard_sums(sweep, g, m, log_priors, plan, work, rows, out, totals):  # pragma: no cover - compiled
     """Hard assignments (T = 0, or one-hot rows: ``rows.label`` is then the largest
-    logit's index) whose exact distances are in ``rows.exact``; with the moments, their
-    one-hot responsibilities into ``work.r``."""
+    logit's index) whose exact distances are in ``rows.exact`` (with the moments, their
+    sums in float64: :func:`._moments.hard_moments` adds the moments)."""
     if sweep == SWEEP_PRIORS:
         _largest_logit_labels(g, m, log_priors, plan.temperature, rows.label, rows.best, rows.amax)
     _hard_scalars(sweep, g, m, plan.soft, rows.weight, rows.label, rows.exact, rows.best, rows.amax,
@@ -171,10 +171,6 @@ def hard_sums(sweep, g, m, log_priors, plan, work, rows, out, totals):  # pragma
             xd = x64[i]
             for j in range(x64.shape[1]):
                 sr[j] += wi * xd[j]
-        r = work.r
-        for c in range(g.shape[0]):
-            for i in range(m):
-                r[c * m + i] = wc[i] if label[i] == c else 0.0
     else:
         xw = work.xw
         for i in range(m):

@@ -1,4 +1,5 @@
-"""The second-moment statistics, from the chunk's float64 responsibilities ``work.r``.
+"""The second-moment statistics: of soft chunks from their float64 responsibilities
+``work.r``, of hard chunks row by row, each row for its own cluster.
 
 Summed about the offset chunk by chunk, and moved about the centers once at
 the end (:func:`center_moments`).
@@ -13,18 +14,18 @@ from ._plan import MOMENTS_FULL, MOMENTS_POWER
 
 
 @nb.njit(**PHASE)
-def moment_products(m, soft, centers, plan, work, out):  # pragma: no cover - compiled
-    """Add the chunk's moments (and, for a ``soft`` chunk, its soft sums) to ``out``."""
+def moment_products(m, centers, plan, work, out):  # pragma: no cover - compiled
+    """Add the soft sums and the moments of a chunk of soft rows to ``out``, from their
+    float64 responsibilities ``work.r`` (hard chunks: :func:`hard_moments`)."""
     k, dim = centers.rel.shape
     r = work.r[: k * m].reshape((k, m))
     xs = work.x64[:m]
     sums, moments = out.sums, out.moments
     s64 = work.s64
-    if soft:
-        product_into(r, xs, s64)
-        for c in range(k):
-            for j in range(dim):
-                sums[c, j] += s64[c, j]
+    product_into(r, xs, s64)
+    for c in range(k):
+        for j in range(dim):
+            sums[c, j] += s64[c, j]
     if plan.moments == MOMENTS_FULL:
         # sum_i r_ik x_i x_i^T, corrected about the centers at the end.
         outer, q = work.outer[:m], work.q
@@ -52,6 +53,44 @@ def moment_products(m, soft, centers, plan, work, out):  # pragma: no cover - co
         for c in range(k):
             for j in range(dim):
                 moments[c * dim + j] += s64[c, j]
+
+
+@nb.njit(**PHASE)
+def hard_moments(m, label, wc, centers, plan, work, out):  # pragma: no cover - compiled
+    """The moments of a chunk of hard rows (T = 0, or one-hot): each row adds to its own
+    cluster's alone, as :func:`moment_products` does with one-hot responsibilities, in
+    ``O(D)`` (power) or ``O(D^2)`` (full) a row instead of products over all K."""
+    dim = centers.rel.shape[1]
+    xs = work.x64[:m]
+    moments = out.moments
+    if plan.moments == MOMENTS_FULL:
+        for i in range(m):
+            wi = wc[i]
+            if wi == 0.0:
+                continue
+            base = label[i] * dim * dim
+            xi = xs[i]
+            for a in range(dim):
+                wa = wi * xi[a]
+                for b in range(dim):
+                    moments[base + a * dim + b] += wa * xi[b]
+    else:
+        directions, center_proj, proj_sums = centers.directions, work.center_proj, work.proj_sums
+        for i in range(m):
+            wi = wc[i]
+            if wi == 0.0:
+                continue
+            c = label[i]
+            xi = xs[i]
+            vc = directions[c]
+            p = 0.0
+            for j in range(dim):
+                p += vc[j] * xi[j]
+            v = (p - center_proj[c]) * wi
+            proj_sums[c] += v
+            base = c * dim
+            for j in range(dim):
+                moments[base + j] += v * xi[j]
 
 
 @nb.njit(**PHASE)
