@@ -245,12 +245,13 @@ def test_a_swap_trial_that_stalls_short_of_its_target_stops_early():
     x = StandardScaler().fit_transform(load_digits().data)
     runner = Runner(x)
 
-    def lloyd(target):
+    def lloyd(target, accept=False):
         annealer = Annealer(lambda params: run_pass(runner, params), AnnealConfig(n_clusters=10),
                             n_features=64, total_weight=len(x))
         clusters = _Clusters(x[:10].copy(), np.zeros(10), np.eye(64)[np.zeros(10, int)],
                              np.ones(10), np.ones(10, int))
-        clusters, converged, stats = annealer._lloyd(clusters, "swap", target=target)
+        clusters, converged, stats = annealer._lloyd(clusters, "swap", target=target,
+                                                     accept=accept)
         return by_rows(clusters.centers), converged, float(stats.inertia), len(annealer.history)
 
     free = lloyd(None)
@@ -260,3 +261,24 @@ def test_a_swap_trial_that_stalls_short_of_its_target_stops_early():
     reached = lloyd(1.001 * free[2])
     np.testing.assert_array_equal(reached[0], free[0])
     assert reached[1:] == free[1:]
+    # Accepting, the passes stop at the first below the target: short of the fixed point.
+    accepted = lloyd(1.001 * free[2], accept=True)
+    assert not accepted[1] and accepted[2] < 1.001 * free[2] and accepted[3] < free[3]
+    # Still above it (it is reached only further on), accepting changes nothing.
+    np.testing.assert_array_equal(lloyd(0.9 * free[2], accept=True)[0], stalled[0])
+
+
+def test_the_swap_check_ends_at_a_fixed_point_after_trials_stopped_at_their_target():
+    """The swap check's trials stop at their first pass below the probe's inertia; Lloyd
+    passes after the last move bring the fit to a fixed point (float32 digits: no copy,
+    every move is tried on the data)."""
+    x = StandardScaler().fit_transform(load_digits().data).astype(np.float32)
+    model = SoftKMeans(10).fit(x)
+    phases = [r["phase"] for r in model.history_]
+    probes = sum(r["phase"] == "swap" and r["moments"] for r in model.history_)
+    assert probes >= 3  # moves were tried, and some kept
+    assert phases[-1] == "lloyd"
+    means = np.array([x[model.labels_ == k].astype(np.float64).mean(axis=0) for k in range(10)])
+    np.testing.assert_allclose(model.cluster_centers_, means, rtol=0, atol=1e-5)
+    ten = KMeans(10, n_init=10, random_state=0).fit(x.astype(np.float64))
+    assert model.inertia_ <= 1.002 * ten.inertia_

@@ -198,3 +198,25 @@ def test_layout_parts_are_where_unpack_finds_them(moments):
         np.testing.assert_array_equal(vector[layout.part(name)], part.reshape(-1))
         assert np.shares_memory(part, vector) or part.size == 0  # views, not copies
     assert layout.part(views._fields[-1]).stop == layout.size
+
+
+def test_pass_params_replace_is_dataclasses_replace():
+    """The fast ``replace`` of a pass's parameters gives what :func:`dataclasses.replace`
+    gives, validated the same way, and refuses a field that does not exist."""
+    import dataclasses
+
+    params = _common.PassParams(np.ones((3, 2)), 2, log_priors=np.log(np.full(3, 1 / 3)),
+                                moments="power", directions=np.eye(2)[[0, 1, 0]])
+    fast = params.replace(centers=[[0, 1], [2, 3]], temperature=1, directions=np.eye(2))
+    slow = dataclasses.replace(params, centers=[[0, 1], [2, 3]], temperature=1,
+                               directions=np.eye(2))
+    for field in dataclasses.fields(_common.PassParams):
+        a, b = getattr(fast, field.name), getattr(slow, field.name)
+        assert type(a) is type(b)
+        np.testing.assert_array_equal(a, b)
+    assert fast.centers.dtype == np.float64 and fast.shape == (2, 2)
+    assert params.shape == (3, 2)  # the original is left as it was
+    with pytest.raises(TypeError, match="no field 'temprature'"):
+        params.replace(temprature=1.0)
+    with pytest.raises(ValueError, match="needs directions"):
+        params.replace(directions=None)
