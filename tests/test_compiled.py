@@ -538,8 +538,9 @@ def test_the_sparse_route_gives_the_dense_routes_statistics(k, dtype):
     np.testing.assert_array_equal(np.reshape(bits, (k, len(x))), want_marks)
     assert above == want_marks.sum() and above * _soft._SPARSE_FACTOR <= k * len(x)
     scratch = (np.zeros(len(x)), np.zeros(len(x)), np.zeros(len(x)))
-    _soft._sparse_rows(g_sparse, x, marks, point, scratch, lp, t, 1.0 / t, sparse_counts,
-                       sparse_sums, sparse_totals)
+    _soft._sparse_rows(g_sparse, marks, point, scratch, lp, t, 1.0 / t, sparse_totals)
+    g_exp = g_sparse.copy()  # the marked terms' exp, for the scatter with the moments
+    _soft._scatter(g_sparse, x, marks, scratch[0], sparse_counts, sparse_sums)
 
     rtol = 1e-12 if dtype == np.float64 else 1e-6
     np.testing.assert_allclose(sparse_counts, dense_counts, rtol=rtol, atol=rtol * w.sum())
@@ -549,3 +550,54 @@ def test_the_sparse_route_gives_the_dense_routes_statistics(k, dtype):
         np.testing.assert_allclose(sparse_totals[slot], dense_totals[slot], rtol=rtol,
                                    atol=rtol * w.sum(), err_msg=str(slot))
     assert above > 1.5 * len(x) and dense_totals[_plan.H_SUM] > 0.0  # soft rows
+
+    # With the power moments: the float64 rows' sums, and each marked term's moments.
+    x64 = x.astype(np.float64)
+    directions = rng.normal(size=(k, 32))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    center_proj = rng.normal(size=k)
+    power_counts, power_sums, proj_sums = np.zeros(k), np.zeros((k, 32)), np.zeros(k)
+    power_moments = np.zeros(k * 32)
+    _soft._scatter_power(g_exp, x64, marks, scratch[0], directions, center_proj, proj_sums,
+                         power_counts, power_sums, power_moments)
+    p = g_dense.astype(np.float64)  # the dense route's weighted responsibilities (K, rows)
+    proj = (directions @ x64.T - center_proj[:, None]) * p
+    np.testing.assert_allclose(power_counts, dense_counts, rtol=rtol, atol=rtol * w.sum())
+    np.testing.assert_allclose(power_sums, p @ x64, rtol=rtol, atol=rtol * np.abs(p @ x64).max())
+    np.testing.assert_allclose(proj_sums, proj.sum(1), rtol=rtol,
+                               atol=rtol * np.abs(proj).sum())
+    want = (proj @ x64).ravel()
+    np.testing.assert_allclose(power_moments, want, rtol=rtol, atol=rtol * np.abs(want).max())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_soft_chunks_with_power_moments_take_the_sparse_route_and_match_the_reference(dtype):
+    """Soft rows with 32 features and few logits above the cut, with power moments (the
+    annealing's axis passes at large K): the kernel's sparse route, which adds each marked
+    term's moments row by row, gives the NumPy specification's statistics and moments."""
+    from dask_softkmeans.kernels.compiled import _soft
+
+    k = 48
+    x, c, rng = _soft_blobs(k, 32, 600, dtype, 5)
+    t = 1.0 if dtype == np.float32 else 0.8
+    kw = {"offset": c.mean(0), "weights": rng.choice([0.0, 1.0, 2.5], size=len(x)),
+          "log_priors": np.log(rng.dirichlet(np.full(k, 3.0))), "moments": "power",
+          "directions": np.linalg.qr(rng.normal(size=(32, 32)))[0][rng.integers(32, size=k)]}
+    # The route's condition, in every chunk of these rows: few enough logits above the cut.
+    d = ((x.astype(np.float64)[:, None, :] - c[None]) ** 2).sum(-1)
+    a = t * kw["log_priors"] - d
+    cut = np.log(2.0 * np.exp(-60.0) if dtype == np.float64 else 2.0 ** -40)
+    above = (a - a.max(1, keepdims=True) > t * cut).sum(1)
+    rows = fused.chunk_rows(k, 32, "power")
+    for start in range(0, len(x), rows):
+        chunk = above[start : start + rows]
+        assert 1.5 * len(chunk) < chunk.sum() and chunk.sum() * _soft._SPARSE_FACTOR <= k * len(chunk)
+    want = StatsLayout(k, 32, "power").unpack(reference_statistics(x, c, t, **kw))
+    got = StatsLayout(k, 32, "power").unpack(block_statistics(x, c, t, **kw))
+    rtol = 1e-9 if dtype == np.float64 else 2e-4
+    for name in ("weight", "counts", "sums", "moments", "free_energy", "entropy", "distortion",
+                 "inertia", "confidence"):
+        expected = np.asarray(getattr(want, name))
+        scale = max(float(np.abs(expected).max(initial=0.0)), 1.0)
+        np.testing.assert_allclose(getattr(got, name), expected, rtol=rtol, atol=rtol * scale,
+                                   err_msg=name)

@@ -2,8 +2,8 @@
 
 numba keys the driver's disk cache on this file alone, yet the cached machine code holds
 every phase it calls (soft chunks whose logits are mostly negligible now evaluate only the
-marked ones, row by row, :mod:`._soft`; hard chunks add their moments row by row,
-:mod:`._moments`): a change to a phase in another module must change this
+marked ones, row by row, with their power moments, :mod:`._soft`; hard chunks add their
+moments row by row, :mod:`._moments`): a change to a phase in another module must change this
 file too, or a warm cache keeps running the old phases.
 """
 
@@ -95,6 +95,7 @@ def soft_block(x, weights, centers, settings, out):  # pragma: no cover - compil
                 exact_logits(m, plan.temperature * log_priors[0], rows)
 
         n_soft = 0  # the chunk's rows that take the soft path
+        added = False  # the soft path added the chunk's moments (its sparse route)
         if plan.soft:
             n_soft, untested = one_hot_test(sweep, g, m, log_priors, plan, rows, untested)
         if fused and 0 < n_soft < m:  # the soft rows' exact distances (the hard sums skip them)
@@ -115,12 +116,12 @@ def soft_block(x, weights, centers, settings, out):  # pragma: no cover - compil
             n_buf = pend_rows(g, n_soft, n_buf, work.xw, sweep == SWEEP_GAP, centers, plan, rows,
                               wrows, pending)
         elif n_soft:
-            soft_chunk(g, m, work.xw, sweep == SWEEP_GAP, centers, plan, work, rows, wrows, out,
-                       totals)
-        if plan.r64 and n_soft:
-            moment_products(m, centers, plan, work, out)
-        elif plan.r64:
+            added = soft_chunk(g, m, work.xw, sweep == SWEEP_GAP, centers, plan, work, rows,
+                               wrows, out, totals)
+        if plan.r64 and not n_soft:
             hard_moments(m, label, weight, centers, plan, work, out)
+        elif plan.r64 and not added:
+            moment_products(m, centers, plan, work, out)
 
     if n_buf:
         flush_pending(pending, n_buf, log_priors, plan, work, rows, out, totals)

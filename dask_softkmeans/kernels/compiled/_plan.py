@@ -127,6 +127,7 @@ class Work(NamedTuple):
     proj_sums: np.ndarray  #: (K,) summed weighted projections
     all_rows: np.ndarray  #: (chunk,) int64 ``arange``: every row of a chunk
     marks: np.ndarray  #: flat (ceil(K / 64) * chunk) int64: each soft row's logits above the cut
+    directions: np.ndarray  #: (K, D) ``Centers.directions`` (the power moments' unit vectors)
 
 
 class Rows(NamedTuple):
@@ -241,7 +242,9 @@ def _work_arrays(x, centers, plan):  # pragma: no cover - compiled
         center_proj,
         np.zeros(k),
         np.arange(chunk),
-        np.empty(((k + 63) // 64) * chunk if plan.soft and not plan.r64 else 0, np.int64),
+        np.empty(((k + 63) // 64) * chunk if plan.soft and (power or not plan.r64) else 0,
+                 np.int64),
+        centers.directions,
     )
 
 

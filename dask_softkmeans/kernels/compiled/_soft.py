@@ -5,8 +5,9 @@ float32 blocks, also those below ``2**-40`` of their row's largest).  With 32
 features or more, one compare per logit first marks, in a bit mask per row, the
 logits above that cut; where at most one in :data:`_SPARSE_FACTOR` is, only those
 are evaluated, row by row (``exp``, the row's totals, and a float64 scatter of the
-soft sums), instead of the ``exp`` sweep over all K logits and the second product.
-Soft rows of mixed chunks (:mod:`._hard`) wait in the soft-row buffer
+soft sums), instead of the ``exp`` sweep over all K logits and the second product;
+with the power moments, each marked term's moments too, instead of three products
+over all K (:func:`sparse_power`).  Soft rows of mixed chunks (:mod:`._hard`) wait in the soft-row buffer
 (:class:`._plan.Pending`) until a chunk's worth takes the soft path: a loop
 over a dozen rows runs far slower per row than one over hundreds.
 """
@@ -18,7 +19,7 @@ import numpy as np
 from numba.cpython.unsafe.numbers import trailing_zeros
 
 from ._math import PHASE, STEP, exp_nonpositive, exp_nonpositive32, log_positive, product_into, squared_norm
-from ._plan import CONF_SUM, D_SUM, F_SUM, H_SUM
+from ._plan import CONF_SUM, D_SUM, F_SUM, H_SUM, MOMENTS_POWER
 
 #: The soft sums of a chunk are scattered, not a dense product, when at most one in
 #: this many responsibilities is nonzero ...
@@ -55,17 +56,44 @@ def soft_rows(g, xw, point, scratch, log_priors, plan, work, out, totals):  # pr
     e_cut = max(plan.e_cut, _NEGLIGIBLE_32) if g.itemsize == 4 else plan.e_cut
     if xw.shape[1] >= _SPARSE_MIN_DIM and not plan.r64:
         # One compare per logit first: where few are above the cut, only those are
-        # evaluated, row by row, and scattered (the marks are empty with the moments).
+        # evaluated, row by row, and scattered (with the power moments: sparse_power).
         marks = work.marks[: ((k + 63) >> 6) * ms]
         above = _mark_above(g, amax, log_priors, plan.temperature, log_positive(e_cut), marks, su)
         if above * _SPARSE_FACTOR <= k * ms:
-            _sparse_rows(g, xw, marks, point, scratch, log_priors, plan.temperature,
-                         plan.inv_t, out.counts, out.sums, totals)
+            _sparse_rows(g, marks, point, scratch, log_priors, plan.temperature, plan.inv_t,
+                         totals)
+            _scatter(g, xw, marks, z, out.counts, out.sums)
             return
     _exp_sweep(g, amax, z, su, sd, log_priors, plan.temperature, plan.inv_t, plan.floor)
     _row_totals(ms, amax, best, exact, wc, z, su, sd, plan.temperature, totals)
     _drop_floor(g, z, e_cut, out.counts)
     _soft_sums(g, xw, plan.r64, work.r, work.s_work, out.sums)
+
+
+@nb.njit(**PHASE)
+def sparse_power(g, xw, log_priors, plan, work, rows, out, totals):  # pragma: no cover
+    """A soft chunk with the power moments by the sparse route, if at most one logit in
+    :data:`_SPARSE_FACTOR` is above the cut: each marked term's sums and moments
+    row by row (:func:`_scatter_power`); returns whether it took that route (else
+    :func:`soft_rows` and :func:`._moments.moment_products` do the chunk).
+
+    Its own function, not a branch of :func:`soft_rows`: there it slowed the dense
+    route's ``exp`` sweep twofold.
+    """
+    k, ms = g.shape
+    if xw.shape[1] < _SPARSE_MIN_DIM or plan.moments != MOMENTS_POWER:
+        return False
+    e_cut = max(plan.e_cut, _NEGLIGIBLE_32) if g.itemsize == 4 else plan.e_cut
+    marks = work.marks[: ((k + 63) >> 6) * ms]
+    above = _mark_above(g, rows.amax, log_priors, plan.temperature, log_positive(e_cut), marks,
+                        rows.su)
+    if above * _SPARSE_FACTOR > k * ms:
+        return False
+    _sparse_rows(g, marks, (rows.amax, rows.best, rows.exact, rows.weight),
+                 (rows.z, rows.su, rows.sd), log_priors, plan.temperature, plan.inv_t, totals)
+    _scatter_power(g, work.x64[:ms], marks, rows.z, work.directions, work.center_proj,
+                   work.proj_sums, out.counts, out.sums, out.moments)
+    return True
 
 
 @nb.njit(**STEP)
@@ -93,12 +121,13 @@ def _mark_above(g, amax, log_priors, temperature, log_cut, marks, bound):  # pra
 
 
 @nb.njit(**STEP)
-def _sparse_rows(g, xw, marks, point, scratch, log_priors, temperature, inv_t, counts, sums,
+def _sparse_rows(g, marks, point, scratch, log_priors, temperature, inv_t,
                  totals):  # pragma: no cover - compiled
-    """The soft path row by row over the marked logits only: their ``exp`` into the
-    per-point ``scratch`` (normaliser, ``sum exp(u) u``, ``sum exp(u) d``), the rows'
-    totals as on the dense route (:func:`_row_totals`), then their weighted
-    responsibilities into ``counts`` and scattered into ``sums``.
+    """The soft path row by row over the marked logits only: their ``exp`` into ``g``
+    and the per-point ``scratch`` (normaliser, ``sum exp(u) u``, ``sum exp(u) d``),
+    then the rows' totals as on the dense route (:func:`_row_totals`), which leaves
+    each row's ``weight / z`` in the first scratch buffer for the scatter that follows
+    (:func:`_scatter`, or :func:`_scatter_power` with the moments).
 
     The logits left out are those at or below the cut of :func:`_drop_floor`, whose
     responsibilities the dense path drops too; they are also left out of the normaliser
@@ -112,7 +141,6 @@ def _sparse_rows(g, xw, marks, point, scratch, log_priors, temperature, inv_t, c
     amax, best, exact, wc = point
     z, su, sd = scratch
     k, ms = g.shape
-    dim = xw.shape[1]
     words = (k + 63) >> 6
     single = g.itemsize == 4
     for i in range(ms):
@@ -137,19 +165,61 @@ def _sparse_rows(g, xw, marks, point, scratch, log_priors, temperature, inv_t, c
         su[i] = sui
         sd[i] = sdi
     _row_totals(ms, amax, best, exact, wc, z, su, sd, temperature, totals)  # z becomes w / z
+
+
+@nb.njit(**STEP)
+def _scatter(g, xw, marks, q, counts, sums):  # pragma: no cover - compiled
+    """The marked terms' weighted responsibilities ``exp(u) q`` into ``counts``, and
+    scattered into ``sums`` (in float64)."""
+    k, ms = g.shape
+    dim = xw.shape[1]
+    words = (k + 63) >> 6
     for i in range(ms):
-        q = z[i]
+        qi = q[i]
         xi = xw[i]
         for w in range(words):
             bits = marks[w * ms + i]
             while bits != 0:
                 c = (w << 6) + trailing_zeros(bits)
                 bits &= bits - 1
-                pw = np.float64(g[c, i]) * q
+                pw = np.float64(g[c, i]) * qi
                 counts[c] += pw
                 sc = sums[c]
                 for j in range(dim):
                     sc[j] += pw * np.float64(xi[j])
+
+
+@nb.njit(**STEP)
+def _scatter_power(g, x64, marks, q, directions, center_proj, proj_sums, counts, sums,
+                   moments):  # pragma: no cover - compiled
+    """:func:`_scatter` with the power moments, term by term: the sums of the float64
+    rows ``x64`` (as the moments' correction about the centers needs), and each marked
+    term's ``p (x - c) . v_c`` and ``p ((x - c) . v_c) x``, as
+    :func:`._moments.moment_products` sums them over all K."""
+    k, ms = g.shape
+    dim = x64.shape[1]
+    words = (k + 63) >> 6
+    for i in range(ms):
+        qi = q[i]
+        xi = x64[i]
+        for w in range(words):
+            bits = marks[w * ms + i]
+            while bits != 0:
+                c = (w << 6) + trailing_zeros(bits)
+                bits &= bits - 1
+                pw = np.float64(g[c, i]) * qi
+                counts[c] += pw
+                sc = sums[c]
+                vc = directions[c]
+                p = 0.0
+                for j in range(dim):
+                    sc[j] += pw * xi[j]
+                    p += vc[j] * xi[j]
+                v = (p - center_proj[c]) * pw
+                proj_sums[c] += v
+                base = c * dim
+                for j in range(dim):
+                    moments[base + j] += v * xi[j]
 
 
 @nb.njit(**STEP)
@@ -254,12 +324,17 @@ def _soft_sums(g, xw, r64, r, s_work, sums):  # pragma: no cover - compiled
 
 @nb.njit(**PHASE)
 def soft_chunk(g, m, xw, gap, centers, plan, work, rows, wrows, out, totals):  # pragma: no cover
-    """A chunk that is soft as a whole; after the gap sweep, its distances first."""
+    """A chunk that is soft as a whole; after the gap sweep, its distances first.
+    Returns whether its moments are added already (the sparse route with the power
+    moments, :func:`sparse_power`); else :func:`._moments.moment_products` adds them."""
     if gap:
         _gap_distances(g, m, xw, centers.norms, plan.temperature * centers.log_priors[0],
                        wrows.norms, rows.label, rows.best, rows.amax)
+    if plan.r64 and sparse_power(g, xw, centers.log_priors, plan, work, rows, out, totals):
+        return True
     soft_rows(g, xw, (rows.amax, rows.best, rows.exact, rows.weight), (rows.z, rows.su, rows.sd),
               centers.log_priors, plan, work, out, totals)
+    return False
 
 
 @nb.njit(**STEP)
