@@ -7,9 +7,9 @@ logits above that cut; where at most one in :data:`_SPARSE_FACTOR` is, only thos
 are evaluated, row by row (``exp``, the row's totals, and a float64 scatter of the
 soft sums), instead of the ``exp`` sweep over all K logits and the second product;
 with the power moments, each marked term's moments too, instead of three products
-over all K (:func:`sparse_power`).  Soft rows of mixed chunks (:mod:`._hard`) wait in the soft-row buffer
-(:class:`._plan.Pending`) until a chunk's worth takes the soft path: a loop
-over a dozen rows runs far slower per row than one over hundreds.
+over all K (:func:`sparse_power`).  Soft rows of mixed chunks (:mod:`._hard`) wait
+in the soft-row buffer (:class:`._plan.Pending`) until a chunk's worth takes the
+soft path: a loop over a dozen rows runs far slower per row than one over hundreds.
 """
 
 from __future__ import annotations
