@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numba as nb
 
-from ._math import PHASE, product_into
+from ._math import PHASE, STEP, product_into
 from ._plan import MOMENTS_FULL, MOMENTS_POWER
 
 
@@ -55,6 +55,24 @@ def moment_products(m, centers, plan, work, out):  # pragma: no cover - compiled
                 moments[c * dim + j] += s64[c, j]
 
 
+@nb.njit(**STEP)
+def add_power_term(c, weight, xi, directions, center_proj, proj_sums, moments):  # pragma: no cover
+    """One row's term of cluster ``c``'s power moments, of weight ``weight`` (its weighted
+    responsibility): ``weight ((x - offset) . v_c - rel_c . v_c)`` into ``proj_sums[c]``,
+    and times ``x - offset`` into the flat ``moments`` (:func:`center_moments` moves them
+    about the center at the end)."""
+    dim = xi.shape[0]
+    vc = directions[c]
+    p = 0.0
+    for j in range(dim):
+        p += vc[j] * xi[j]
+    v = (p - center_proj[c]) * weight
+    proj_sums[c] += v
+    base = c * dim
+    for j in range(dim):
+        moments[base + j] += v * xi[j]
+
+
 @nb.njit(**PHASE)
 def hard_moments(m, label, wc, centers, plan, work, out):  # pragma: no cover - compiled
     """The moments of a chunk of hard rows (T = 0, or one-hot): each row adds to its own
@@ -77,20 +95,9 @@ def hard_moments(m, label, wc, centers, plan, work, out):  # pragma: no cover - 
     else:
         directions, center_proj, proj_sums = centers.directions, work.center_proj, work.proj_sums
         for i in range(m):
-            wi = wc[i]
-            if wi == 0.0:
-                continue
-            c = label[i]
-            xi = xs[i]
-            vc = directions[c]
-            p = 0.0
-            for j in range(dim):
-                p += vc[j] * xi[j]
-            v = (p - center_proj[c]) * wi
-            proj_sums[c] += v
-            base = c * dim
-            for j in range(dim):
-                moments[base + j] += v * xi[j]
+            if wc[i] != 0.0:
+                add_power_term(label[i], wc[i], xs[i], directions, center_proj, proj_sums,
+                               moments)
 
 
 @nb.njit(**PHASE)

@@ -19,6 +19,7 @@ import numpy as np
 from numba.cpython.unsafe.numbers import trailing_zeros
 
 from ._math import PHASE, STEP, exp_nonpositive, exp_nonpositive32, log_positive, product_into, squared_norm
+from ._moments import add_power_term
 from ._plan import CONF_SUM, D_SUM, F_SUM, H_SUM, MOMENTS_POWER
 
 #: The soft sums of a chunk are scattered, not a dense product, when at most one in
@@ -210,16 +211,9 @@ def _scatter_power(g, x64, marks, q, directions, center_proj, proj_sums, counts,
                 pw = np.float64(g[c, i]) * qi
                 counts[c] += pw
                 sc = sums[c]
-                vc = directions[c]
-                p = 0.0
                 for j in range(dim):
                     sc[j] += pw * xi[j]
-                    p += vc[j] * xi[j]
-                v = (p - center_proj[c]) * pw
-                proj_sums[c] += v
-                base = c * dim
-                for j in range(dim):
-                    moments[base + j] += v * xi[j]
+                add_power_term(c, pw, xi, directions, center_proj, proj_sums, moments)
 
 
 @nb.njit(**STEP)
