@@ -882,6 +882,7 @@ class Annealer:
         whose expected gain exceeds its removal cost is tried: there every
         trial costs Lloyd passes over all the data.
         """
+        settle = False  # the last move kept stopped short of its fixed point
         for _ in range(self.config.max_swaps):
             probe = self._pass(clusters, 0.0, "swap", self.mode, removal=True)
             variances, directions = principal_axes(
@@ -902,9 +903,10 @@ class Annealer:
                 trial, "swap", target=float(probe.inertia), accept=True)
             if (trial_stats.counts > 0).all() and trial_stats.inertia < probe.inertia:
                 clusters, converged, stats = trial, trial_converged, trial_stats
+                settle = not trial_converged
             else:
                 break
-        if not converged:
+        if settle:
             clusters, converged, stats = self._lloyd(clusters)
         return clusters, converged, stats
 
