@@ -658,9 +658,9 @@ class Annealer:
         Only the split decisions after the temperature read the second moments,
         so once K clusters exist no pass carries them.  Until then, full moments
         (few features: cheap) ride on every pass; power-iteration products
-        cost more than the rest of a soft pass, so the EM passes go without
-        them and, once the centers have settled, :meth:`_axes` runs the passes
-        that measure each cluster's principal axis.
+        cost more than the rest of a pass over dense soft rows, so the EM passes
+        go without them and, once the centers have settled, :meth:`_axes` runs
+        the passes that measure each cluster's principal axis.
         """
         cfg = self.config
         # A gradient optimiser starts afresh at each temperature (a new problem),
