@@ -540,7 +540,8 @@ def test_the_sparse_route_gives_the_dense_routes_statistics(k, dtype):
     scratch = (np.zeros(len(x)), np.zeros(len(x)), np.zeros(len(x)))
     _soft._sparse_rows(g_sparse, marks, point, scratch, lp, t, 1.0 / t, sparse_totals)
     g_exp = g_sparse.copy()  # the marked terms' exp, for the scatter with the moments
-    _soft._scatter(g_sparse, x, marks, scratch[0], sparse_counts, sparse_sums)
+    _soft._scatter(g_sparse, x, marks, scratch[0], sparse_counts, sparse_sums,
+                   np.zeros((0, 32)), np.zeros(k), np.zeros(k), np.zeros(0))
 
     rtol = 1e-12 if dtype == np.float64 else 1e-6
     np.testing.assert_allclose(sparse_counts, dense_counts, rtol=rtol, atol=rtol * w.sum())
@@ -558,8 +559,8 @@ def test_the_sparse_route_gives_the_dense_routes_statistics(k, dtype):
     center_proj = rng.normal(size=k)
     power_counts, power_sums, proj_sums = np.zeros(k), np.zeros((k, 32)), np.zeros(k)
     power_moments = np.zeros(k * 32)
-    _soft._scatter_power(g_exp, x64, marks, scratch[0], directions, center_proj, proj_sums,
-                         power_counts, power_sums, power_moments)
+    _soft._scatter(g_exp, x64, marks, scratch[0], power_counts, power_sums, directions,
+                   center_proj, proj_sums, power_moments)
     p = g_dense.astype(np.float64)  # the dense route's weighted responsibilities (K, rows)
     proj = (directions @ x64.T - center_proj[:, None]) * p
     np.testing.assert_allclose(power_counts, dense_counts, rtol=rtol, atol=rtol * w.sum())

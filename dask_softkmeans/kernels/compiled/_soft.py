@@ -63,7 +63,8 @@ def soft_rows(g, xw, point, scratch, log_priors, plan, work, out, totals):  # pr
         if above * _SPARSE_FACTOR <= k * ms:
             _sparse_rows(g, marks, point, scratch, log_priors, plan.temperature, plan.inv_t,
                          totals)
-            _scatter(g, xw, marks, z, out.counts, out.sums)
+            _scatter(g, xw, marks, z, out.counts, out.sums, work.directions, work.center_proj,
+                     work.proj_sums, out.moments[:0])
             return
     _exp_sweep(g, amax, z, su, sd, log_priors, plan.temperature, plan.inv_t, plan.floor)
     _row_totals(ms, amax, best, exact, wc, z, su, sd, plan.temperature, totals)
@@ -75,11 +76,11 @@ def soft_rows(g, xw, point, scratch, log_priors, plan, work, out, totals):  # pr
 def sparse_power(g, xw, log_priors, plan, work, rows, out, totals):  # pragma: no cover
     """A soft chunk with the power moments by the sparse route, if at most one logit in
     :data:`_SPARSE_FACTOR` is above the cut: each marked term's sums and moments
-    row by row (:func:`_scatter_power`); returns whether it took that route (else
+    row by row (:func:`_scatter`); returns whether it took that route (else
     :func:`soft_rows` and :func:`._moments.moment_products` do the chunk).
 
-    Its own function, not a branch of :func:`soft_rows`: there it slowed the dense
-    route's ``exp`` sweep twofold.
+    Its own function, not a branch of :func:`soft_rows`: compiled into that body, the
+    branch slowed the dense route's ``exp`` sweep.
     """
     k, ms = g.shape
     if xw.shape[1] < _SPARSE_MIN_DIM or plan.moments != MOMENTS_POWER:
@@ -92,8 +93,8 @@ def sparse_power(g, xw, log_priors, plan, work, rows, out, totals):  # pragma: n
         return False
     _sparse_rows(g, marks, (rows.amax, rows.best, rows.exact, rows.weight),
                  (rows.z, rows.su, rows.sd), log_priors, plan.temperature, plan.inv_t, totals)
-    _scatter_power(g, work.x64[:ms], marks, rows.z, work.directions, work.center_proj,
-                   work.proj_sums, out.counts, out.sums, out.moments)
+    _scatter(g, work.x64[:ms], marks, rows.z, out.counts, out.sums, work.directions,
+             work.center_proj, work.proj_sums, out.moments)
     return True
 
 
@@ -128,7 +129,7 @@ def _sparse_rows(g, marks, point, scratch, log_priors, temperature, inv_t,
     and the per-point ``scratch`` (normaliser, ``sum exp(u) u``, ``sum exp(u) d``),
     then the rows' totals as on the dense route (:func:`_row_totals`), which leaves
     each row's ``weight / z`` in the first scratch buffer for the scatter that follows
-    (:func:`_scatter`, or :func:`_scatter_power` with the moments).
+    (:func:`_scatter`).
 
     The logits left out are those at or below the cut of :func:`_drop_floor`, whose
     responsibilities the dense path drops too; they are also left out of the normaliser
@@ -169,15 +170,20 @@ def _sparse_rows(g, marks, point, scratch, log_priors, temperature, inv_t,
 
 
 @nb.njit(**STEP)
-def _scatter(g, xw, marks, q, counts, sums):  # pragma: no cover - compiled
-    """The marked terms' weighted responsibilities ``exp(u) q`` into ``counts``, and
-    scattered into ``sums`` (in float64)."""
+def _scatter(g, rows, marks, q, counts, sums, directions, center_proj, proj_sums,
+             moments):  # pragma: no cover - compiled
+    """The marked terms' weighted responsibilities ``p = exp(u) q`` into ``counts``, and
+    scattered into ``sums`` (in float64).  With the power moments (``moments`` not
+    empty; ``rows`` then the float64 rows, as the moments' correction about the centers
+    needs), also each term's ``p (x - c) . v_c`` and ``p ((x - c) . v_c) x``, as
+    :func:`._moments.moment_products` sums them over all K."""
     k, ms = g.shape
-    dim = xw.shape[1]
+    dim = rows.shape[1]
     words = (k + 63) >> 6
+    power = moments.size > 0
     for i in range(ms):
         qi = q[i]
-        xi = xw[i]
+        xi = rows[i]
         for w in range(words):
             bits = marks[w * ms + i]
             while bits != 0:
@@ -188,32 +194,8 @@ def _scatter(g, xw, marks, q, counts, sums):  # pragma: no cover - compiled
                 sc = sums[c]
                 for j in range(dim):
                     sc[j] += pw * np.float64(xi[j])
-
-
-@nb.njit(**STEP)
-def _scatter_power(g, x64, marks, q, directions, center_proj, proj_sums, counts, sums,
-                   moments):  # pragma: no cover - compiled
-    """:func:`_scatter` with the power moments, term by term: the sums of the float64
-    rows ``x64`` (as the moments' correction about the centers needs), and each marked
-    term's ``p (x - c) . v_c`` and ``p ((x - c) . v_c) x``, as
-    :func:`._moments.moment_products` sums them over all K."""
-    k, ms = g.shape
-    dim = x64.shape[1]
-    words = (k + 63) >> 6
-    for i in range(ms):
-        qi = q[i]
-        xi = x64[i]
-        for w in range(words):
-            bits = marks[w * ms + i]
-            while bits != 0:
-                c = (w << 6) + trailing_zeros(bits)
-                bits &= bits - 1
-                pw = np.float64(g[c, i]) * qi
-                counts[c] += pw
-                sc = sums[c]
-                for j in range(dim):
-                    sc[j] += pw * xi[j]
-                add_power_term(c, pw, xi, directions, center_proj, proj_sums, moments)
+                if power:
+                    add_power_term(c, pw, xi, directions, center_proj, proj_sums, moments)
 
 
 @nb.njit(**STEP)
