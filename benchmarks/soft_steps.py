@@ -59,14 +59,17 @@ def _steps(dist, amax, xs, stage):  # pragma: no cover - compiled
     s_work = np.empty((k, dim), np.float32)
     marks = np.zeros(((k + 63) // 64) * m, np.int64)
     log_priors = np.zeros(k)
+    no_directions, no_moments = np.zeros((0, dim)), np.zeros(0)  # no moments in these passes
     for t in range(chunks):
         g[:] = dist[t]
         am = amax[t]
         if stage >= 5:  # the sparse route: the compare and marks, then (6) the marked rows
             _soft._mark_above(g, am, log_priors, 1.0, np.log(_soft._NEGLIGIBLE_32), marks, su)
             if stage >= 6:
-                _soft._sparse_rows(g, xs[t], marks, (am, -am, -am, w), (z, su, sd), log_priors,
-                                   1.0, 1.0, counts, sums, totals)
+                _soft._sparse_rows(g, marks, (am, -am, -am, w), (z, su, sd), log_priors, 1.0,
+                                   1.0, totals)
+                _soft._scatter(g, xs[t], marks, z, counts, sums, no_directions, counts,
+                               counts, no_moments)
             continue
         if stage >= 1:
             _soft._exp_sweep(g, am, z, su, sd, log_priors, 1.0, 1.0, -60.0)
