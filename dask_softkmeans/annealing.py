@@ -11,7 +11,8 @@ coordinates:
    ``T_c = 2 lambda_max(Sigma)``.  Above it the solution is known (every
    center at the mean), so cooling starts just below it.
 2. At each temperature, EM passes (``c_k <- c_k + 1.8 (S_k / N_k - c_k)``, an
-   over-relaxed EM step with the same fixed point, and ``pi_k = N_k / N``) until
+   over-relaxed EM step with the same fixed point, damped for a cluster whose steps
+   oscillate, and ``pi_k = N_k / N``) until
    the largest squared shift is below ``tol * T``, or, once K codevectors
    exist, until a pass finds the assignments hard already (step 5).  With a
    sample (see ``Annealer(sample=...)``) these passes run on it.
@@ -74,6 +75,10 @@ FULL_MOMENTS_MAX_FEATURES = 8
 #: passes at that pace that cost more than it could gain (``benchmarks/README.md``).
 _STALL = 1e-2
 
+#: A cluster's EM steps oscillate (see :func:`_damped_step`) when each points back along
+#: the last to within this cosine.
+_OSCILLATION_COSINE = 0.9
+
 #: The first critical temperature of each normalisation over softmax's ``2 lambda_max``:
 #: ``8 g'(0)`` over ``2``, with ``g`` the map of two classes (the share of one
 #: of two coincident copies of a center), ``g'(0) = 1/4`` (softmax),
@@ -95,6 +100,9 @@ class AnnealConfig:
     cooling: float = 0.9
     final_cooling: float = 0.3
     relax: float = 1.8
+    #: Damp the EM steps of clusters whose over-relaxed steps oscillate (see
+    #: :func:`_damped_step`): the same fixed points in fewer passes.
+    damping: bool = True
     lloyd_relax_step: float = 0.5
     lloyd_relax_max: float = 3.0
     split_margin: float = 0.85
@@ -244,6 +252,32 @@ def principal_axes(
     return geometry.half_critical(np.maximum(rayleigh, 0.0), resultant), new
 
 
+def _damped_step(step: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    """Each cluster's over-relaxed EM step, damped where the steps oscillate.
+
+    A plain EM step takes a cluster alone (few rows shared with others) to its
+    fixed point at once; the over-relaxed one overshoots it by ``relax - 1``, and
+    the steps that follow alternate in direction, each ``relax - 1`` times as long
+    as the last.  Where a cluster's step points back along its previous one and
+    is shorter by a ratio ``r`` in ``(-1, 0)``, the steps to come add up to
+    ``step / (1 - r)`` (a geometric series, as Aitken's extrapolation reads it):
+    the cluster takes that sum at once.  Slow modes (the halves of a split moving
+    apart, steps in one direction) keep the over-relaxed step.
+    """
+    dot = (step * previous).sum(axis=1)
+    previous_sq = (previous * previous).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = dot / previous_sq
+        cosine = dot / np.sqrt(previous_sq * (step * step).sum(axis=1))
+    # NaN (a cluster with no previous step, or none at all) compares False.
+    oscillating = (cosine < -_OSCILLATION_COSINE) & (ratio > -1.0)
+    if not oscillating.any():
+        return step
+    damped = step.copy()
+    damped[oscillating] /= (1.0 - ratio[oscillating])[:, None]
+    return damped
+
+
 def _random_directions(count: int, n_features: int, seed: int) -> np.ndarray:
     """Deterministic starting vectors for power iteration (never an old eigenvector)."""
     return _unit(np.random.default_rng(seed).standard_normal((count, n_features)))
@@ -286,6 +320,9 @@ class Annealer:
         self.optimizer = optimizer
         self._opt_state: object = None
         self._opt_centers: np.ndarray | None = None
+        # The centers the last EM step gave and that step (see _damped_step).
+        self._em_centers: np.ndarray | None = None
+        self._em_step = np.empty((0, n_features))
         self.n_features = n_features
         # The passes at T > 0 run on the sample when there is one: there only
         # coarse structure exists.  Lloyd, fill and swap run on the full data.
@@ -389,8 +426,15 @@ class Annealer:
         means = (self._targets(stats, clusters.centers) if counts.size == alive.size
                  else self.geometry.targets(counts, stats.sums[alive], new.centers))
         if self.optimizer is None:
-            new.centers = self.geometry.project(
-                new.centers + self.config.relax * (means - new.centers))
+            step = self.config.relax * (means - new.centers)
+            # The previous steps are those of the same clusters at the same temperature.
+            previous = (self._em_step if self.config.damping and alive.all()
+                        and self._em_centers is clusters.centers else None)
+            taken = step if previous is None else _damped_step(step, previous)
+            new.centers = self.geometry.project(new.centers + taken)
+            # A damped cluster's next step starts a new sequence.
+            step[(taken != step).any(axis=1)] = np.nan
+            self._em_centers, self._em_step = new.centers, step
         else:
             # The gradient of the mean free energy, 2 (n_k c_k - s_k) with n = N / W.
             fractions = counts / weight
@@ -666,6 +710,7 @@ class Annealer:
         # A gradient optimiser starts afresh at each temperature (a new problem),
         # which also makes the state at a checkpoint complete without it.
         self._opt_centers = None
+        self._em_centers = None  # the steps at another temperature are another sequence
         splits = clusters.size < cfg.n_clusters
         # Full moments (few features) cost little and give the axes in one pass: every
         # pass carries them while splits remain.  Power-iteration products do not.

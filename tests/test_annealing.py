@@ -151,6 +151,51 @@ def test_over_relaxed_lloyd_reaches_the_same_fixed_point_in_fewer_passes():
     np.testing.assert_array_equal(stats.sums / stats.counts[:, None], fast)
 
 
+def test_damped_step_sums_an_oscillation_and_keeps_every_other_step():
+    from dask_softkmeans.annealing import _damped_step
+
+    previous = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 2.0], [np.nan, np.nan]])
+    step = np.array([
+        [-0.8, 0.0],  # overshoots back, shorter: the series sums to step / 1.8
+        [0.5, 0.0],  # the same direction (a slow mode): kept
+        [-1.2, 0.0],  # back and longer (not a converging series): kept
+        [1.2, -1.0],  # back at a wide angle: kept
+        [1.0, 1.0],  # no previous step: kept
+    ])
+    damped = _damped_step(step, previous)
+    np.testing.assert_allclose(damped[0], [-0.8 / 1.8, 0.0])
+    np.testing.assert_array_equal(damped[1:], step[1:])
+    assert not np.shares_memory(damped, step)
+    np.testing.assert_array_equal(step[0], [-0.8, 0.0])  # the caller's steps unchanged
+
+
+def test_damped_em_reaches_the_same_fixed_point_in_fewer_passes():
+    """Clusters alone: the over-relaxed EM step overshoots each one's fixed point and the
+    steps alternate for a dozen passes; damped, the same fixed point in a few."""
+    from dask_softkmeans.annealing import AnnealConfig, Annealer, _Clusters
+    from dask_softkmeans.engine import Runner
+    from dask_softkmeans.objective import run_pass
+
+    x, _, truth = make_blobs(20_000, n_features=3, centers=10, cluster_std=1.0,
+                             center_box=(-60, 60), random_state=2, return_centers=True)
+    runner = Runner(x)
+    start = truth + np.random.default_rng(1).normal(0.0, 1.5, truth.shape)
+    results = {}
+    for damping in (False, True):
+        # Never hard enough to end the annealing: the EM runs to its own tolerance.
+        config = AnnealConfig(n_clusters=10, damping=damping, stop_confidence=2.0)
+        annealer = Annealer(lambda params: run_pass(runner, params), config, n_features=3,
+                            total_weight=len(x))
+        clusters = _Clusters(start.copy(), np.full(10, -np.log(10)), np.eye(3)[np.zeros(10, int)],
+                             np.ones(10), np.ones(10, int))
+        clusters, _ = annealer._equilibrate(clusters, 1.0)
+        results[damping] = (clusters.centers, len(annealer.history))
+    (plain, plain_n), (damped, damped_n) = results[False], results[True]
+    assert damped_n <= plain_n / 2
+    # Both within the tolerance (10^-2 T, squared) of the same fixed point.
+    np.testing.assert_allclose(damped, plain, atol=0.2)
+
+
 @pytest.mark.parametrize("n_features", [2, 12])
 def test_second_moments_only_in_the_axis_passes_while_splits_remain(n_features):
     """While fewer than K clusters exist, full moments (small D) ride on every pass; with
