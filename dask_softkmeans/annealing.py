@@ -75,6 +75,9 @@ FULL_MOMENTS_MAX_FEATURES = 8
 #: passes at that pace that cost more than it could gain (``benchmarks/README.md``).
 _STALL = 1e-2
 
+#: The swap check moves up to one center in this many at once (see :meth:`Annealer._swap`).
+_SWAP_BATCH_CLUSTERS = 64
+
 #: A cluster's EM steps oscillate (see :func:`_damped_step`) when each points back along
 #: the last to within this cosine.
 _OSCILLATION_COSINE = 0.9
@@ -276,6 +279,54 @@ def _damped_step(step: np.ndarray, previous: np.ndarray) -> np.ndarray:
     damped = step.copy()
     damped[oscillating] /= (1.0 - ratio[oscillating])[:, None]
     return damped
+
+
+def _swap_moves(removal: np.ndarray, gain: np.ndarray, limit: int,
+                heirs: np.ndarray | None = None) -> np.ndarray:
+    """The swap check's moves, ``(removed, split)`` rows: the center whose removal costs
+    least into the split with the largest gain, then, up to ``limit`` moves, the next
+    cheapest removals into the next largest gains while each gain exceeds its cost.
+
+    No center is both removed and split, or moved twice.  A removal's cost assumes the
+    other centers stay, its points going over to their next nearest: with ``heirs``
+    (each center's nearest other center), no center is removed whose heir is removed.
+    """
+    gain = gain.copy()
+    a = int(np.argmin(removal))
+    gain[a] = -np.inf
+    moves = [(a, int(np.argmax(gain)))]
+    if limit > 1:
+        used = {a, moves[0][1]}
+        kept = set() if heirs is None else {int(heirs[a])}  # heirs of removed centers
+        cheap = iter(np.argsort(removal, kind="stable"))
+        for j in np.argsort(-gain, kind="stable")[1:]:
+            j = int(j)
+            if len(moves) >= limit or j in used:
+                continue
+            a = next(cheap, None)
+            while a is not None and (a in used or a in kept
+                                     or (heirs is not None and int(heirs[a]) in used)):
+                a = next(cheap, None)
+            if a is None or not gain[j] > removal[a]:
+                break
+            a = int(a)
+            used.update((a, j))
+            if heirs is not None:
+                kept.add(int(heirs[a]))
+            moves.append((a, j))
+    return np.array(moves, dtype=np.intp)
+
+
+def _nearest_other(centers: np.ndarray, block: int = 512) -> np.ndarray:
+    """Each center's nearest other center (by blocks of rows: no K x K array)."""
+    norms = (centers * centers).sum(axis=1)
+    nearest = np.empty(len(centers), dtype=np.intp)
+    for start in range(0, len(centers), block):
+        rows = centers[start:start + block]
+        d = norms[start:start + block, None] - 2.0 * rows @ centers.T + norms[None, :]
+        d[np.arange(len(rows)), np.arange(start, start + len(rows))] = np.inf
+        nearest[start:start + block] = np.argmin(d, axis=1)
+    return nearest
 
 
 def _random_directions(count: int, n_features: int, seed: int) -> np.ndarray:
@@ -916,6 +967,16 @@ class Annealer:
         Lloyd passes after the last move reach the fixed point (fewer passes
         in all; the probes' estimates only choose the moves).
 
+        With many clusters, one trial makes several moves at once (see
+        :func:`_swap_moves`: up to one center in ``_SWAP_BATCH_CLUSTERS``, the
+        next cheapest removals into the next largest gains while each gain exceeds
+        its cost, never removing a center whose points would go to another one
+        removed); when they do not pay together, the better half of them, down to
+        the best move alone, and later probes move no more than the last trial
+        that paid.  The check also stops once a kept move gains less than
+        ``_STALL`` of the most a kept move has gained: the moves left would cost
+        more passes than they are worth.
+
         The two estimates only choose the move; the Lloyd passes judge it.  The
         removal cost holds the other centers still, while Lloyd lets them take
         the orphaned points over, and the gain counts one axis of the split
@@ -928,29 +989,43 @@ class Annealer:
         trial costs Lloyd passes over all the data.
         """
         settle = False  # the last move kept stopped short of its fixed point
+        batch = max(1, clusters.size // _SWAP_BATCH_CLUSTERS)
+        best = 0.0  # the most a kept move has lowered the inertia
         for _ in range(self.config.max_swaps):
             probe = self._pass(clusters, 0.0, "swap", self.mode, removal=True)
             variances, directions = principal_axes(
                 probe, clusters.centers, clusters.directions, self.mode, self.geometry)
             gain = (2.0 / np.pi) * probe.counts * variances
-            a = int(np.argmin(probe.removal))
-            gain[a] = -np.inf
-            j = int(np.argmax(gain))
+            heirs = _nearest_other(clusters.centers) if batch > 1 else None
+            moves = _swap_moves(probe.removal, gain, batch, heirs)
+            a, j = moves[0]
             if not gain[j] > 0 or (not explore and gain[j] <= probe.removal[a]):
                 break  # nothing to split, or (not exploring) a move predicted to lose
-            trial = clusters.take(np.arange(clusters.size))
-            trial.variances, trial.directions = variances.copy(), directions.copy()
-            step = np.sqrt(2.0 / np.pi) * np.sqrt(variances[j]) * directions[j]
-            trial.centers = clusters.centers.copy()
-            trial.centers[[a, j]] = self.geometry.project(
-                clusters.centers[[j, j]] + np.array([-1.0, 1.0])[:, None] * step)
-            trial, trial_converged, trial_stats = self._lloyd(
-                trial, "swap", target=float(probe.inertia), accept=True)
-            if (trial_stats.counts > 0).all() and trial_stats.inertia < probe.inertia:
-                clusters, converged, stats = trial, trial_converged, trial_stats
-                settle = not trial_converged
-            else:
+            # Several moves at once; when they do not pay together, the better half of
+            # them, down to the best alone, and later probes move no more than that.
+            while True:
+                tried = moves[:batch]
+                trial = clusters.take(np.arange(clusters.size))
+                trial.variances, trial.directions = variances.copy(), directions.copy()
+                a, j = tried[:, 0], tried[:, 1]
+                step = (np.sqrt(2.0 / np.pi) * np.sqrt(variances[j]))[:, None] * directions[j]
+                trial.centers = clusters.centers.copy()
+                trial.centers[a] = self.geometry.project(clusters.centers[j] - step)
+                trial.centers[j] = self.geometry.project(clusters.centers[j] + step)
+                trial, trial_converged, trial_stats = self._lloyd(
+                    trial, "swap", target=float(probe.inertia), accept=True)
+                paid = bool((trial_stats.counts > 0).all() and trial_stats.inertia < probe.inertia)
+                if paid or len(tried) == 1:
+                    break
+                batch = len(tried) // 2
+            if not paid:
                 break
+            gained = float(probe.inertia - trial_stats.inertia)
+            clusters, converged, stats = trial, trial_converged, trial_stats
+            settle = not trial_converged
+            best = max(best, gained)
+            if gained < _STALL * best:
+                break  # the moves left gain too little for the passes they cost
         if settle:
             clusters, converged, stats = self._lloyd(clusters)
         return clusters, converged, stats

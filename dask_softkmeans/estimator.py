@@ -63,8 +63,10 @@ from .validation import (
 SAMPLE_MIN_ROWS = 10_000
 SAMPLE_ROWS_PER_CLUSTER = 200
 SAMPLE_MAX_SHARE = 0.5
-#: A sample cut to ``SAMPLE_MAX_SHARE`` of the data still needs this many rows per cluster.
-SAMPLE_MIN_ROWS_PER_CLUSTER = 50
+#: A sample cut to ``SAMPLE_MAX_SHARE`` of the data still needs this many rows per cluster:
+#: with fewer the annealing loses clusters faster than the swap checks that follow (on the
+#: sample, then on all the rows, several moves a trial with many clusters) put them back.
+SAMPLE_MIN_ROWS_PER_CLUSTER = 20
 
 
 def auto_sample_size(n_clusters: int, n_samples: int) -> int | None:
@@ -241,7 +243,7 @@ class SoftKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
         a sample resolves it at a fraction of the cost.  "auto" takes
         ``max(10000, 200 * n_clusters)`` rows, cut to half the data when that
         is more (all the data when the cut sample would have fewer than 10000
-        rows or 50 per cluster), and a pass with ``m`` centers reads only
+        rows or 20 per cluster), and a pass with ``m`` centers reads only
         ``max(10000, 200 * m)`` of them (rounded up to 10000 times a power of
         two): the structure resolved so far needs no more.  An integer is the
         sample of every pass; None anneals on all the data.  The sample is

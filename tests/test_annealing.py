@@ -151,6 +151,59 @@ def test_over_relaxed_lloyd_reaches_the_same_fixed_point_in_fewer_passes():
     np.testing.assert_array_equal(stats.sums / stats.counts[:, None], fast)
 
 
+def test_swap_moves_pair_cheap_removals_with_large_gains_and_never_orphan_an_heir():
+    from dask_softkmeans.annealing import _swap_moves
+
+    removal = np.array([5.0, 1.0, 3.0, 2.0, 9.0, 0.5])
+    gain = np.array([10.0, 0.0, 7.0, 2.5, 8.0, 0.0])
+    # One move: the cheapest removal into the largest gain, whatever they predict.
+    np.testing.assert_array_equal(_swap_moves(removal, gain, 1), [[5, 0]])
+    np.testing.assert_array_equal(_swap_moves(removal, np.zeros(6), 1)[0], [5, 0])
+    # More: the next cheapest into the next largest while the gain exceeds the cost, no
+    # center twice (3 would be split next, but it is removed already).
+    np.testing.assert_array_equal(_swap_moves(removal, gain, 4), [[5, 0], [1, 4], [3, 2]])
+    np.testing.assert_array_equal(_swap_moves(removal, gain, 2), [[5, 0], [1, 4]])
+    # 1's points go over to 5, which is removed: 1 stays, and 5's heir 2 is not removed.
+    heirs = np.array([1, 5, 3, 2, 0, 2])
+    np.testing.assert_array_equal(_swap_moves(removal, gain, 4, heirs), [[5, 0], [3, 4]])
+    np.testing.assert_array_equal(gain, [10.0, 0.0, 7.0, 2.5, 8.0, 0.0])  # unchanged
+
+
+@pytest.mark.parametrize("batch", [True, False])
+def test_the_swap_check_moves_many_centers_at_once(batch, monkeypatch):
+    """256 blobs on a grid, four adjacent pairs each under one center and the four freed
+    centers doubling other blobs: one trial makes the four moves (two probes in all, the
+    second finding nothing to gain); one move at a time takes a probe each."""
+    from dask_softkmeans import annealing
+    from dask_softkmeans.annealing import AnnealConfig, Annealer, _Clusters
+    from dask_softkmeans.engine import Runner
+    from dask_softkmeans.objective import run_pass
+
+    if not batch:
+        monkeypatch.setattr(annealing, "_SWAP_BATCH_CLUSTERS", 10**6)
+    grid = np.stack(np.meshgrid(np.arange(16.0), np.arange(16.0)), -1).reshape(-1, 2) * 10.0
+    x = grid[np.repeat(np.arange(256), 40)] + np.random.default_rng(0).standard_normal((10240, 2))
+    truth = grid - x.mean(0)
+    x -= x.mean(0)
+    start = truth.copy()
+    for n in range(4):
+        a, b, c = 2 * n, 2 * n + 1, 100 + 10 * n  # a and b side by side; c elsewhere
+        start[a] = (truth[a] + truth[b]) / 2.0
+        start[b] = truth[c] + [0.3, 0.0]
+    assert centroid_index(start, truth) == 4
+    runner = Runner(x)
+    annealer = Annealer(lambda params: run_pass(runner, params), AnnealConfig(n_clusters=256),
+                        n_features=2, total_weight=len(x))
+    clusters = _Clusters(start, np.full(256, -np.log(256)), np.eye(2)[np.zeros(256, int)],
+                         np.ones(256), np.ones(256, int))
+    clusters, converged, stats = annealer._finish(clusters, explore=True)
+    probes = sum(r["phase"] == "swap" and r["moments"] for r in annealer.history)
+    assert converged and centroid_index(clusters.centers, truth) == 0
+    assert probes == (2 if batch else 5)
+    # An exact fixed point.
+    np.testing.assert_allclose(stats.sums / stats.counts[:, None], clusters.centers, rtol=1e-12)
+
+
 def test_damped_step_sums_an_oscillation_and_keeps_every_other_step():
     from dask_softkmeans.annealing import _damped_step
 

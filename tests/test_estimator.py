@@ -310,11 +310,13 @@ def test_auto_sample_grows_with_the_clusters():
     from dask_softkmeans.estimator import auto_sample_size, sample_rows
 
     # The sample: 200 rows per cluster, at least 10000; cut to half the data when that is
-    # more, as long as the cut one keeps 10000 rows and 50 per cluster.
+    # more, as long as the cut one keeps 10000 rows and 20 per cluster.
     assert auto_sample_size(8, 1_000_000) == 10_000
     assert auto_sample_size(256, 200_000) == 51_200
     assert auto_sample_size(1024, 200_000) == 100_000
-    assert auto_sample_size(4096, 200_000) is None
+    assert auto_sample_size(4096, 200_000) == 100_000
+    assert auto_sample_size(5000, 200_000) == 100_000
+    assert auto_sample_size(5001, 200_000) is None
     assert auto_sample_size(8, 15_000) is None
 
     assert sample_rows(1, 60_000) == 10_000
