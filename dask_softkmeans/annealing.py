@@ -732,7 +732,9 @@ class Annealer:
         """Lloyd to a fixed point, K non-empty clusters, then the swap check (all at T = 0);
         ``explore``: see :meth:`_swap`."""
         k = self.config.n_clusters
-        clusters, converged, stats = self._lloyd(clusters)
+        # Before a swap check, to where the partition only creeps (the check ends at a
+        # fixed point).
+        clusters, converged, stats = self._lloyd(clusters, stall=k > 1)
         # Relocate empty clusters and top up to K (rare: data with fewer
         # distinct points than K, or a cluster emptied at T = 0).
         degenerate = False
@@ -896,7 +898,7 @@ class Annealer:
 
     def _lloyd(
         self, clusters: _Clusters, phase: str = "lloyd", target: float | None = None,
-        accept: bool = False,
+        accept: bool = False, stall: bool = False,
     ) -> tuple[_Clusters, bool, BlockStats]:
         """Hard passes until the centers no longer move (a Lloyd fixed point).
 
@@ -908,7 +910,10 @@ class Annealer:
         ``_STALL`` of the gap left, a pace at which the target is out of reach.
         With ``accept`` too, they stop as soon as the inertia is below it (the
         move pays), after one plain Lloyd step: the caller's later passes take
-        the centers the rest of the way.
+        the centers the rest of the way.  With ``stall``, they stop once a pass
+        lowers the inertia by less than ``_STALL`` of what the passes so far have
+        (the partition creeps, a few rows a pass): the swap check that follows
+        moves centers anyway, and the Lloyd passes after it reach the fixed point.
         """
         # Over-relaxed Lloyd with a safeguard: the step to the new means is
         # stretched by omega while the inertia keeps falling; a step that
@@ -920,6 +925,7 @@ class Annealer:
         cfg = self.config
         omega, last = 1.0, None  # last: (inertia, means) at the last accepted centers
         previous = np.inf  # the inertia of the last accepted pass
+        first = np.inf  # the inertia of the first pass
         for iteration in range(cfg.max_lloyd_iter):
             stats = self._pass(clusters, 0.0, phase)
             means = self._targets(stats, clusters.centers)
@@ -937,10 +943,14 @@ class Annealer:
                 clusters.log_priors = np.log(
                     np.maximum(stats.counts, 1e-300) / stats.counts.sum())
                 return clusters, False, stats
+            first = inertia if first == np.inf else first
+            creeping = stall and previous - inertia < _STALL * (first - inertia)
             previous = inertia
             if _same_centers(means, clusters.centers):
                 clusters.centers = means
                 return clusters, True, stats
+            if creeping:
+                return clusters, False, stats
             if iteration == cfg.max_lloyd_iter - 1:
                 break  # keep centers and statistics of the same pass
             settled = last is not None and _same_centers(means, last[1])
@@ -988,7 +998,7 @@ class Annealer:
         whose expected gain exceeds its removal cost is tried: there every
         trial costs Lloyd passes over all the data.
         """
-        settle = False  # the last move kept stopped short of its fixed point
+        settle = not converged  # the centers stopped short of their fixed point
         batch = max(1, clusters.size // _SWAP_BATCH_CLUSTERS)
         best = 0.0  # the most a kept move has lowered the inertia
         for _ in range(self.config.max_swaps):
