@@ -323,7 +323,10 @@ def _nearest_other(centers: np.ndarray, block: int = 512) -> np.ndarray:
     nearest = np.empty(len(centers), dtype=np.intp)
     for start in range(0, len(centers), block):
         rows = centers[start:start + block]
-        d = norms[start:start + block, None] - 2.0 * rows @ centers.T + norms[None, :]
+        # |c|^2 - 2 r.c: the row's own |r|^2 does not change which center is nearest.
+        d = rows @ centers.T
+        d *= -2.0
+        d += norms
         d[np.arange(len(rows)), np.arange(start, start + len(rows))] = np.inf
         nearest[start:start + block] = np.argmin(d, axis=1)
     return nearest

@@ -169,6 +169,15 @@ def test_swap_moves_pair_cheap_removals_with_large_gains_and_never_orphan_an_hei
     np.testing.assert_array_equal(gain, [10.0, 0.0, 7.0, 2.5, 8.0, 0.0])  # unchanged
 
 
+def test_nearest_other_center_by_blocks():
+    from dask_softkmeans.annealing import _nearest_other
+
+    centers = np.random.default_rng(3).standard_normal((700, 5))
+    d = ((centers[:, None] - centers[None]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    np.testing.assert_array_equal(_nearest_other(centers, block=64), d.argmin(axis=1))
+
+
 @pytest.mark.parametrize("batch", [True, False])
 def test_the_swap_check_moves_many_centers_at_once(batch, monkeypatch):
     """256 blobs on a grid, four adjacent pairs each under one center and the four freed
