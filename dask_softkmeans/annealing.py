@@ -13,7 +13,8 @@ coordinates:
 2. At each temperature, EM passes (``c_k <- c_k + 1.8 (S_k / N_k - c_k)``, an
    over-relaxed EM step with the same fixed point, damped for a cluster whose steps
    oscillate, and ``pi_k = N_k / N``) until
-   the largest squared shift is below ``tol * T``, or, once K codevectors
+   the largest squared shift is below ``tol * T`` (with 256 codevectors or more, until
+   at most one in 256 still moves by that much), or, once K codevectors
    exist, until a pass finds the assignments hard already (step 5).  With a
    sample (see ``Annealer(sample=...)``) these passes run on it.
 3. Codevectors closer than ``merge_tol * T`` (squared) merge.  Each cluster's
@@ -74,6 +75,10 @@ FULL_MOMENTS_MAX_FEATURES = 8
 #: share of what it still lacks to beat the probe's: the move would not pay, or only after
 #: passes at that pace that cost more than it could gain (``benchmarks/README.md``).
 _STALL = 1e-2
+
+#: A temperature's EM passes end when at most one codevector in this many still moves by
+#: more than the tolerance (see :func:`_settled`).
+_LAGGARDS = 256
 
 #: The swap check moves up to one center in this many at once (see :meth:`Annealer._swap`).
 _SWAP_BATCH_CLUSTERS = 64
@@ -281,6 +286,18 @@ def _damped_step(step: np.ndarray, previous: np.ndarray) -> np.ndarray:
     return damped
 
 
+def _settled(shifts: np.ndarray, tolerance: float) -> bool:
+    """Whether a temperature's EM passes are done: at most one codevector in
+    ``_LAGGARDS`` still moves (squared) by ``tolerance`` or more.
+
+    With fewer codevectors than ``_LAGGARDS``, none may: the largest shift is below the
+    tolerance.  With many, the last few to settle (the halves of a split that separate
+    late in the passes, each then taking several more passes to settle) go on settling
+    in the next temperature's passes, instead of holding every codevector's pass here.
+    """
+    return int(np.count_nonzero(shifts >= tolerance)) <= shifts.size // _LAGGARDS
+
+
 def _swap_moves(removal: np.ndarray, gain: np.ndarray, limit: int,
                 heirs: np.ndarray | None = None) -> np.ndarray:
     """The swap check's moves, ``(removed, split)`` rows: the center whose removal costs
@@ -405,6 +422,8 @@ class Annealer:
         self._merges: list[tuple[int, int]] = []
         self._distinct_since: dict[int, int] = {0: 0}  # id -> record where it became distinct
         self._alive_ids: set[int] = {0}
+        # Each codevector's squared shift to its target in the last pass: see _settled.
+        self._last_shifts = np.zeros(0)
         # (statistics, centers, targets) of the last pass: see _targets.
         self._last_targets: tuple[BlockStats, np.ndarray, np.ndarray] | None = None
 
@@ -424,7 +443,8 @@ class Annealer:
         ))
         means = self.geometry.targets(stats.counts, stats.sums, clusters.centers)
         self._last_targets = (stats, clusters.centers, means)
-        shift = float(((means - clusters.centers) ** 2).sum(axis=1).max())
+        self._last_shifts = ((means - clusters.centers) ** 2).sum(axis=1)
+        shift = float(self._last_shifts.max())
         record = {
             "phase": phase,
             "data": self._labels[self._source],
@@ -610,7 +630,7 @@ class Annealer:
             self._save("anneal", clusters, temperature, last_soft)
             clusters, stats = self._equilibrate(clusters, temperature)
             confidence = float(stats.confidence / stats.weight)
-            converged = (self.history[-1]["shift"] < cfg.tol * temperature
+            converged = (_settled(self._last_shifts, cfg.tol * temperature)
                          or confidence > cfg.stop_confidence)
             clusters = self._merge(clusters, temperature)
             if clusters.size < k and not self.history[-1]["moments"]:
@@ -779,7 +799,7 @@ class Annealer:
                 # The assignments are hard already: the annealing ends here, and
                 # Lloyd's cheaper passes take the centers the rest of the way.
                 return clusters, stats
-            if self.history[-1]["shift"] < cfg.tol * temperature:
+            if _settled(self._last_shifts, cfg.tol * temperature):
                 break
         if clusters.size < cfg.n_clusters and not self.history[-1]["moments"]:
             # Splits follow (a cluster may also have emptied at K): measure the axes.

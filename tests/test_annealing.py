@@ -213,6 +213,22 @@ def test_the_swap_check_moves_many_centers_at_once(batch, monkeypatch):
     np.testing.assert_allclose(stats.sums / stats.counts[:, None], clusters.centers, rtol=1e-12)
 
 
+def test_em_passes_settle_with_a_few_laggards_only_among_many_codevectors():
+    from dask_softkmeans.annealing import _LAGGARDS, _settled
+
+    # Fewer codevectors than _LAGGARDS: every shift below the tolerance, as a maximum.
+    few = np.full(_LAGGARDS - 1, 0.5)
+    assert _settled(few, 1.0)
+    few[7] = 1.0
+    assert not _settled(few, 1.0)
+    # Many: one in _LAGGARDS may still move; one more may not.
+    many = np.full(4 * _LAGGARDS, 0.5)
+    many[:4] = 3.0
+    assert _settled(many, 1.0)
+    many[4] = 3.0
+    assert not _settled(many, 1.0)
+
+
 def test_damped_step_sums_an_oscillation_and_keeps_every_other_step():
     from dask_softkmeans.annealing import _damped_step
 
