@@ -76,6 +76,9 @@ FULL_MOMENTS_MAX_FEATURES = 8
 #: passes at that pace that cost more than it could gain (``benchmarks/README.md``).
 _STALL = 1e-2
 
+#: Steps per octave of the grid the jumps of the schedule land on (see :func:`_grid_below`).
+_GRID = 1024
+
 #: A temperature's EM passes end when at most one codevector in this many still moves by
 #: more than the tolerance (see :func:`_settled`).
 _LAGGARDS = 256
@@ -284,6 +287,17 @@ def _damped_step(step: np.ndarray, previous: np.ndarray) -> np.ndarray:
     damped = step.copy()
     damped[oscillating] /= (1.0 - ratio[oscillating])[:, None]
     return damped
+
+
+def _grid_below(temperature: float) -> float:
+    """The largest temperature ``2 ** (n / _GRID)`` (n an integer) at most ``temperature``.
+
+    The jump to just below the next critical temperature reads it from the passes'
+    statistics, whose last digits follow the rounding of float32 passes (the row order
+    within a block, repeated rows against weighted ones): on the grid, those digits do
+    not reach the schedule, nor the ``temperature_`` the probabilities use.
+    """
+    return float(2.0 ** (np.floor(np.log2(temperature) * _GRID) / _GRID))
 
 
 def _settled(shifts: np.ndarray, tolerance: float) -> bool:
@@ -646,7 +660,7 @@ class Annealer:
                 t_max = 2.0 * float(clusters.variances.max())
                 if t_max <= 1e-12 * t_critical:
                     break  # nothing left to split: every cluster is a point
-                next_t = min(cfg.cooling * temperature, cfg.split_margin * t_max)
+                next_t = min(cfg.cooling * temperature, _grid_below(cfg.split_margin * t_max))
                 unstable = np.flatnonzero(
                     (cfg.split_margin * 2.0 * clusters.variances >= next_t) & (clusters.ages >= 1)
                 )

@@ -213,6 +213,17 @@ def test_the_swap_check_moves_many_centers_at_once(batch, monkeypatch):
     np.testing.assert_allclose(stats.sums / stats.counts[:, None], clusters.centers, rtol=1e-12)
 
 
+def test_schedule_jumps_land_on_a_grid_that_rounding_does_not_move():
+    from dask_softkmeans.annealing import _GRID, _grid_below
+
+    for t in (1e-6, 0.19858, 0.7355143145, 3.0, 12345.678):  # none on the grid
+        snapped = _grid_below(t)
+        assert snapped <= t < snapped * 2.0 ** (1.0 / _GRID) * (1 + 1e-12)
+        # float32-level noise in the estimate does not move the jump.
+        assert _grid_below(t * (1.0 + 6e-8)) == snapped == _grid_below(t * (1.0 - 6e-8))
+    assert _grid_below(2.0) == 2.0 and _grid_below(1.0) == 1.0
+
+
 def test_em_passes_settle_with_a_few_laggards_only_among_many_codevectors():
     from dask_softkmeans.annealing import _LAGGARDS, _settled
 
