@@ -22,7 +22,8 @@ coordinates:
    statistic folded into the pass: the full ``Q_k`` for small D, one
    power-iteration product per cluster otherwise.
 4. While fewer than K codevectors exist, the temperature jumps to just below
-   the next critical temperature, and the clusters that are unstable there
+   the next critical temperature (on a fixed grid, :func:`_grid_below`), and the
+   clusters that are unstable there
    split along their principal axis, each half taking half the prior.
 5. When K codevectors exist, the temperature falls by ``final_cooling`` per
    step; when the average largest responsibility exceeds ``stop_confidence``,
@@ -787,7 +788,8 @@ class Annealer:
         return clusters, converged, stats
 
     def _equilibrate(self, clusters: _Clusters, temperature: float) -> tuple[_Clusters, BlockStats]:
-        """EM at one temperature until the largest squared shift is below ``tol * T``.
+        """EM at one temperature until the squared shifts are below ``tol * T`` (see
+        :func:`_settled`).
 
         Only the split decisions after the temperature read the second moments,
         so once K clusters exist no pass carries them.  Until then, full moments
