@@ -285,6 +285,47 @@ def test_damped_em_reaches_the_same_fixed_point_in_fewer_passes():
     np.testing.assert_allclose(damped, plain, atol=0.2)
 
 
+def test_lloyd_before_the_swap_check_stops_where_the_partition_creeps():
+    """Overlapping blobs: Lloyd creeps to its fixed point, a few rows a pass.  Stopped at
+    the creep, the passes end early and short of it; the swap check's closing passes then
+    reach a fixed point all the same."""
+    from dask_softkmeans.annealing import AnnealConfig, Annealer, _Clusters
+    from dask_softkmeans.engine import Runner
+    from dask_softkmeans.kernels import PassParams
+    from dask_softkmeans.objective import run_pass
+
+    x, _ = make_blobs(20_000, n_features=2, centers=12, cluster_std=2.5, center_box=(-20, 20),
+                      random_state=4)
+    runner = Runner(x)
+
+    def statistics(params):
+        return run_pass(runner, params)
+
+    start = x[np.random.default_rng(0).choice(len(x), 12, replace=False)]
+
+    def clusters():
+        return _Clusters(start.copy(), np.zeros(12), np.eye(2)[np.zeros(12, int)],
+                         np.ones(12), np.ones(12, int))
+
+    runs = {}
+    for stall in (False, True):
+        annealer = Annealer(statistics, AnnealConfig(n_clusters=12), n_features=2,
+                            total_weight=len(x))
+        _, converged, stats = annealer._lloyd(clusters(), stall=stall)
+        runs[stall] = (converged, float(stats.inertia), len(annealer.history))
+    (full_done, full_j, full_n), (stall_done, stall_j, stall_n) = runs[False], runs[True]
+    assert full_done and not stall_done
+    assert stall_n < full_n
+    assert stall_j <= full_j * 1.01  # the creep lowers the inertia by little
+
+    annealer = Annealer(statistics, AnnealConfig(n_clusters=12), n_features=2,
+                        total_weight=len(x))
+    final, converged, _ = annealer._finish(clusters(), explore=True)
+    assert converged and annealer.history[-1]["phase"] == "lloyd"
+    stats = statistics(PassParams(final.centers, 0.0))
+    np.testing.assert_array_equal(stats.sums / stats.counts[:, None], final.centers)
+
+
 @pytest.mark.parametrize("n_features", [2, 12])
 def test_second_moments_only_in_the_axis_passes_while_splits_remain(n_features):
     """While fewer than K clusters exist, full moments (small D) ride on every pass; with
